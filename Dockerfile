@@ -1,0 +1,14 @@
+FROM python:3.11-slim
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY hillmix_site hillmix_site
+COPY datasets datasets
+COPY elicitation elicitation
+COPY training training
+# torch==2.13.0 from PyPI brings CUDA libraries, which GPU workers want.
+RUN pip install .
+COPY . .
+RUN DATABASE_URL=sqlite:////tmp/build.sqlite3 python manage.py collectstatic --noinput
+EXPOSE 8000
+CMD ["gunicorn", "hillmix_site.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3"]

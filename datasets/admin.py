@@ -1,0 +1,142 @@
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.utils.html import format_html
+
+from . import services
+from .forms import DatasetImportForm, StimulusSetForm
+from .models import Dataset, Pair, Stimulus, StimulusSet
+
+
+def _form_view(admin_obj, request: HttpRequest, form_class, title: str, create) -> HttpResponse:
+    """An admin 'add' page driven by a plain form and a service call."""
+    form = form_class(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            obj = create(form.cleaned_data)
+        except ValidationError as exc:
+            for message in exc.messages:
+                form.add_error(None, message)
+        else:
+            admin_obj.message_user(request, f"Created {obj}.", messages.SUCCESS)
+            return redirect(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_changelist")
+    context = {
+        **admin_obj.admin_site.each_context(request),
+        "form": form,
+        "title": title,
+        "opts": admin_obj.model._meta,
+    }
+    return TemplateResponse(request, "admin/service_form.html", context)
+
+
+@admin.register(Dataset)
+class DatasetAdmin(admin.ModelAdmin):
+    list_display = ["name", "source_kind", "split", "num_images", "size", "created_at"]
+    readonly_fields = [f.name for f in Dataset._meta.fields]
+
+    @admin.display(description="image size")
+    def size(self, obj: Dataset) -> str:
+        return f"{obj.height}x{obj.width}x{obj.channels}"
+
+    def add_view(self, request, form_url="", extra_context=None):
+        return _form_view(
+            self,
+            request,
+            DatasetImportForm,
+            "Import a dataset",
+            lambda data: services.import_dataset(**data),
+        )
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def delete_model(self, request, obj: Dataset) -> None:
+        services.delete_dataset(obj)
+
+
+class PairInline(admin.TabularInline):
+    model = Pair
+    fields = ["position", "name"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    max_num = 0
+
+
+@admin.register(StimulusSet)
+class StimulusSetAdmin(admin.ModelAdmin):
+    list_display = ["name", "dataset", "kind", "mixing_policy", "status", "progress", "created_at"]
+    list_filter = ["kind", "status", "dataset"]
+    readonly_fields = [f.name for f in StimulusSet._meta.fields] + ["progress", "preview"]
+    inlines = [PairInline]
+
+    @admin.display(description="progress")
+    def progress(self, obj: StimulusSet) -> str:
+        return format_html(
+            '<progress max="{}" value="{}"></progress> {} / {}',
+            obj.total or 1,
+            obj.done,
+            obj.done,
+            obj.total,
+        )
+
+    @admin.display(description="first stimuli")
+    def preview(self, obj: StimulusSet) -> str:
+        stimuli = Stimulus.objects.filter(pair__stimulus_set=obj)[:22]
+        return format_html(
+            "<div>{}</div>",
+            format_html(
+                "".join(
+                    format_html(
+                        '<img src="{}" title="{}" width="48" height="48" '
+                        'style="image-rendering: pixelated; margin: 1px">',
+                        s.image.url,
+                        s.name,
+                    )
+                    for s in stimuli
+                )
+            ),
+        )
+
+    def add_view(self, request, form_url="", extra_context=None):
+        def create(data: dict) -> StimulusSet:
+            return services.create_stimulus_set(
+                name=data["name"],
+                dataset=data["dataset"],
+                kind=data["kind"],
+                lams=data["lams"],
+                mixing_policy=data["mixing_policy"],
+                pairs=data["explicit_pairs"],
+                n_pairs=None if data["explicit_pairs"] else data["random_pairs"],
+                seed=data["seed"],
+            )
+
+        return _form_view(self, request, StimulusSetForm, "Build a stimulus set", create)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def delete_model(self, request, obj: StimulusSet) -> None:
+        services.delete_stimulus_set(obj)
+
+
+@admin.register(Stimulus)
+class StimulusAdmin(admin.ModelAdmin):
+    list_display = ["name", "lam", "size_bytes", "thumbnail"]
+    list_filter = ["pair__stimulus_set"]
+    search_fields = ["name"]
+
+    @admin.display(description="image")
+    def thumbnail(self, obj: Stimulus) -> str:
+        return format_html(
+            '<img src="{}" width="64" height="64" style="image-rendering: pixelated">',
+            obj.image.url,
+        )
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

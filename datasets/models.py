@@ -1,0 +1,97 @@
+from django.db import models
+
+from .mixing import MIXING_POLICIES
+from .sources import SOURCE_KINDS
+
+
+class Dataset(models.Model):
+    """A set of labelled source images; the pixels live in one .npz file in storage."""
+
+    name = models.SlugField(max_length=100, unique=True)
+    source_kind = models.CharField(max_length=20, choices=[(k, k) for k in SOURCE_KINDS])
+    source_path = models.CharField(max_length=500, blank=True)
+    split = models.CharField(max_length=20, blank=True)
+    class_names = models.JSONField()
+    num_images = models.PositiveIntegerField()
+    height = models.PositiveSmallIntegerField()
+    width = models.PositiveSmallIntegerField()
+    channels = models.PositiveSmallIntegerField()
+    arrays = models.FileField(upload_to="datasets/")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class StimulusSet(models.Model):
+    class Kind(models.TextChoices):
+        GRID = "grid", "Grid (Construct, Select-Shuffled)"
+        SINGLE = "single", "Single (Infer, Soft-label)"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    name = models.SlugField(max_length=100, unique=True)
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="stimulus_sets")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    mixing_policy = models.CharField(
+        max_length=10, choices=[(p, p) for p in MIXING_POLICIES], default="mixup"
+    )
+    lams = models.JSONField()
+    seed = models.IntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Pair(models.Model):
+    stimulus_set = models.ForeignKey(StimulusSet, on_delete=models.CASCADE, related_name="pairs")
+    position = models.PositiveIntegerField()
+    class1 = models.CharField(max_length=50)
+    id1 = models.IntegerField()
+    class2 = models.CharField(max_length=50)
+    id2 = models.IntegerField()
+    name = models.CharField(max_length=120)
+
+    class Meta:
+        ordering = ["stimulus_set", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["stimulus_set", "name"], name="unique_pair_in_set"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Stimulus(models.Model):
+    """One mixed image: `lam` of the pair's first image, stored at native resolution."""
+
+    pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="stimuli")
+    lam = models.FloatField()
+    name = models.CharField(max_length=160)
+    image = models.FileField(upload_to="stimuli/")
+    size_bytes = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["pair", "lam"]
+        verbose_name_plural = "stimuli"
+        constraints = [
+            models.UniqueConstraint(fields=["pair", "lam"], name="unique_lam_per_pair"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,186 @@
+"""Stimulus sets: generation through the Celery task, names, counts, bad input."""
+
+import itertools
+from collections import Counter
+
+import numpy as np
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.files.storage import default_storage
+from django.core.management import CommandError, call_command
+
+from datasets.imaging import decode_png
+from datasets.mixing import mixup
+from datasets.models import Pair, Stimulus, StimulusSet
+from datasets.naming import GRID_LAMS, SINGLE_LAMS
+from datasets.selectors import dataset_arrays, stimuli_of_set
+from datasets.services import create_stimulus_set, delete_stimulus_set
+from tests.conftest import stored_files
+
+
+def build(django_capture_on_commit_callbacks, **kwargs) -> StimulusSet:
+    with django_capture_on_commit_callbacks(execute=True):
+        stimulus_set = create_stimulus_set(**kwargs)
+    stimulus_set.refresh_from_db()
+    return stimulus_set
+
+
+def test_grid_set_built_by_task_has_every_pair_and_lam(
+    demo_dataset, django_capture_on_commit_callbacks, media_root
+):
+    stimulus_set = build(
+        django_capture_on_commit_callbacks,
+        name="grid",
+        dataset=demo_dataset,
+        kind="grid",
+        n_pairs=45,
+        seed=3,
+    )
+    assert stimulus_set.status == "succeeded"
+    assert stimulus_set.done == stimulus_set.total == 45 * 11
+    stimuli = list(stimuli_of_set(stimulus_set))
+    assert len(stimuli) == 495
+    assert sorted({s.lam for s in stimuli}) == list(GRID_LAMS)
+    assert len(stored_files(media_root)) == 495 + 1  # + the dataset arrays
+    # Balanced: 45 unordered class pairs of 10 digit classes, one pair each.
+    per_class_pair = Counter(frozenset((p.class1, p.class2)) for p in stimulus_set.pairs.all())
+    assert len(per_class_pair) == 45 and set(per_class_pair.values()) == {1}
+    pair = stimulus_set.pairs.first()
+    names = {s.name for s in pair.stimuli.all()}
+    assert f"mixed_0.0_{pair.name}.png" in names and f"mixed_1.0_{pair.name}.png" in names
+
+
+def test_random_pairs_are_balanced_and_distinct(demo_dataset, django_capture_on_commit_callbacks):
+    stimulus_set = build(
+        django_capture_on_commit_callbacks,
+        name="many",
+        dataset=demo_dataset,
+        kind="single",
+        n_pairs=100,
+        seed=1,
+    )
+    pairs = list(stimulus_set.pairs.all())
+    counts = Counter(frozenset((p.class1, p.class2)) for p in pairs)
+    assert max(counts.values()) - min(counts.values()) <= 1
+    assert len({p.name for p in pairs}) == 100
+    assert all(p.class1 != p.class2 for p in pairs)
+    assert stimulus_set.total == 100 * len(SINGLE_LAMS)
+
+
+def test_stored_png_is_native_resolution_mixup(demo_dataset, django_capture_on_commit_callbacks):
+    stimulus_set = build(
+        django_capture_on_commit_callbacks,
+        name="one",
+        dataset=demo_dataset,
+        kind="single",
+        pairs=["Zero_0_One_1"],
+        lams=[0.3],
+    )
+    stimulus = Stimulus.objects.get(pair__stimulus_set=stimulus_set)
+    assert stimulus.name == "mixed_0.3_Zero_0_One_1.png"
+    with default_storage.open(stimulus.image.name, "rb") as handle:
+        image = decode_png(handle.read())
+    images = dataset_arrays(demo_dataset).images
+    np.testing.assert_array_equal(image, mixup(images[0], images[1], 0.3))
+
+
+@pytest.mark.shared_data
+def test_hmix_pair_stimulus_matches_published_rounding(
+    hmix_dataset, django_capture_on_commit_callbacks
+):
+    stimulus_set = build(
+        django_capture_on_commit_callbacks,
+        name="hmix-grid",
+        dataset=hmix_dataset,
+        kind="grid",
+        pairs=["Airplane_1596_Frog_3615"],
+    )
+    stimulus = Stimulus.objects.get(pair__stimulus_set=stimulus_set, lam=0.3)
+    with default_storage.open(stimulus.image.name, "rb") as handle:
+        image = decode_png(handle.read()).astype(float)
+    arrays = dataset_arrays(hmix_dataset)
+    row = {int(i): r for r, i in enumerate(arrays.ids)}
+    x1 = arrays.images[row[1596]].astype(float)
+    x2 = arrays.images[row[3615]].astype(float)
+    np.testing.assert_array_equal(image, np.round(0.3 * x1 + 0.7 * x2))
+    assert stimulus_set.total == 11 and stimulus.size_bytes < 4096
+
+
+BAD_REQUESTS = [
+    ({"pairs": ["Zebra_0_One_1"]}, "unknown class 'Zebra'"),
+    ({"pairs": ["Zero_0_One_999999"]}, "unknown id 999999"),
+    ({"pairs": ["Zero_1_One_0"]}, "is a One, not a Zero"),
+    ({"pairs": ["Zero_0_Zero_10"]}, "same class"),
+    ({"pairs": ["Zero-0-One-1"]}, "not of the form"),
+    ({"pairs": ["Zero_0_One_1", "Zero_0_One_1"]}, "listed twice"),
+    ({"pairs": ["Zero_0_One_1"], "lams": [0.5, 1.5]}, "lam must lie in"),
+    ({"pairs": ["Zero_0_One_1"], "lams": [-0.1]}, "lam must lie in"),
+    ({"n_pairs": 0}, "at least 1"),
+    ({}, "either explicit pairs or a number"),
+    ({"n_pairs": 2, "kind": "weird"}, "kind must be"),
+    ({"n_pairs": 2, "mixing_policy": "blend"}, "mixing policy"),
+]
+
+
+def test_bad_stimulus_requests_leave_nothing(
+    demo_dataset, django_capture_on_commit_callbacks, media_root
+):
+    for extra, message in BAD_REQUESTS:
+        kwargs = {"name": "bad", "dataset": demo_dataset, "kind": "grid", **extra}
+        with django_capture_on_commit_callbacks(execute=True):
+            with pytest.raises(ValidationError, match=message):
+                create_stimulus_set(**kwargs)
+    assert StimulusSet.objects.count() == Pair.objects.count() == Stimulus.objects.count() == 0
+    assert len(stored_files(media_root)) == 1  # only the dataset arrays
+
+
+def test_make_stimuli_command(demo_dataset, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command(
+            "make_stimuli",
+            "cmd-set",
+            "--dataset",
+            "digits",
+            "--kind",
+            "single",
+            "--pair",
+            "Zero_0_One_1",
+            "--pair",
+            "Two_2_Three_3",
+            "--lams",
+            "0.25",
+            "0.75",
+        )
+    stimulus_set = StimulusSet.objects.get(name="cmd-set")
+    assert stimulus_set.done == 4
+    with pytest.raises(CommandError, match="lam must lie in"):
+        call_command(
+            "make_stimuli", "bad", "--dataset", "digits", "--pair", "Zero_0_One_1", "--lams", "2"
+        )
+    with pytest.raises(CommandError, match="no dataset"):
+        call_command("make_stimuli", "bad", "--dataset", "nope", "--random-pairs", "2")
+
+
+def test_cutmix_set_and_rerun_is_idempotent(
+    demo_dataset, django_capture_on_commit_callbacks, media_root
+):
+    from datasets.services import generate_stimuli
+
+    stimulus_set = build(
+        django_capture_on_commit_callbacks,
+        name="cm",
+        dataset=demo_dataset,
+        kind="grid",
+        n_pairs=3,
+        mixing_policy="cutmix",
+    )
+    before = sorted(p.name for p in stored_files(media_root))
+    generate_stimuli(stimulus_set.pk)
+    assert Stimulus.objects.count() == 33
+    assert sorted(p.name for p in stored_files(media_root)) == before
+    delete_stimulus_set(stimulus_set)
+    assert len(stored_files(media_root)) == 1
+
+
+def test_all_class_pairs_reachable():
+    assert len(list(itertools.combinations(range(10), 2))) == 45
