@@ -11,6 +11,9 @@ from django.db import transaction
 from datasets.models import Dataset, StimulusSet
 from datasets.services import create_stimulus_set, import_dataset
 
+from .models import Interface, Study
+from .services import build_conditions
+
 DEMO_DATASET = "demo-digits"
 RESEARCHER = "researcher"
 
@@ -46,3 +49,60 @@ def reset_researcher_login() -> DemoLogin:
         user.set_password(password)
         user.save()
     return DemoLogin(RESEARCHER, password)
+
+
+DEMO_INSTRUCTIONS = [
+    "In this study you will see images that blend two handwritten digits.\n\n"
+    "We want to know how 100 other people would see each image.",
+    "Some trials show one image that you can change with the keys G and H (or the buttons); "
+    "others show a row of images to choose from.\n\nThere are no right or wrong answers.",
+]
+DEMO_QUIZ = [
+    {
+        "question": "What are we asking about?",
+        "options": [
+            "Which digit is clearest to me",
+            "How 100 other people would see the image",
+            "How fast I can answer",
+        ],
+        "answer": 1,
+    },
+]
+DEMO_STUDIES = {
+    "demo-construct": {
+        "title": "Blended digits: find the halfway image",
+        "interface": Interface.CONSTRUCT,
+        "ask_confidence": True,
+    },
+    "demo-select": {
+        "title": "Blended digits: pick the halfway image",
+        "interface": Interface.SELECT_SHUFFLED,
+        "ask_confidence": False,
+    },
+}
+
+
+def ensure_demo_studies(sets: dict[str, StimulusSet]) -> list[Study]:
+    studies = []
+    for slug, spec in DEMO_STUDIES.items():
+        study = Study.objects.filter(slug=slug).first()
+        if study is None:
+            grid = spec["interface"] in (Interface.CONSTRUCT, Interface.SELECT_SHUFFLED)
+            study = Study.objects.create(
+                slug=slug,
+                stimulus_set=sets["demo-grid" if grid else "demo-single"],
+                status=Study.Status.LIVE,
+                consent_text="This is a demonstration of HILL-Mix. Your answers are stored "
+                "under a random pseudonym and used only to test the platform.",
+                consent_items=["I am 18 or older.", "I agree to take part."],
+                instruction_pages=DEMO_INSTRUCTIONS,
+                quiz=DEMO_QUIZ,
+                feedback_questions=["Was anything unclear?"],
+                repeat_trials=1,
+                condition_count=2,
+                completion_code="DEMO-DONE",
+                **spec,
+            )
+            build_conditions(study)
+        studies.append(study)
+    return studies

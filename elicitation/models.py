@@ -1,1 +1,200 @@
-from django.db import models  # noqa: F401
+import secrets
+
+from django.db import models
+
+from datasets.models import Pair, Stimulus, StimulusSet
+
+
+class Interface(models.TextChoices):
+    CONSTRUCT = "construct", "Construct"
+    SELECT_SHUFFLED = "select_shuffled", "Select-Shuffled"
+    INFER = "infer", "Infer mixing factor with uncertainty"
+    SOFT_LABEL = "soft_label", "Soft categorical label"
+
+
+GRID_INTERFACES = {Interface.CONSTRUCT, Interface.SELECT_SHUFFLED}
+
+
+def new_public_id() -> str:
+    return secrets.token_hex(8)
+
+
+def new_session_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class Study(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        LIVE = "live"
+        CLOSED = "closed"
+
+    class ConstructStart(models.TextChoices):
+        LOW = "0.1", "Start at lam 0.1"
+        HIGH = "0.9", "Start at lam 0.9"
+        RANDOM = "random", "0.1 or 0.9, random per trial"
+
+    slug = models.SlugField(max_length=80, unique=True)
+    title = models.CharField(max_length=200)
+    interface = models.CharField(max_length=20, choices=Interface.choices)
+    stimulus_set = models.ForeignKey(StimulusSet, on_delete=models.PROTECT, related_name="studies")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    consent_text = models.TextField(help_text="Shown above the consent boxes (plain text).")
+    consent_items = models.JSONField(
+        default=list, help_text='Statements to tick, e.g. ["I am 18 or older", "I agree"].'
+    )
+    instruction_pages = models.JSONField(
+        default=list, help_text="A list of pages, each a string of plain text."
+    )
+    quiz = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='[{"question": "...", "options": ["a", "b"], "answer": 0}, ...]',
+    )
+    feedback_questions = models.JSONField(default=list, blank=True)
+    condition_count = models.PositiveSmallIntegerField(
+        default=1, help_text="How many conditions (batches) the stimulus set is dealt into."
+    )
+    repeat_trials = models.PositiveSmallIntegerField(default=0)
+    ask_confidence = models.BooleanField(default=False)
+    construct_start = models.CharField(
+        max_length=10, choices=ConstructStart.choices, default=ConstructStart.RANDOM
+    )
+    soft_label_gamma = models.FloatField(default=0.1)
+    completion_code = models.CharField(max_length=50, blank=True)
+    completion_url = models.URLField(max_length=500, blank=True)
+    stale_after_minutes = models.PositiveIntegerField(
+        default=60, help_text="In-progress sessions idle this long no longer hold a place."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "studies"
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def is_grid(self) -> bool:
+        return self.interface in GRID_INTERFACES
+
+
+class Condition(models.Model):
+    """A batch of trials: an ordered list of pairs (grid interfaces) or stimuli."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="conditions")
+    name = models.CharField(max_length=50)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["study", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "name"], name="unique_condition_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.study.slug}/{self.name}"
+
+
+class ConditionItem(models.Model):
+    condition = models.ForeignKey(Condition, on_delete=models.CASCADE, related_name="items")
+    position = models.PositiveIntegerField()
+    pair = models.ForeignKey(Pair, on_delete=models.PROTECT)
+    stimulus = models.ForeignKey(Stimulus, on_delete=models.PROTECT, null=True, blank=True)
+
+    class Meta:
+        ordering = ["condition", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["condition", "position"], name="unique_item_position"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.condition} #{self.position}"
+
+
+class Participant(models.Model):
+    """A pseudonymous person. `public_id` is what every export shows; the recruiter's
+    id is kept apart and only for resuming and paying."""
+
+    public_id = models.CharField(max_length=32, unique=True, default=new_public_id)
+    recruiter_pid = models.CharField(max_length=100, null=True, blank=True, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.public_id
+
+
+class Session(models.Model):
+    class State(models.TextChoices):
+        INSTRUCTIONS = "instructions"
+        QUIZ = "quiz"
+        TRIALS = "trials"
+        FEEDBACK = "feedback"
+        COMPLETE = "complete"
+
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="sessions")
+    participant = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="sessions")
+    token = models.CharField(max_length=64, unique=True, default=new_session_token)
+    condition = models.ForeignKey(Condition, on_delete=models.PROTECT, related_name="sessions")
+    recruiter_study_id = models.CharField(max_length=100, blank=True)
+    recruiter_session_id = models.CharField(max_length=100, blank=True)
+    trial_order = models.JSONField(
+        help_text="One entry per trial: condition item position, repeat flag and what the "
+        "participant is shown (start lam, shuffled order)."
+    )
+    position = models.PositiveIntegerField(default=0, help_text="Index of the next trial.")
+    state = models.CharField(max_length=15, choices=State.choices, default=State.INSTRUCTIONS)
+    quiz_attempts = models.PositiveSmallIntegerField(default=0)
+    quiz_log = models.JSONField(default=list, blank=True)
+    feedback = models.JSONField(default=dict, blank=True)
+    excluded = models.BooleanField(default=False)
+    started_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "participant"], name="one_session_per_study"),
+        ]
+        indexes = [models.Index(fields=["condition", "state", "last_seen_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.study.slug}:{self.participant.public_id}"
+
+    @property
+    def trial_count(self) -> int:
+        return len(self.trial_order)
+
+
+class Judgment(models.Model):
+    """One answer to one trial, saved the moment it is given."""
+
+    session = models.ForeignKey(Session, on_delete=models.PROTECT, related_name="judgments")
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="judgments")
+    trial_index = models.PositiveIntegerField()
+    interface = models.CharField(max_length=20, choices=Interface.choices)
+    pair = models.ForeignKey(Pair, on_delete=models.PROTECT)
+    stimulus = models.ForeignKey(Stimulus, on_delete=models.PROTECT, null=True, blank=True)
+    is_repeat = models.BooleanField(default=False)
+    response = models.JSONField(help_text="The validated answer; its schema is the interface's.")
+    lam = models.FloatField(
+        null=True, help_text="Chosen (grid) or perceived (infer) lam of the pair's first image."
+    )
+    confidence = models.FloatField(null=True, blank=True, help_text="0-1")
+    rt_ms = models.FloatField()
+    client_started_at = models.BigIntegerField(null=True, blank=True, help_text="epoch ms")
+    client_answered_at = models.BigIntegerField(null=True, blank=True, help_text="epoch ms")
+    idempotency_key = models.UUIDField(unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["session", "trial_index"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "trial_index"], name="one_answer_per_trial"),
+        ]
+        indexes = [models.Index(fields=["study", "interface"])]
+
+    def __str__(self) -> str:
+        return f"{self.session} trial {self.trial_index}"

@@ -6,4 +6,11 @@ app_name = "elicitation"
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("s/<slug:slug>/", views.study_page, name="study"),
+    path("s/<slug:slug>/consent/", views.consent, name="consent"),
+    path("s/<slug:slug>/instructions/", views.instructions_done, name="instructions"),
+    path("s/<slug:slug>/quiz/", views.quiz, name="quiz"),
+    path("s/<slug:slug>/feedback/", views.feedback, name="feedback"),
+    path("s/<slug:slug>/trial/", views.trial, name="trial"),
+    path("s/<slug:slug>/judgments/", views.judgments, name="judgments"),
 ]

@@ -66,3 +66,61 @@ def rng() -> np.random.Generator:
 
 def require_browser() -> bool:
     return os.environ.get("HILLMIX_REQUIRE_BROWSER") == "1"
+
+
+@pytest.fixture
+def make_stimulus_set(db, demo_dataset, django_capture_on_commit_callbacks):
+    from datasets.services import create_stimulus_set
+
+    def make(name: str = "grid", kind: str = "grid", n_pairs: int = 4, seed: int = 0):
+        with django_capture_on_commit_callbacks(execute=True):
+            stimulus_set = create_stimulus_set(
+                name=name, dataset=demo_dataset, kind=kind, n_pairs=n_pairs, seed=seed
+            )
+        stimulus_set.refresh_from_db()
+        return stimulus_set
+
+    return make
+
+
+@pytest.fixture
+def make_study(db, make_stimulus_set):
+    """A live study on a fresh stimulus set, conditions built."""
+    from elicitation.models import Study
+    from elicitation.services import build_conditions
+
+    def make(
+        interface: str = "construct",
+        slug: str | None = None,
+        n_pairs: int = 4,
+        conditions: int = 2,
+        **fields,
+    ):
+        grid = interface in ("construct", "select_shuffled")
+        slug = slug or f"study-{interface}".replace("_", "-")
+        stimulus_set = make_stimulus_set(
+            name=f"set-{slug}", kind="grid" if grid else "single", n_pairs=n_pairs
+        )
+        defaults = dict(
+            title=f"Test {interface}",
+            status="live",
+            consent_text="Consent text.",
+            consent_items=["I am 18 or older.", "I agree."],
+            instruction_pages=["Page one.", "Page two."],
+            quiz=[{"question": "Pick B", "options": ["A", "B"], "answer": 1}],
+            feedback_questions=["Anything unclear?"],
+            repeat_trials=1,
+            condition_count=conditions,
+            completion_code="DONE-123",
+        )
+        defaults.update(fields)
+        study = Study.objects.create(
+            slug=slug, interface=interface, stimulus_set=stimulus_set, **defaults
+        )
+        build_conditions(study)
+        return study
+
+    return make
+
+
+pytest_plugins = ["tests.browser"]

@@ -1,0 +1,136 @@
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from . import services
+from .models import Condition, Judgment, Participant, Session, Study
+
+
+class ConditionInline(admin.TabularInline):
+    model = Condition
+    fields = ["name", "position", "item_count"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    max_num = 0
+
+    @admin.display(description="items")
+    def item_count(self, obj: Condition) -> int:
+        return obj.items.count()
+
+
+@admin.register(Study)
+class StudyAdmin(admin.ModelAdmin):
+    list_display = ["slug", "title", "interface", "status", "stimulus_set", "created_at"]
+    list_filter = ["interface", "status"]
+    search_fields = ["slug", "title"]
+    prepopulated_fields = {"slug": ["title"]}
+    inlines = [ConditionInline]
+    actions = ["build_conditions", "open_study", "close_study"]
+    fieldsets = [
+        (None, {"fields": ["title", "slug", "interface", "stimulus_set", "status"]}),
+        (
+            "Participant flow",
+            {
+                "fields": [
+                    "consent_text",
+                    "consent_items",
+                    "instruction_pages",
+                    "quiz",
+                    "feedback_questions",
+                ]
+            },
+        ),
+        (
+            "Trials",
+            {
+                "fields": [
+                    "condition_count",
+                    "repeat_trials",
+                    "ask_confidence",
+                    "construct_start",
+                    "soft_label_gamma",
+                    "stale_after_minutes",
+                ]
+            },
+        ),
+        ("Completion", {"fields": ["completion_code", "completion_url"]}),
+    ]
+
+    def save_model(self, request: HttpRequest, obj: Study, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if not obj.conditions.exists():
+            self._build(request, obj)
+
+    def _build(self, request: HttpRequest, study: Study) -> None:
+        try:
+            conditions = services.build_conditions(study)
+        except services.FlowError as error:
+            self.message_user(request, f"{study}: {error.message}", messages.ERROR)
+        else:
+            self.message_user(request, f"{study}: {len(conditions)} conditions built.")
+
+    @admin.action(description="Rebuild conditions from the stimulus set")
+    def build_conditions(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:
+        for study in queryset:
+            self._build(request, study)
+
+    @admin.action(description="Open (make live)")
+    def open_study(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:
+        queryset.update(status=Study.Status.LIVE)
+
+    @admin.action(description="Close")
+    def close_study(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:
+        queryset.update(status=Study.Status.CLOSED)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(Session)
+class SessionAdmin(ReadOnlyAdmin):
+    list_display = [
+        "participant",
+        "study",
+        "condition",
+        "state",
+        "position",
+        "quiz_attempts",
+        "excluded",
+        "started_at",
+        "completed_at",
+    ]
+    list_filter = ["study", "state", "excluded"]
+    exclude = ["recruiter_study_id", "recruiter_session_id", "token"]
+
+
+@admin.register(Participant)
+class ParticipantAdmin(ReadOnlyAdmin):
+    list_display = ["public_id", "created_at"]
+    exclude = ["recruiter_pid"]
+    search_fields = ["public_id"]
+
+
+@admin.register(Judgment)
+class JudgmentAdmin(ReadOnlyAdmin):
+    list_display = [
+        "study",
+        "session",
+        "trial_index",
+        "interface",
+        "pair",
+        "lam",
+        "confidence",
+        "rt_ms",
+        "is_repeat",
+        "created_at",
+    ]
+    list_filter = ["study", "interface", "is_repeat"]

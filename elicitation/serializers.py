@@ -1,0 +1,100 @@
+"""Validation of what participants send. One response serializer per interface,
+all stored in the one Judgment table; the envelope is shared."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from .models import Interface
+
+LAM_TOLERANCE = 1e-6
+
+
+def grid_index(value: float, grid: list[float]) -> int:
+    """Position of value on the stimulus set's lam grid, or a validation error."""
+    for i, lam in enumerate(grid):
+        if abs(lam - value) < LAM_TOLERANCE:
+            return i
+    raise serializers.ValidationError(f"lam {value} is not on the grid {grid}")
+
+
+class JudgmentEnvelope(serializers.Serializer):
+    """What every interface sends around its answer."""
+
+    session = serializers.CharField(max_length=64)
+    trial_index = serializers.IntegerField(min_value=0)
+    idempotency_key = serializers.UUIDField()
+    rt_ms = serializers.FloatField(min_value=0.001, max_value=24 * 3600 * 1000)
+    client_started_at = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    client_answered_at = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    confidence = serializers.IntegerField(
+        min_value=0, max_value=100, required=False, allow_null=True
+    )
+    response = serializers.DictField()
+
+
+class TrialResponse(serializers.Serializer):
+    """Base for interface answers. context: `trial` (what was shown) and `grid` (lams)."""
+
+    def derived(self) -> dict:
+        """lam and confidence (0-1) that the answer implies, for the Judgment columns."""
+        raise NotImplementedError
+
+
+class ConstructResponse(TrialResponse):
+    start_lam = serializers.FloatField()
+    final_lam = serializers.FloatField()
+    history = serializers.ListField(child=serializers.FloatField(), min_length=1, max_length=500)
+
+    def validate(self, data: dict) -> dict:
+        grid = self.context["grid"]
+        steps = [grid_index(lam, grid) for lam in data["history"]]
+        if abs(data["start_lam"] - self.context["trial"]["start_lam"]) > LAM_TOLERANCE:
+            raise serializers.ValidationError("start_lam is not the lam this trial started at")
+        if steps[0] != grid_index(data["start_lam"], grid):
+            raise serializers.ValidationError("history must begin at start_lam")
+        if steps[-1] != grid_index(data["final_lam"], grid):
+            raise serializers.ValidationError("history must end at final_lam")
+        if any(abs(b - a) != 1 for a, b in zip(steps, steps[1:], strict=False)):
+            raise serializers.ValidationError("history may only move one grid step at a time")
+        data["history"] = [grid[i] for i in steps]
+        data["final_lam"] = grid[steps[-1]]
+        return data
+
+    def derived(self) -> dict:
+        return {"lam": self.validated_data["final_lam"]}
+
+
+class SelectShuffledResponse(TrialResponse):
+    chosen_lam = serializers.FloatField()
+    order_shown = serializers.ListField(child=serializers.FloatField(), max_length=100)
+
+    def validate(self, data: dict) -> dict:
+        grid = self.context["grid"]
+        shown = self.context["trial"]["order"]
+        if len(data["order_shown"]) != len(shown) or any(
+            abs(a - b) > LAM_TOLERANCE for a, b in zip(data["order_shown"], shown, strict=True)
+        ):
+            raise serializers.ValidationError("order_shown is not the order this trial showed")
+        data["chosen_lam"] = grid[grid_index(data["chosen_lam"], grid)]
+        return data
+
+    def derived(self) -> dict:
+        return {"lam": self.validated_data["chosen_lam"]}
+
+
+RESPONSE_SERIALIZERS: dict[str, type[TrialResponse]] = {
+    Interface.CONSTRUCT: ConstructResponse,
+    Interface.SELECT_SHUFFLED: SelectShuffledResponse,
+}
+
+
+def first_error(errors: dict | list | str) -> str:
+    """A readable one-line message from DRF's nested error structure."""
+    if isinstance(errors, dict):
+        field, value = next(iter(errors.items()))
+        inner = first_error(value)
+        return inner if field == "non_field_errors" else f"{field}: {inner}"
+    if isinstance(errors, list) and errors:
+        return first_error(errors[0])
+    return str(errors)

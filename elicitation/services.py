@@ -1,0 +1,283 @@
+"""Writes for the participant flow: sessions, consent to completion, judgments."""
+
+from __future__ import annotations
+
+import random
+import secrets
+from dataclasses import dataclass, field
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from datasets.selectors import pairs_of_set, stimuli_of_set
+
+from .models import (
+    Condition,
+    ConditionItem,
+    Interface,
+    Judgment,
+    Participant,
+    Session,
+    Study,
+)
+from .selectors import condition_loads, grid_lams, session_by_recruiter_pid, trial_item
+from .serializers import RESPONSE_SERIALIZERS, JudgmentEnvelope, first_error
+
+
+class FlowError(Exception):
+    """A participant request that cannot be honoured; `status` is the HTTP code to send."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class RecruiterIds:
+    pid: str = ""
+    study_id: str = ""
+    session_id: str = ""
+
+    @classmethod
+    def from_query(cls, query: dict) -> RecruiterIds:
+        def clean(key: str) -> str:
+            return str(query.get(key, "")).strip()[:100]
+
+        return cls(clean("PROLIFIC_PID"), clean("STUDY_ID"), clean("SESSION_ID"))
+
+
+# --- Study set-up -------------------------------------------------------------
+
+
+def build_conditions(study: Study, n_conditions: int | None = None) -> list[Condition]:
+    """Split the study's stimulus set into n conditions (default: the study's
+    condition_count), dealt round-robin.
+
+    Grid interfaces get one item per pair; single interfaces one per stimulus.
+    """
+    n_conditions = n_conditions or study.condition_count
+    if n_conditions < 1:
+        raise FlowError("a study needs at least one condition")
+    if study.sessions.exists():
+        raise FlowError("conditions cannot change once participants have started")
+    if study.is_grid:
+        units = [(pair, None) for pair in pairs_of_set(study.stimulus_set)]
+    else:
+        units = [(s.pair, s) for s in stimuli_of_set(study.stimulus_set).order_by("pair", "lam")]
+    if len(units) < n_conditions:
+        raise FlowError(f"{len(units)} items cannot fill {n_conditions} conditions")
+    with transaction.atomic():
+        study.conditions.all().delete()
+        conditions = [
+            Condition.objects.create(study=study, name=f"c{i + 1}", position=i)
+            for i in range(n_conditions)
+        ]
+        ConditionItem.objects.bulk_create(
+            ConditionItem(
+                condition=conditions[i % n_conditions],
+                position=i // n_conditions,
+                pair=pair,
+                stimulus=stimulus,
+            )
+            for i, (pair, stimulus) in enumerate(units)
+        )
+    return conditions
+
+
+# --- Starting and resuming ----------------------------------------------------
+
+
+def _trial_order(study: Study, condition: Condition, rng: random.Random) -> list[dict]:
+    """Items in a per-session random order, then repeats of earlier ones, with what each
+    trial shows fixed now so a reload shows the same thing."""
+    positions = list(condition.items.values_list("position", flat=True))
+    rng.shuffle(positions)
+    repeats = rng.sample(positions, min(study.repeat_trials, len(positions)))
+    order = [{"item": p, "repeat": False} for p in positions]
+    order += [{"item": p, "repeat": True} for p in repeats]
+    grid = grid_lams(study)
+    for spec in order:
+        if study.interface == Interface.CONSTRUCT:
+            start = study.construct_start
+            spec["start_lam"] = float(rng.choice(["0.1", "0.9"]) if start == "random" else start)
+        elif study.interface == Interface.SELECT_SHUFFLED:
+            spec["order"] = rng.sample(grid, len(grid))
+    return order
+
+
+def start_session(study: Study, recruiter: RecruiterIds) -> Session:
+    """The participant's session in this study: resumed by recruiter id, else a new one
+    in the least-filled condition.
+
+    The study row lock serialises assignment, so concurrent starts on PostgreSQL
+    spread evenly over conditions.
+    """
+    existing = session_by_recruiter_pid(study, recruiter.pid)
+    if existing:
+        return existing
+    if study.status != Study.Status.LIVE:
+        raise FlowError("This study is not accepting participants.", status=403)
+    try:
+        with transaction.atomic():
+            Study.objects.select_for_update().filter(pk=study.pk).first()
+            condition = condition_loads(study).first()
+            if condition is None:
+                raise FlowError("This study has no conditions yet.", status=503)
+            participant = None
+            if recruiter.pid:
+                participant = Participant.objects.filter(recruiter_pid=recruiter.pid).first()
+            participant = participant or Participant.objects.create(
+                recruiter_pid=recruiter.pid or None
+            )
+            return Session.objects.create(
+                study=study,
+                participant=participant,
+                condition=condition,
+                recruiter_study_id=recruiter.study_id,
+                recruiter_session_id=recruiter.session_id,
+                trial_order=_trial_order(study, condition, random.Random(secrets.randbits(64))),
+            )
+    except IntegrityError:
+        # The same recruiter id started twice at once: the other request won.
+        existing = session_by_recruiter_pid(study, recruiter.pid)
+        if existing:
+            return existing
+        raise
+
+
+def touch(session: Session) -> None:
+    Session.objects.filter(pk=session.pk).update(last_seen_at=timezone.now())
+
+
+def _advance(session: Session, expected: str, new_state: str, **fields) -> None:
+    if session.state != expected:
+        raise FlowError(f"This step is not open now (you are at: {session.state}).", status=409)
+    session.state = new_state
+    session.last_seen_at = timezone.now()
+    for name, value in fields.items():
+        setattr(session, name, value)
+    session.save(update_fields=["state", "last_seen_at", *fields])
+
+
+def finish_instructions(session: Session) -> None:
+    has_quiz = bool(session.study.quiz)
+    _advance(
+        session,
+        Session.State.INSTRUCTIONS,
+        Session.State.QUIZ if has_quiz else Session.State.TRIALS,
+    )
+
+
+def submit_quiz(session: Session, answers: list[int | None]) -> bool:
+    """Record an attempt; all correct opens the trials, any wrong sends back to the
+    instructions."""
+    quiz = session.study.quiz
+    correct = [a == q["answer"] for a, q in zip(answers, quiz, strict=False)]
+    passed = len(answers) == len(quiz) and all(correct)
+    log = [
+        *session.quiz_log,
+        {"answers": answers, "passed": passed, "at": timezone.now().isoformat()},
+    ]
+    _advance(
+        session,
+        Session.State.QUIZ,
+        Session.State.TRIALS if passed else Session.State.INSTRUCTIONS,
+        quiz_attempts=session.quiz_attempts + 1,
+        quiz_log=log,
+    )
+    return passed
+
+
+def submit_feedback(session: Session, answers: dict[str, str]) -> None:
+    cleaned = {str(k)[:200]: str(v)[:5000] for k, v in answers.items()}
+    _advance(
+        session,
+        Session.State.FEEDBACK,
+        Session.State.COMPLETE,
+        feedback=cleaned,
+        completed_at=timezone.now(),
+    )
+
+
+# --- Judgments ----------------------------------------------------------------
+
+
+@dataclass
+class SaveResult:
+    judgment: Judgment
+    created: bool
+    next_position: int
+    finished: bool = field(default=False)
+
+
+def record_judgment(session: Session, payload: dict) -> SaveResult:
+    """Validate and store one answer exactly once.
+
+    A replay of a stored idempotency key returns the stored row; an answer for any
+    trial but the next expected one, or one that fails its interface's schema, is
+    refused with nothing stored.
+    """
+    envelope = JudgmentEnvelope(data=payload)
+    if not envelope.is_valid():
+        raise FlowError(first_error(envelope.errors))
+    data = envelope.validated_data
+    if data["session"] != session.token:
+        raise FlowError("This answer belongs to another session.", status=403)
+
+    with transaction.atomic():
+        locked = Session.objects.select_for_update().select_related("study").get(pk=session.pk)
+        replay = Judgment.objects.filter(idempotency_key=data["idempotency_key"]).first()
+        if replay is not None:
+            if replay.session_id != locked.pk:
+                raise FlowError("This idempotency key was used by another session.", status=409)
+            return SaveResult(replay, False, locked.position, locked.position >= locked.trial_count)
+        if locked.state != Session.State.TRIALS:
+            raise FlowError(f"Trials are not open now (you are at: {locked.state}).", status=409)
+        if data["trial_index"] != locked.position:
+            raise FlowError(
+                f"Trial {data['trial_index']} is not the next one expected ({locked.position}).",
+                status=409,
+            )
+        study = locked.study
+        spec, item = trial_item(locked, locked.position)
+        confidence = data.get("confidence")
+        if study.ask_confidence and confidence is None:
+            raise FlowError("confidence: this study asks for a confidence between 0 and 100")
+        if not study.ask_confidence and confidence is not None:
+            raise FlowError("confidence: this study does not ask for a confidence")
+        response = RESPONSE_SERIALIZERS[study.interface](
+            data=data["response"], context={"trial": spec, "grid": grid_lams(study), "study": study}
+        )
+        if not response.is_valid():
+            raise FlowError("response: " + first_error(response.errors))
+        derived = {
+            "confidence": None if confidence is None else confidence / 100.0,
+            **response.derived(),
+        }
+        judgment = Judgment.objects.create(
+            session=locked,
+            study=study,
+            trial_index=locked.position,
+            interface=study.interface,
+            pair_id=item.pair_id,
+            stimulus_id=item.stimulus_id,
+            is_repeat=bool(spec.get("repeat")),
+            response=response.validated_data,
+            rt_ms=data["rt_ms"],
+            client_started_at=data.get("client_started_at"),
+            client_answered_at=data.get("client_answered_at"),
+            idempotency_key=data["idempotency_key"],
+            **derived,
+        )
+        locked.position += 1
+        locked.last_seen_at = timezone.now()
+        finished = locked.position >= locked.trial_count
+        if finished:
+            locked.state = (
+                Session.State.FEEDBACK if study.feedback_questions else Session.State.COMPLETE
+            )
+            if locked.state == Session.State.COMPLETE:
+                locked.completed_at = timezone.now()
+        locked.save(update_fields=["position", "last_seen_at", "state", "completed_at"])
+    return SaveResult(judgment, True, locked.position, finished)

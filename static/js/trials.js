@@ -1,0 +1,218 @@
+// The trial page: fetch the next trial, show it, save the answer the moment it is
+// given (one idempotency key per answer, retried until the server has it), repeat.
+(function () {
+  "use strict";
+  const app = document.getElementById("trial-app");
+  const banner = document.getElementById("connection");
+  const cfg = app.dataset;
+  const progressBar = document.querySelector(".progress-fill");
+  const progressBox = document.querySelector(".progress");
+
+  function uuid4() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    const b = crypto.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40; b[8] = (b[8] & 0x3f) | 0x80;
+    const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  }
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "class") node.className = v;
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else if (v !== false && v !== null && v !== undefined) node.setAttribute(k, v === true ? "" : v);
+    }
+    for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(c));
+    return node;
+  }
+
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+  function showConnection(text) {
+    banner.hidden = !text;
+    banner.textContent = text || "";
+  }
+
+  // Retries network errors, 5xx and 429 with backoff, forever: the answer is kept
+  // in memory until the server confirms it. Other 4xx come back to the caller.
+  async function request(url, options) {
+    let delay = 500;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const res = await fetch(url, Object.assign({ credentials: "same-origin" }, options));
+        if (res.status < 500 && res.status !== 429) {
+          showConnection("");
+          const body = await res.json().catch(() => ({}));
+          return { status: res.status, body };
+        }
+      } catch (err) { /* network error: retry */ }
+      if (attempt >= 2) {
+        showConnection("We cannot reach the server right now. Your answer is kept and we keep trying — please stay on this page.");
+      }
+      await sleep(delay);
+      delay = Math.min(delay * 2, 8000);
+    }
+  }
+
+  function preload(urls) {
+    return Promise.all(urls.map((url) => new Promise((resolve) => {
+      const img = new Image();
+      img.onload = img.onerror = () => resolve(img);
+      img.src = url;
+    })));
+  }
+
+  function setProgress(done, total) {
+    if (!progressBar) return;
+    progressBar.style.width = `${total ? (100 * done) / total : 0}%`;
+    progressBox.setAttribute("aria-valuenow", done);
+    progressBox.setAttribute("aria-valuemax", total);
+  }
+
+  // --- confidence slider shared by the interfaces -------------------------------
+  function confidenceBlock(onChange) {
+    const out = el("output", { for: "confidence" }, "50");
+    const input = el("input", { type: "range", id: "confidence", min: 0, max: 100, step: 1, value: 50,
+      "aria-label": "Confidence from 0 to 100" });
+    const state = { touched: false, value: () => Number(input.value) };
+    input.addEventListener("input", () => { state.touched = true; out.textContent = input.value; onChange(); });
+    state.node = el("div", { class: "confidence" },
+      el("label", { for: "confidence" }, "How confident are you in your answer? "),
+      el("div", { class: "slider-row" }, el("span", { class: "muted" }, "not at all"), input,
+        el("span", { class: "muted" }, "completely"), out));
+    return state;
+  }
+
+  // --- interfaces ----------------------------------------------------------------
+  const renderers = {};
+
+  renderers.construct = function (trial, root, submit) {
+    const lams = trial.images.map((im) => im.lam);
+    let at = lams.findIndex((l) => Math.abs(l - trial.start_lam) < 1e-6);
+    const history = [lams[at]];
+    const img = el("img", { class: "stimulus pixelated", id: "stimulus", alt: "mixed image" });
+    const conf = trial.ask_confidence ? confidenceBlock(update) : null;
+    const next = el("button", { type: "button", id: "continue", onclick: finish }, "Continue");
+    function show() { img.src = trial.images[at].url; img.dataset.lam = lams[at]; }
+    function step(delta) {
+      const to = Math.max(0, Math.min(lams.length - 1, at + delta));
+      if (to !== at) { at = to; history.push(lams[at]); show(); }
+    }
+    function update() { next.disabled = conf ? !conf.touched : false; }
+    function onKey(ev) {
+      if (ev.target && ev.target.tagName === "TEXTAREA") return;
+      if (ev.key === "g" || ev.key === "G") { step(-1); ev.preventDefault(); }
+      if (ev.key === "h" || ev.key === "H") { step(+1); ev.preventDefault(); }
+    }
+    function finish() {
+      if (next.disabled) return;
+      document.removeEventListener("keydown", onKey);
+      submit({ start_lam: trial.start_lam, final_lam: lams[at], history: history.slice() },
+        conf ? conf.value() : null);
+    }
+    document.addEventListener("keydown", onKey);
+    root.append(
+      el("p", { class: "prompt" }, "Imagine 100 other people looking at this image. Change it until you think ",
+        el("strong", {}, "half of them"), ` would say it shows a ${trial.class1} and half a ${trial.class2}.`),
+      el("div", { class: "stage" }, img),
+      el("div", { class: "nav-row" },
+        el("button", { type: "button", class: "secondary", id: "toward-2", onclick: () => step(-1) },
+          `◀ more ${trial.class2} (G)`),
+        el("button", { type: "button", class: "secondary", id: "toward-1", onclick: () => step(+1) },
+          `more ${trial.class1} (H) ▶`)),
+      el("p", { class: "muted" }, "Keys: G and H change the image; Enter or the button continues."),
+    );
+    if (conf) root.append(conf.node);
+    root.append(el("div", { class: "nav-row" }, next));
+    show(); update();
+    (conf ? conf.node.querySelector("input") : next).focus();
+  };
+
+  renderers.select_shuffled = function (trial, root, submit) {
+    let chosen = null;
+    const conf = trial.ask_confidence ? confidenceBlock(update) : null;
+    const next = el("button", { type: "button", id: "next", disabled: true, onclick: finish }, "Next");
+    const buttons = trial.images.map((im, i) => el("button", {
+      type: "button", class: "choice", "data-lam": im.lam, "aria-pressed": "false",
+      "aria-label": `image ${i + 1}`, onclick: () => choose(i),
+    }, el("img", { class: "pixelated", src: im.url, alt: "" })));
+    function choose(i) {
+      chosen = i;
+      buttons.forEach((b, j) => b.setAttribute("aria-pressed", j === i ? "true" : "false"));
+      update();
+    }
+    function update() { next.disabled = chosen === null || (conf && !conf.touched); }
+    function finish() {
+      if (next.disabled) return;
+      submit({ chosen_lam: trial.images[chosen].lam, order_shown: trial.images.map((im) => im.lam) },
+        conf ? conf.value() : null);
+    }
+    root.append(
+      el("p", { class: "prompt" }, "Imagine 100 other people looking at these images. Click the one you think ",
+        el("strong", {}, "half of them"), ` would call a ${trial.class1} and half a ${trial.class2}.`),
+      el("div", { class: "choice-grid" }, ...buttons),
+    );
+    if (conf) root.append(conf.node);
+    root.append(el("div", { class: "nav-row" }, next));
+  };
+
+  window.HillMixRenderers = renderers; // later interfaces register here
+
+  // --- the loop --------------------------------------------------------------------
+  let sessionToken = null;
+
+  async function loadNext() {
+    app.replaceChildren(el("p", { class: "muted", id: "trial-status" }, "Loading…"));
+    const { status, body } = await request(cfg.trialUrl, { method: "GET" });
+    if (status !== 200) { fail(body.error || "Something went wrong."); return; }
+    sessionToken = body.session;
+    if (body.done) { window.location.assign(cfg.studyUrl); return; }
+    const trial = body.trial;
+    setProgress(trial.index, trial.total);
+    const urls = trial.images ? trial.images.map((im) => im.url) : [trial.image];
+    await preload(urls);
+    const root = el("div", { class: "trial", "data-index": trial.index, "data-interface": trial.interface });
+    const key = uuid4();
+    const started = performance.now();
+    const startedAt = Date.now();
+    app.replaceChildren(root);
+    renderers[trial.interface](trial, root, (response, confidence) => save(trial, root, {
+      session: sessionToken, trial_index: trial.index, idempotency_key: key,
+      rt_ms: Math.max(performance.now() - started, 0.001), client_started_at: startedAt,
+      client_answered_at: Date.now(), confidence, response,
+    }));
+  }
+
+  async function save(trial, root, payload) {
+    root.querySelectorAll("button, input, select, textarea").forEach((n) => { n.disabled = true; });
+    root.append(el("p", { class: "muted", id: "saving" }, "Saving…"));
+    const { status, body } = await request(cfg.saveUrl, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": cfg.csrf },
+      body: JSON.stringify(payload),
+    });
+    if (status === 200 || status === 201) {
+      setProgress(trial.index + 1, trial.total);
+      loadNext();
+    } else if (status === 409) {
+      loadNext(); // the server knows better which trial is next
+    } else {
+      fail(body.error || `The answer was refused (${status}).`);
+    }
+  }
+
+  function fail(message) {
+    app.replaceChildren(el("p", { class: "error", role: "alert" }, message),
+      el("button", { type: "button", onclick: loadNext }, "Try again"));
+  }
+
+  // Enter continues when no button has focus (Construct from the keyboard alone).
+  document.addEventListener("keydown", (ev) => {
+    if (ev.key !== "Enter" || (ev.target && ["BUTTON", "TEXTAREA", "A"].includes(ev.target.tagName))) return;
+    const next = document.querySelector("#continue, #next");
+    if (next && !next.disabled) { ev.preventDefault(); next.click(); }
+  });
+
+  loadNext();
+})();

@@ -1,0 +1,109 @@
+"""Whole sessions in headless Chromium: Construct by keyboard, Select-Shuffled by mouse."""
+
+import pytest
+
+from elicitation.models import Judgment, Session
+from tests.browser import enter_study, finish_feedback
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def shown_index(page) -> int:
+    page.wait_for_selector(".trial")
+    return int(page.get_attribute(".trial", "data-index"))
+
+
+def test_construct_session_by_keyboard_with_reload_and_quiz_retry(page, live_server, make_study):
+    study = make_study("construct", ask_confidence=True, n_pairs=6)
+    enter_study(page, live_server.url, study.slug, "kb-person", wrong_first=True)
+    session = Session.objects.get()
+    assert session.quiz_attempts == 2
+    total = session.trial_count
+    for i in range(total):
+        assert shown_index(page) == i
+        if i == 1:  # a reload mid-session comes back to the same trial
+            page.reload()
+            assert shown_index(page) == 1
+        start = float(page.get_attribute("#stimulus", "data-lam"))
+        key = "h" if start < 0.5 else "g"
+        for _ in range(3):
+            page.keyboard.press(key)
+        page.keyboard.press("g" if key == "h" else "h")  # one step back
+        page.focus("#confidence")
+        for _ in range(5):
+            page.keyboard.press("ArrowRight")
+        page.keyboard.press("Enter")
+        page.wait_for_function(f"!document.querySelector('.trial[data-index=\"{i}\"]')")
+    page.wait_for_selector("#f0")
+    finish_feedback(page)
+    assert page.inner_text("#completion-code") == "DONE-123"
+
+    session.refresh_from_db()
+    assert session.state == "complete"
+    judgments = list(Judgment.objects.filter(session=session).order_by("trial_index"))
+    assert len(judgments) == total
+    for judgment in judgments:
+        response = judgment.response
+        start = response["start_lam"]
+        direction = 1 if start < 0.5 else -1
+        expected = [round(start + direction * 0.1 * k, 1) for k in (0, 1, 2, 3, 2)]
+        assert response["history"] == expected
+        assert judgment.lam == response["final_lam"] == expected[-1]
+        assert judgment.confidence == 0.55 and judgment.rt_ms > 0
+    assert sum(j.is_repeat for j in judgments) == 1
+
+
+def test_select_shuffled_session_by_mouse_survives_lost_connection(page, live_server, make_study):
+    study = make_study("select_shuffled", ask_confidence=True)
+    enter_study(page, live_server.url, study.slug, "mouse-person")
+    session = Session.objects.get()
+    failures = {"left": 3}
+
+    def flaky(route):
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route("**/judgments/", flaky)
+    for i in range(session.trial_count):
+        assert shown_index(page) == i
+        assert page.is_disabled("#next")
+        choices = page.locator(".choice")
+        assert choices.count() == 11
+        choices.nth(4).click()
+        assert page.is_disabled("#next")  # confidence not given yet
+        page.fill("#confidence", "80")
+        page.click("#next")
+        if i == 0:
+            page.wait_for_selector("#connection:not([hidden])")
+            assert "cannot reach the server" in page.inner_text("#connection")
+        page.wait_for_function(f"!document.querySelector('.trial[data-index=\"{i}\"]')")
+    finish_feedback(page)
+
+    judgments = list(Judgment.objects.filter(session=session).order_by("trial_index"))
+    assert len(judgments) == session.trial_count
+    for judgment, spec in zip(judgments, session.trial_order, strict=True):
+        assert judgment.response["order_shown"] == spec["order"]
+        assert judgment.lam == spec["order"][4] == judgment.response["chosen_lam"]
+        assert judgment.confidence == 0.8 and judgment.rt_ms > 0
+
+
+def test_select_shuffled_works_on_a_phone(phone_page, live_server, make_study):
+    study = make_study("select_shuffled", quiz=[], feedback_questions=[], repeat_trials=0)
+    phone_page.goto(f"{live_server.url}/s/{study.slug}/")
+    for box in phone_page.locator("input[type=checkbox]").all():
+        box.tap()
+    phone_page.tap("#consent-submit")
+    phone_page.tap("#instr-next")
+    phone_page.tap("#instr-done")
+    for _ in range(Session.objects.get().trial_count):
+        phone_page.wait_for_selector(".choice")
+        width = phone_page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390  # no sideways scrolling
+        phone_page.locator(".choice").nth(0).tap()
+        phone_page.tap("#next")
+        phone_page.wait_for_selector("#saving")
+    phone_page.wait_for_selector("#complete")
+    assert Judgment.objects.count() == Session.objects.get().trial_count

@@ -1,0 +1,269 @@
+"""The participant flow through its services and views: steps, saving, rejections."""
+
+import json
+import uuid
+
+import pytest
+from django.urls import reverse
+
+from elicitation.models import Judgment, Session
+from elicitation.services import (
+    FlowError,
+    RecruiterIds,
+    finish_instructions,
+    record_judgment,
+    start_session,
+    submit_feedback,
+    submit_quiz,
+)
+
+
+def to_trials(session):
+    finish_instructions(session)
+    assert submit_quiz(session, [1])
+    session.refresh_from_db()
+    assert session.state == Session.State.TRIALS
+    return session
+
+
+def construct_answer(session, index=None, **overrides):
+    index = session.position if index is None else index
+    start = session.trial_order[index].get("start_lam", 0.1)
+    step = 0.1 if start < 0.5 else -0.1
+    history = [round(start + k * step, 1) for k in range(4)]
+    payload = {
+        "session": session.token,
+        "trial_index": index,
+        "idempotency_key": str(uuid.uuid4()),
+        "rt_ms": 1500.0,
+        "client_started_at": 1_700_000_000_000,
+        "client_answered_at": 1_700_000_001_500,
+        "confidence": 70,
+        "response": {"start_lam": start, "final_lam": history[-1], "history": history},
+    }
+    payload.update(overrides)
+    return payload
+
+
+def test_whole_construct_session(make_study):
+    study = make_study("construct", ask_confidence=True)
+    session = to_trials(start_session(study, RecruiterIds("PID1", "S1", "X1")))
+    assert session.trial_count == 2 + 1  # 4 pairs over 2 conditions, one repeat
+    for _ in range(session.trial_count):
+        session.refresh_from_db()
+        result = record_judgment(session, construct_answer(session))
+        assert result.created
+    session.refresh_from_db()
+    assert session.state == Session.State.FEEDBACK
+    submit_feedback(session, {"Anything unclear?": "no"})
+    session.refresh_from_db()
+    assert session.state == Session.State.COMPLETE and session.completed_at
+    judgments = list(Judgment.objects.filter(session=session))
+    assert len(judgments) == 3 and sum(j.is_repeat for j in judgments) == 1
+    assert all(j.confidence == 0.7 and j.rt_ms > 0 for j in judgments)
+    first = judgments[0]
+    assert first.response["history"][0] == first.response["start_lam"]
+    assert first.lam == first.response["final_lam"]
+    repeated = [j for j in judgments if j.is_repeat][0]
+    assert repeated.pair_id in {j.pair_id for j in judgments if not j.is_repeat}
+
+
+def test_select_shuffled_records_choice_and_order(make_study):
+    study = make_study("select_shuffled")
+    session = to_trials(start_session(study, RecruiterIds()))
+    order = session.trial_order[0]["order"]
+    assert sorted(order) == [round(0.1 * i, 1) for i in range(11)] and order != sorted(order)
+    payload = construct_answer(
+        session, confidence=None, response={"chosen_lam": order[3], "order_shown": order}
+    )
+    record_judgment(session, payload)
+    judgment = Judgment.objects.get()
+    assert judgment.lam == order[3] and judgment.response["order_shown"] == order
+
+
+@pytest.mark.parametrize(
+    "change, status, message",
+    [
+        (lambda s, p: p.update(trial_index=1), 409, "not the next one"),
+        (lambda s, p: p["response"].update(final_lam=0.35), 400, "not on the grid"),
+        (
+            lambda s, p: p["response"].update(
+                history=[p["response"]["start_lam"], p["response"]["final_lam"]]
+            ),
+            400,
+            "one grid step",
+        ),
+        (lambda s, p: p["response"].update(start_lam=0.5), 400, "start_lam"),
+        (lambda s, p: p.update(confidence=101), 400, "confidence"),
+        (lambda s, p: p.update(confidence=None), 400, "confidence"),
+        (lambda s, p: p.update(rt_ms=0), 400, "rt_ms"),
+        (lambda s, p: p.update(rt_ms=-5), 400, "rt_ms"),
+        (lambda s, p: p.update(idempotency_key="not-a-uuid"), 400, "idempotency_key"),
+        (lambda s, p: p.update(session="someone-else"), 403, "another session"),
+        (lambda s, p: p.pop("response"), 400, "response"),
+    ],
+)
+def test_bad_judgments_are_refused_and_store_nothing(make_study, change, status, message):
+    study = make_study("construct", ask_confidence=True)
+    session = to_trials(start_session(study, RecruiterIds()))
+    payload = construct_answer(session)
+    change(session, payload)
+    with pytest.raises(FlowError, match=message) as err:
+        record_judgment(session, payload)
+    assert err.value.status == status
+    session.refresh_from_db()
+    assert Judgment.objects.count() == 0 and session.position == 0
+
+
+def test_replayed_key_is_stored_once(make_study):
+    study = make_study("construct", ask_confidence=True)
+    session = to_trials(start_session(study, RecruiterIds()))
+    payload = construct_answer(session)
+    first = record_judgment(session, payload)
+    again = record_judgment(session, payload)
+    assert first.created and not again.created
+    assert again.judgment.pk == first.judgment.pk
+    assert Judgment.objects.count() == 1
+
+
+def test_judgments_before_trials_are_refused(make_study):
+    session = start_session(make_study("construct", ask_confidence=True), RecruiterIds())
+    with pytest.raises(FlowError, match="not open") as err:
+        record_judgment(session, construct_answer(session, index=0))
+    assert err.value.status == 409
+
+
+def test_wrong_quiz_answer_returns_to_instructions(make_study):
+    session = start_session(make_study("construct"), RecruiterIds())
+    finish_instructions(session)
+    assert not submit_quiz(session, [0])
+    session.refresh_from_db()
+    assert session.state == Session.State.INSTRUCTIONS and session.quiz_attempts == 1
+    finish_instructions(session)
+    assert submit_quiz(session, [1])
+    session.refresh_from_db()
+    assert session.quiz_attempts == 2 and [a["passed"] for a in session.quiz_log] == [False, True]
+
+
+def test_same_recruiter_id_resumes_and_never_gets_second_session(make_study):
+    study = make_study("construct")
+    first = start_session(study, RecruiterIds("PID-9", "ST", "SE"))
+    again = start_session(study, RecruiterIds("PID-9", "ST", "OTHER"))
+    assert again.pk == first.pk and Session.objects.count() == 1
+    assert first.participant.public_id != "PID-9"
+    assert first.recruiter_study_id == "ST" and first.recruiter_session_id == "SE"
+
+
+def test_closed_and_draft_studies_refuse_new_participants(make_study, client):
+    study = make_study("construct", status="closed")
+    with pytest.raises(FlowError, match="not accepting") as err:
+        start_session(study, RecruiterIds())
+    assert err.value.status == 403
+    response = client.get(reverse("elicitation:study", args=[study.slug]))
+    assert response.status_code == 403 and b"has closed" in response.content
+    study.status = "draft"
+    study.save()
+    response = client.get(reverse("elicitation:study", args=[study.slug]))
+    assert b"not opened yet" in response.content
+
+
+def test_sequential_assignment_fills_least_loaded_condition(make_study):
+    study = make_study("construct", n_pairs=6, conditions=3)
+    sessions = [start_session(study, RecruiterIds(f"P{i}")) for i in range(7)]
+    counts = sorted(sum(s.condition_id == c.pk for s in sessions) for c in study.conditions.all())
+    assert counts == [2, 2, 3]
+
+
+def test_stale_sessions_free_their_place(make_study):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    study = make_study("construct", conditions=2)
+    first = start_session(study, RecruiterIds("A"))
+    Session.objects.filter(pk=first.pk).update(last_seen_at=timezone.now() - timedelta(hours=3))
+    second = start_session(study, RecruiterIds("B"))
+    assert second.condition_id == first.condition_id  # the stale one no longer counts
+
+
+# --- the HTTP layer ------------------------------------------------------------
+
+
+def enter(client, study, query="?PROLIFIC_PID=pp1&STUDY_ID=st1&SESSION_ID=se1"):
+    url = reverse("elicitation:study", args=[study.slug])
+    response = client.get(url + query)
+    assert response.status_code == 200 and b"Consent" in response.content
+    assert b"pp1" not in response.content  # recruiter ids stay server-side
+    return url
+
+
+def test_http_flow_and_consent_must_be_complete(make_study, client):
+    study = make_study("select_shuffled", feedback_questions=[])
+    url = enter(client, study)
+    consent = reverse("elicitation:consent", args=[study.slug])
+    response = client.post(consent, {"consent_0": "on"})
+    assert response.status_code == 400 and Session.objects.count() == 0
+    client.post(consent, {"consent_0": "on", "consent_1": "on"})
+    session = Session.objects.get()
+    assert session.participant.recruiter_pid == "pp1" and session.recruiter_study_id == "st1"
+    client.post(reverse("elicitation:instructions", args=[study.slug]))
+    client.post(reverse("elicitation:quiz", args=[study.slug]), {"q0": "1"})
+    trial = client.get(reverse("elicitation:trial", args=[study.slug])).json()
+    assert trial["session"] == session.token and trial["trial"]["index"] == 0
+    assert len(trial["trial"]["images"]) == 11
+    save = reverse("elicitation:judgments", args=[study.slug])
+    for _ in range(trial["trial"]["total"]):
+        shown = client.get(reverse("elicitation:trial", args=[study.slug])).json()["trial"]
+        order = [im["lam"] for im in shown["images"]]
+        body = {
+            "session": session.token,
+            "trial_index": shown["index"],
+            "idempotency_key": str(uuid.uuid4()),
+            "rt_ms": 900,
+            "response": {"chosen_lam": order[0], "order_shown": order},
+        }
+        response = client.post(save, json.dumps(body), content_type="application/json")
+        assert response.status_code == 201, response.content
+    assert client.get(reverse("elicitation:trial", args=[study.slug])).json()["done"]
+    page = client.get(url)
+    assert b"DONE-123" in page.content
+    # Coming back later, even from another browser with the same PID: the completion page.
+    from django.test import Client
+
+    other = Client()
+    assert b"DONE-123" in other.get(url + "?PROLIFIC_PID=pp1").content
+    assert Session.objects.count() == 1
+
+
+def test_http_rejects_other_browsers_and_bad_json(make_study, client):
+    study = make_study("construct")
+    save = reverse("elicitation:judgments", args=[study.slug])
+    response = client.post(save, "{}", content_type="application/json")
+    assert response.status_code == 403
+    enter(client, study)
+    client.post(
+        reverse("elicitation:consent", args=[study.slug]), {"consent_0": "on", "consent_1": "on"}
+    )
+    response = client.post(save, "not json", content_type="application/json")
+    assert response.status_code == 400 and "JSON" in response.json()["error"]
+    assert Judgment.objects.count() == 0
+
+
+def test_participant_cannot_touch_another_session(make_study, client):
+    from django.test import Client
+
+    study = make_study("construct", ask_confidence=True)
+    victim = to_trials(start_session(study, RecruiterIds("victim")))
+    attacker = Client()
+    enter(attacker, study, "?PROLIFIC_PID=attacker")
+    attacker.post(
+        reverse("elicitation:consent", args=[study.slug]), {"consent_0": "on", "consent_1": "on"}
+    )
+    payload = construct_answer(victim)
+    response = attacker.post(
+        reverse("elicitation:judgments", args=[study.slug]),
+        json.dumps(payload),
+        content_type="application/json",
+    )
+    assert response.status_code == 403
+    assert Judgment.objects.count() == 0
