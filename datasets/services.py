@@ -169,12 +169,15 @@ def _delete_stimuli(stimulus_set: StimulusSet) -> None:
 
 
 def generate_stimuli(stimulus_set_id: int) -> StimulusSet:
-    """Mix, encode and store every stimulus of a set; safe to run again.
+    """Mix, encode and store every stimulus of a set; safe to run again (a finished set
+    is left as it is, an interrupted one is redone).
 
     A failure removes what was written and records the error on the set.
     """
     stimulus_set = StimulusSet.objects.select_related("dataset").get(pk=stimulus_set_id)
-    _delete_stimuli(stimulus_set)  # a re-run starts clean
+    if stimulus_set.status == StimulusSet.Status.SUCCEEDED:
+        return stimulus_set  # a duplicate delivery of the task: studies may use these rows
+    _delete_stimuli(stimulus_set)  # an interrupted run starts clean
     StimulusSet.objects.filter(pk=stimulus_set.pk).update(status="running", done=0, error="")
     arrays = dataset_arrays(stimulus_set.dataset)
     pairs = list(stimulus_set.pairs.order_by("position"))

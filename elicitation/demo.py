@@ -9,9 +9,9 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from datasets.models import Dataset, StimulusSet
-from datasets.services import create_stimulus_set, import_dataset
+from datasets.services import create_stimulus_set, generate_stimuli, import_dataset
 
-from .models import Interface, Study
+from .models import GRID_INTERFACES, Interface, Study
 from .services import build_conditions
 
 DEMO_DATASET = "demo-digits"
@@ -34,8 +34,13 @@ def ensure_demo_stimuli() -> dict[str, StimulusSet]:
     }
     sets = {}
     for name, spec in wanted.items():
-        existing = StimulusSet.objects.filter(name=name).first()
-        sets[name] = existing or create_stimulus_set(name=name, dataset=dataset, **spec)
+        stimulus_set = StimulusSet.objects.filter(name=name).first() or create_stimulus_set(
+            name=name, dataset=dataset, **spec
+        )
+        if stimulus_set.status != StimulusSet.Status.SUCCEEDED:
+            # The demo must be playable at once, whether or not a worker is running.
+            stimulus_set = generate_stimuli(stimulus_set.pk)
+        sets[name] = stimulus_set
     return sets
 
 
@@ -54,8 +59,9 @@ def reset_researcher_login() -> DemoLogin:
 DEMO_INSTRUCTIONS = [
     "In this study you will see images that blend two handwritten digits.\n\n"
     "We want to know how 100 other people would see each image.",
-    "Some trials show one image that you can change with the keys G and H (or the buttons); "
-    "others show a row of images to choose from.\n\nThere are no right or wrong answers.",
+    "Depending on the study you change an image with the keys G and H (or the buttons), "
+    "pick one image from a row, move sliders, or name the digits you see.\n\n"
+    "There are no right or wrong answers.",
 ]
 DEMO_QUIZ = [
     {
@@ -79,6 +85,16 @@ DEMO_STUDIES = {
         "interface": Interface.SELECT_SHUFFLED,
         "ask_confidence": False,
     },
+    "demo-infer": {
+        "title": "Blended digits: how much of each?",
+        "interface": Interface.INFER,
+        "ask_confidence": False,
+    },
+    "demo-soft-label": {
+        "title": "Blended digits: which digit is it?",
+        "interface": Interface.SOFT_LABEL,
+        "ask_confidence": False,
+    },
 }
 
 
@@ -87,7 +103,7 @@ def ensure_demo_studies(sets: dict[str, StimulusSet]) -> list[Study]:
     for slug, spec in DEMO_STUDIES.items():
         study = Study.objects.filter(slug=slug).first()
         if study is None:
-            grid = spec["interface"] in (Interface.CONSTRUCT, Interface.SELECT_SHUFFLED)
+            grid = spec["interface"] in GRID_INTERFACES
             study = Study.objects.create(
                 slug=slug,
                 stimulus_set=sets["demo-grid" if grid else "demo-single"],

@@ -9,11 +9,11 @@ from django.utils import timezone
 
 from datasets.models import Stimulus
 
-from .models import Condition, ConditionItem, Session, Study
+from .models import Condition, ConditionItem, Interface, Session, Study
 
 
-def live_study(slug: str) -> Study | None:
-    return Study.objects.select_related("stimulus_set").filter(slug=slug).first()
+def study_by_slug(slug: str) -> Study | None:
+    return Study.objects.select_related("stimulus_set__dataset").filter(slug=slug).first()
 
 
 def session_by_id(study: Study, session_id: int | None) -> Session | None:
@@ -85,6 +85,8 @@ def next_trial(session: Session) -> dict | None:
             trial["images"] = [{"lam": lam, "url": urls[round(lam, 4)]} for lam in spec["order"]]
     else:
         trial["image"] = item.stimulus.image.url
+        if session.study.interface == Interface.SOFT_LABEL:
+            trial["class_names"] = session.study.stimulus_set.dataset.class_names
     return trial
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from .models import Interface
+from .soft_labels import top2_clamp
 
 LAM_TOLERANCE = 1e-6
 
@@ -34,7 +35,11 @@ class JudgmentEnvelope(serializers.Serializer):
 
 
 class TrialResponse(serializers.Serializer):
-    """Base for interface answers. context: `trial` (what was shown) and `grid` (lams)."""
+    """Base for interface answers. context: `trial` (what was shown), `grid` (lams),
+    `study` and `class_names`."""
+
+    # Interfaces whose answer carries its own confidence slider.
+    has_own_confidence = False
 
     def derived(self) -> dict:
         """lam and confidence (0-1) that the answer implies, for the Judgment columns."""
@@ -83,9 +88,97 @@ class SelectShuffledResponse(TrialResponse):
         return {"lam": self.validated_data["chosen_lam"]}
 
 
+class InferResponse(TrialResponse):
+    """Slider from "100% class 1" (0) to "100% class 2" (100), and a confidence slider.
+
+    The page sends `touched` flags; an untouched slider is refused, as the participant
+    was asked to move it.
+    """
+
+    has_own_confidence = True
+    slider = serializers.IntegerField(min_value=0, max_value=100)
+    confidence = serializers.IntegerField(min_value=0, max_value=100)
+    slider_touched = serializers.BooleanField()
+    confidence_touched = serializers.BooleanField()
+
+    def validate(self, data: dict) -> dict:
+        if not (data["slider_touched"] and data["confidence_touched"]):
+            raise serializers.ValidationError("both sliders must be moved before answering")
+        data["perceived_lam"] = round(1.0 - data["slider"] / 100.0, 4)
+        return data
+
+    def derived(self) -> dict:
+        return {
+            "lam": self.validated_data["perceived_lam"],
+            "confidence": self.validated_data["confidence"] / 100.0,
+        }
+
+
+class SoftLabelResponse(TrialResponse):
+    """Most probable class and its probability, an optional second class, the
+    impossible classes; stored with its Top-2 Clamp soft label."""
+
+    first_class = serializers.CharField(max_length=50)
+    first_prob = serializers.FloatField(min_value=0, max_value=100)
+    second_class = serializers.CharField(max_length=50, allow_null=True, required=False)
+    second_prob = serializers.FloatField(
+        min_value=0, max_value=100, allow_null=True, required=False
+    )
+    impossible = serializers.ListField(
+        child=serializers.CharField(max_length=50), required=False, max_length=1000
+    )
+
+    def validate(self, data: dict) -> dict:
+        names = list(self.context["class_names"])
+        second = data.get("second_class") or None
+        impossible = data.get("impossible", [])
+        unknown = [c for c in [data["first_class"], second, *impossible] if c and c not in names]
+        if unknown:
+            raise serializers.ValidationError(f"unknown classes: {unknown}")
+        if data["first_prob"] <= 0:
+            raise serializers.ValidationError("the most probable class needs a probability > 0")
+        if second is None and data.get("second_prob") not in (None, 0):
+            raise serializers.ValidationError("a second probability needs a second class")
+        if second is not None:
+            if second == data["first_class"]:
+                raise serializers.ValidationError("the second class must differ from the first")
+            if data.get("second_prob") is None:
+                raise serializers.ValidationError("give the second class a probability")
+            if data["second_prob"] > data["first_prob"]:
+                raise serializers.ValidationError(
+                    "the second class cannot be more probable than the first"
+                )
+        chosen = {data["first_class"], second}
+        if chosen & set(impossible):
+            raise serializers.ValidationError("a chosen class cannot also be impossible")
+        if len(set(impossible)) != len(impossible):
+            raise serializers.ValidationError("an impossible class is listed twice")
+        gamma = self.context["study"].soft_label_gamma
+        label = top2_clamp(
+            len(names),
+            names.index(data["first_class"]),
+            data["first_prob"] / 100.0,
+            names.index(second) if second else None,
+            (data.get("second_prob") or 0.0) / 100.0,
+            [names.index(c) for c in impossible],
+            gamma=gamma,
+        )
+        data["second_class"] = second
+        data["second_prob"] = data.get("second_prob") if second else None
+        data["impossible"] = impossible
+        data["soft_label"] = [round(float(x), 10) for x in label]
+        data["gamma"] = gamma
+        return data
+
+    def derived(self) -> dict:
+        return {}
+
+
 RESPONSE_SERIALIZERS: dict[str, type[TrialResponse]] = {
     Interface.CONSTRUCT: ConstructResponse,
     Interface.SELECT_SHUFFLED: SelectShuffledResponse,
+    Interface.INFER: InferResponse,
+    Interface.SOFT_LABEL: SoftLabelResponse,
 }
 
 

@@ -57,6 +57,11 @@ def build_conditions(study: Study, n_conditions: int | None = None) -> list[Cond
     Grid interfaces get one item per pair; single interfaces one per stimulus.
     """
     n_conditions = n_conditions or study.condition_count
+    if study.stimulus_set.status != "succeeded":
+        raise FlowError(
+            f"stimulus set {study.stimulus_set} is {study.stimulus_set.status}; "
+            "build conditions once its images are ready"
+        )
     if n_conditions < 1:
         raise FlowError("a study needs at least one condition")
     if study.sessions.exists():
@@ -226,7 +231,11 @@ def record_judgment(session: Session, payload: dict) -> SaveResult:
         raise FlowError("This answer belongs to another session.", status=403)
 
     with transaction.atomic():
-        locked = Session.objects.select_for_update().select_related("study").get(pk=session.pk)
+        locked = (
+            Session.objects.select_for_update(of=("self",))
+            .select_related("study__stimulus_set__dataset")
+            .get(pk=session.pk)
+        )
         replay = Judgment.objects.filter(idempotency_key=data["idempotency_key"]).first()
         if replay is not None:
             if replay.session_id != locked.pk:
@@ -241,13 +250,21 @@ def record_judgment(session: Session, payload: dict) -> SaveResult:
             )
         study = locked.study
         spec, item = trial_item(locked, locked.position)
+        serializer_class = RESPONSE_SERIALIZERS[study.interface]
         confidence = data.get("confidence")
-        if study.ask_confidence and confidence is None:
+        if serializer_class.has_own_confidence or not study.ask_confidence:
+            if confidence is not None:
+                raise FlowError("confidence: this study does not ask for a separate confidence")
+        elif confidence is None:
             raise FlowError("confidence: this study asks for a confidence between 0 and 100")
-        if not study.ask_confidence and confidence is not None:
-            raise FlowError("confidence: this study does not ask for a confidence")
-        response = RESPONSE_SERIALIZERS[study.interface](
-            data=data["response"], context={"trial": spec, "grid": grid_lams(study), "study": study}
+        response = serializer_class(
+            data=data["response"],
+            context={
+                "trial": spec,
+                "grid": grid_lams(study),
+                "study": study,
+                "class_names": study.stimulus_set.dataset.class_names,
+            },
         )
         if not response.is_valid():
             raise FlowError("response: " + first_error(response.errors))

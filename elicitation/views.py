@@ -6,13 +6,19 @@ from __future__ import annotations
 import json
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from . import services
 from .models import Session, Study
-from .selectors import next_trial, progress, session_by_id, session_by_recruiter_pid
+from .selectors import (
+    next_trial,
+    progress,
+    session_by_id,
+    session_by_recruiter_pid,
+    study_by_slug,
+)
 from .services import FlowError, RecruiterIds
 
 SESSION_KEY = "hillmix_sessions"
@@ -21,6 +27,13 @@ RECRUITER_KEY = "hillmix_recruiter"
 
 def home(request: HttpRequest) -> HttpResponse:
     return render(request, "elicitation/home.html")
+
+
+def _study_or_404(slug: str) -> Study:
+    study = study_by_slug(slug)
+    if study is None:
+        raise Http404("No such study.")
+    return study
 
 
 def _bound_session(request: HttpRequest, study: Study) -> Session | None:
@@ -55,7 +68,7 @@ STATE_TEMPLATES = {
 @require_GET
 def study_page(request: HttpRequest, slug: str) -> HttpResponse:
     """The one address a participant uses: shows whatever step they are at."""
-    study = get_object_or_404(Study.objects.select_related("stimulus_set"), slug=slug)
+    study = _study_or_404(slug)
     recruiter = RecruiterIds.from_query(request.GET)
     session = _bound_session(request, study) or session_by_recruiter_pid(study, recruiter.pid)
     if session is None:
@@ -80,7 +93,7 @@ def _closed_message(study: Study) -> str:
 
 @require_POST
 def consent(request: HttpRequest, slug: str) -> HttpResponse:
-    study = get_object_or_404(Study.objects.select_related("stimulus_set"), slug=slug)
+    study = _study_or_404(slug)
     if _bound_session(request, study):
         return redirect("elicitation:study", slug=slug)
     ticked = [request.POST.get(f"consent_{i}") == "on" for i in range(len(study.consent_items))]
@@ -101,7 +114,7 @@ def consent(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _session_or_error(request: HttpRequest, slug: str) -> Session:
-    study = get_object_or_404(Study.objects.select_related("stimulus_set"), slug=slug)
+    study = _study_or_404(slug)
     session = _bound_session(request, study)
     if session is None:
         raise FlowError("No session for this study in this browser.", status=403)

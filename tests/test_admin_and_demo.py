@@ -73,12 +73,14 @@ def test_admin_imports_dataset_and_builds_stimulus_set(
     assert not StimulusSet.objects.filter(name="bad-set").exists()
 
 
-def test_setup_demo_builds_playable_studies(client, db, capsys):
-    call_command("setup_demo", "--base-url", "http://testserver")
+def test_setup_demo_builds_playable_studies(client, db, capsys, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("setup_demo", "--base-url", "http://testserver")
     out = capsys.readouterr().out
     assert "http://testserver/s/demo-construct/" in out and "Researcher login: researcher /" in out
+    assert "demo-grid: 66 stimuli" in out and "demo-single: 20 stimuli" in out
     call_command("setup_demo")  # a second run changes nothing but the password
-    assert Study.objects.count() == 2
+    assert Study.objects.count() == 4
     for study in Study.objects.all():
         assert study.status == "live" and study.conditions.count() == 2
         page = client.get(f"/s/{study.slug}/")

@@ -267,3 +267,17 @@ def test_participant_cannot_touch_another_session(make_study, client):
     )
     assert response.status_code == 403
     assert Judgment.objects.count() == 0
+
+
+def test_conditions_wait_for_stimuli(demo_dataset):
+    from datasets.services import create_stimulus_set
+    from elicitation.models import Study
+    from elicitation.services import build_conditions
+
+    pending = create_stimulus_set(name="pending", dataset=demo_dataset, kind="grid", n_pairs=2)
+    study = Study.objects.create(
+        slug="early", title="Early", interface="construct", stimulus_set=pending, consent_text="c"
+    )
+    with pytest.raises(FlowError, match="is pending"):
+        build_conditions(study)
+    assert study.conditions.count() == 0

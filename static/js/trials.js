@@ -157,7 +157,92 @@
     root.append(el("div", { class: "nav-row" }, next));
   };
 
-  window.HillMixRenderers = renderers; // later interfaces register here
+  function slider(id, label, left, right, onTouch) {
+    const out = el("output", { for: id }, "50");
+    const input = el("input", { type: "range", id, min: 0, max: 100, step: 1, value: 50, "aria-label": label });
+    const state = { touched: false, value: () => Number(input.value), input };
+    input.addEventListener("input", () => { state.touched = true; out.textContent = input.value; onTouch(); });
+    state.node = el("div", { class: "confidence" }, el("label", { for: id }, label),
+      el("div", { class: "slider-row" }, el("span", { class: "muted" }, left), input,
+        el("span", { class: "muted" }, right), out));
+    return state;
+  }
+
+  renderers.infer = function (trial, root, submit) {
+    const message = el("p", { class: "error", id: "ask-move", role: "alert", hidden: true });
+    const mix = slider("mixing", `What share of 100 people would say ${trial.class1} vs ${trial.class2}?`,
+      `100% ${trial.class1}`, `100% ${trial.class2}`, () => { message.hidden = true; });
+    const conf = slider("confidence", "How confident are you in your answer?", "not at all", "completely",
+      () => { message.hidden = true; });
+    const next = el("button", { type: "button", id: "next", onclick: finish }, "Next");
+    function finish() {
+      const missing = [!mix.touched && "the first slider", !conf.touched && "the confidence slider"].filter(Boolean);
+      if (missing.length) {
+        message.textContent = `Please move ${missing.join(" and ")} to give your answer.`;
+        message.hidden = false;
+        return;
+      }
+      submit({ slider: mix.value(), confidence: conf.value(), slider_touched: true, confidence_touched: true }, null);
+    }
+    root.append(
+      el("p", { class: "prompt" }, "This image blends a ", el("strong", {}, trial.class1), " and a ",
+        el("strong", {}, trial.class2), ". Imagine 100 other people looking at it."),
+      el("div", { class: "stage" }, el("img", { class: "stimulus pixelated", id: "stimulus", src: trial.image, alt: "mixed image" })),
+      mix.node, conf.node, message, el("div", { class: "nav-row" }, next));
+  };
+
+  renderers.soft_label = function (trial, root, submit) {
+    const names = trial.class_names;
+    const message = el("p", { class: "error", id: "soft-error", role: "alert", hidden: true });
+    const option = (value, text) => el("option", { value }, text);
+    const first = el("select", { id: "first-class", onchange: sync }, option("", "— choose —"), ...names.map((n) => option(n, n)));
+    const firstProb = el("input", { type: "number", id: "first-prob", min: 0, max: 100, step: 1, inputmode: "numeric" });
+    const second = el("select", { id: "second-class", onchange: sync }, option("", "none"), ...names.map((n) => option(n, n)));
+    const secondProb = el("input", { type: "number", id: "second-prob", min: 0, max: 100, step: 1, inputmode: "numeric", disabled: true });
+    const boxes = names.map((n) => el("input", { type: "checkbox", value: n, id: `impossible-${n}` }));
+    const conf = trial.ask_confidence ? confidenceBlock(() => {}) : null;
+    function sync() {
+      secondProb.disabled = !second.value;
+      if (!second.value) secondProb.value = "";
+      boxes.forEach((b) => {
+        const chosen = b.value === first.value || b.value === second.value;
+        b.disabled = chosen;
+        if (chosen) b.checked = false;
+      });
+    }
+    function number(input) {
+      const v = input.value.trim();
+      return v === "" ? NaN : Number(v);
+    }
+    function finish() {
+      const p1 = number(firstProb), p2 = number(secondProb);
+      let problem = null;
+      if (!first.value) problem = "Choose the most probable category.";
+      else if (!(p1 > 0 && p1 <= 100)) problem = "Give the most probable category a probability between 1 and 100.";
+      else if (second.value && second.value === first.value) problem = "The second category must differ from the first.";
+      else if (second.value && !(p2 >= 0 && p2 <= p1)) problem = "Give the second category a probability between 0 and the first one's.";
+      else if (conf && !conf.touched) problem = "Please move the confidence slider.";
+      if (problem) { message.textContent = problem; message.hidden = false; return; }
+      submit({
+        first_class: first.value, first_prob: p1,
+        second_class: second.value || null, second_prob: second.value ? p2 : null,
+        impossible: boxes.filter((b) => b.checked).map((b) => b.value),
+      }, conf ? conf.value() : null);
+    }
+    root.append(
+      el("p", { class: "prompt" }, "Imagine 100 other people looking at this image."),
+      el("div", { class: "stage" }, el("img", { class: "stimulus pixelated", id: "stimulus", src: trial.image, alt: "mixed image" })),
+      el("div", { class: "form-grid" },
+        el("label", { for: "first-class" }, "Most probable category"), first,
+        el("label", { for: "first-prob" }, "Its probability (0–100)"), firstProb,
+        el("label", { for: "second-class" }, "Second most probable (optional)"), second,
+        el("label", { for: "second-prob" }, "Its probability (0–100)"), secondProb),
+      el("fieldset", { class: "impossible" }, el("legend", {}, "Which categories are impossible?"),
+        ...boxes.map((b) => el("label", { class: "check inline" }, b, b.value))),
+    );
+    if (conf) root.append(conf.node);
+    root.append(message, el("div", { class: "nav-row" }, el("button", { type: "button", id: "next", onclick: finish }, "Next")));
+  };
 
   // --- the loop --------------------------------------------------------------------
   let sessionToken = null;
