@@ -83,7 +83,11 @@ class Stimulus(models.Model):
     pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="stimuli")
     lam = models.FloatField()
     name = models.CharField(max_length=160)
-    image = models.FileField(upload_to="stimuli/")
+    image = models.FileField(
+        upload_to="stimuli/",
+        blank=True,
+        help_text="Empty for imported stimuli whose source images are not in the dataset.",
+    )
     size_bytes = models.PositiveIntegerField(default=0)
 
     class Meta:

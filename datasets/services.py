@@ -164,7 +164,8 @@ def create_stimulus_set(
 
 def _delete_stimuli(stimulus_set: StimulusSet) -> None:
     for file_name in stimuli_of_set(stimulus_set).values_list("image", flat=True):
-        default_storage.delete(file_name)
+        if file_name:
+            default_storage.delete(file_name)
     stimuli_of_set(stimulus_set).delete()
 
 
@@ -223,6 +224,61 @@ def _store_stimulus(
     data = encode_png(image)
     stored = default_storage.save(f"{folder}/{name}", ContentFile(data))
     return Stimulus(pair=pair, lam=lam, name=name, image=stored, size_bytes=len(data))
+
+
+def register_stimuli(
+    *, name: str, dataset: Dataset, kind: str, entries: Iterable[tuple[PairKey, float]]
+) -> StimulusSet:
+    """Record published stimuli (pair, lam) as a finished set, for importing old studies.
+
+    Images are rendered where the dataset holds both endpoints; the others keep their
+    names and lams but no image (their judgments still count in every aggregate).
+    """
+    by_pair: dict[PairKey, set[float]] = {}
+    for pair, lam in entries:
+        by_pair.setdefault(pair, set()).add(round(float(lam), 4))
+    arrays = dataset_arrays(dataset)
+    row_of_id = {int(i): r for r, i in enumerate(arrays.ids)}
+    folder_lams = sorted({lam for lams in by_pair.values() for lam in lams})
+    with transaction.atomic():
+        stimulus_set = StimulusSet.objects.create(
+            name=name,
+            dataset=dataset,
+            kind=kind,
+            lams=folder_lams,
+            status=StimulusSet.Status.SUCCEEDED,
+        )
+        pairs = Pair.objects.bulk_create(
+            Pair(
+                stimulus_set=stimulus_set,
+                position=i,
+                name=k.name,
+                class1=k.class1,
+                id1=k.id1,
+                class2=k.class2,
+                id2=k.id2,
+            )
+            for i, k in enumerate(by_pair)
+        )
+        stimuli = []
+        for pair, key in zip(pairs, by_pair, strict=True):
+            lams = sorted(by_pair[key])
+            if key.id1 in row_of_id and key.id2 in row_of_id:
+                x1 = arrays.images[[row_of_id[key.id1]]]
+                x2 = arrays.images[[row_of_id[key.id2]]]
+                mixed = mix_pairs(x1, x2, lams)[0]
+                stimuli += [
+                    _store_stimulus(f"stimuli/{stimulus_set.pk}", pair, key, lam, mixed[j])
+                    for j, lam in enumerate(lams)
+                ]
+            else:
+                stimuli += [
+                    Stimulus(pair=pair, lam=lam, name=stimulus_name(lam, key)) for lam in lams
+                ]
+        Stimulus.objects.bulk_create(stimuli)
+        StimulusSet.objects.filter(pk=stimulus_set.pk).update(done=len(stimuli), total=len(stimuli))
+    stimulus_set.refresh_from_db()
+    return stimulus_set
 
 
 def delete_stimulus_set(stimulus_set: StimulusSet) -> None:

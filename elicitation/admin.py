@@ -1,8 +1,10 @@
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import path, reverse
+from django.utils.html import format_html
 
-from . import services
+from . import dashboard, services
 from .models import Condition, Judgment, Participant, Session, Study
 
 
@@ -21,8 +23,17 @@ class ConditionInline(admin.TabularInline):
 
 @admin.register(Study)
 class StudyAdmin(admin.ModelAdmin):
-    list_display = ["slug", "title", "interface", "status", "stimulus_set", "created_at"]
+    list_display = [
+        "slug",
+        "title",
+        "interface",
+        "status",
+        "sessions",
+        "dashboard_link",
+        "created_at",
+    ]
     list_filter = ["interface", "status"]
+    change_list_template = "admin/elicitation/study_changelist.html"
     search_fields = ["slug", "title"]
     prepopulated_fields = {"slug": ["title"]}
     inlines = [ConditionInline]
@@ -56,6 +67,38 @@ class StudyAdmin(admin.ModelAdmin):
         ),
         ("Completion", {"fields": ["completion_code", "completion_url"]}),
     ]
+
+    def get_urls(self) -> list:
+        wrap = self.admin_site.admin_view
+        return [
+            path("overview/", wrap(dashboard.overview), name="elicitation_study_overview"),
+            path("import-hmix/", wrap(dashboard.import_hmix), name="elicitation_import_hmix"),
+            path(
+                "<int:pk>/dashboard/",
+                wrap(dashboard.study_dashboard),
+                name="elicitation_study_dashboard",
+            ),
+            path(
+                "<int:pk>/dashboard/sessions/<int:session_id>/exclusion/",
+                wrap(dashboard.toggle_exclusion),
+                name="elicitation_session_exclusion",
+            ),
+            path(
+                "<int:pk>/dashboard/close/",
+                wrap(dashboard.close_study),
+                name="elicitation_study_close",
+            ),
+            *super().get_urls(),
+        ]
+
+    @admin.display(description="sessions")
+    def sessions(self, obj: Study) -> int:
+        return obj.sessions.count()
+
+    @admin.display(description="dashboard")
+    def dashboard_link(self, obj: Study) -> str:
+        url = reverse("admin:elicitation_study_dashboard", args=[obj.pk])
+        return format_html('<a href="{}">open</a>', url)
 
     def save_model(self, request: HttpRequest, obj: Study, form, change: bool) -> None:
         super().save_model(request, obj, form, change)

@@ -121,6 +121,9 @@ class Participant(models.Model):
     recruiter_pid = models.CharField(max_length=100, null=True, blank=True, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    class Meta:
+        permissions = [("view_recruiter_ids", "Can see recruiter ids (e.g. Prolific PIDs)")]
+
     def __str__(self) -> str:
         return self.public_id
 

@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "datasets",
     "elicitation",
     "training",
@@ -127,9 +128,21 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 SPECTACULAR_SETTINGS = {
+    # Swagger UI from the installed sidecar package: the docs work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
     "TITLE": "HILL-Mix API",
     "DESCRIPTION": "Studies, stimuli and human judgments of mixup images.",
     "VERSION": "0.1.0",
+}
+
+# --- Data quality flags (defaults; the study dashboard can override them) ------
+HILLMIX_QUALITY = {
+    "max_quiz_attempts": env.int("HILLMIX_MAX_QUIZ_ATTEMPTS", default=2),
+    "min_median_rt_ms": env.float("HILLMIX_MIN_MEDIAN_RT_MS", default=1500.0),
+    "max_repeat_disagreement": env.float("HILLMIX_MAX_REPEAT_DISAGREEMENT", default=0.2),
 }
 
 # --- Data beside the project -------------------------------------------------

@@ -5,6 +5,7 @@ from django.views.static import serve
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/", include("elicitation.api_urls")),
     path("", include("elicitation.urls")),
 ]
 

@@ -98,12 +98,11 @@ def test_select_shuffled_works_on_a_phone(phone_page, live_server, make_study):
     phone_page.tap("#consent-submit")
     phone_page.tap("#instr-next")
     phone_page.tap("#instr-done")
-    for _ in range(Session.objects.get().trial_count):
-        phone_page.wait_for_selector(".choice")
+    for i in range(Session.objects.get().trial_count):
+        phone_page.wait_for_selector(f'.trial[data-index="{i}"] .choice')
         width = phone_page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390  # no sideways scrolling
         phone_page.locator(".choice").nth(0).tap()
         phone_page.tap("#next")
-        phone_page.wait_for_selector("#saving")
     phone_page.wait_for_selector("#complete")
     assert Judgment.objects.count() == Session.objects.get().trial_count

@@ -1,0 +1,200 @@
+"""Export throughput and memory: one million judgments as CSV.
+
+Loads 1,000,000 judgments into a throw-away PostgreSQL database, then measures,
+each in a fresh process, (a) the platform's streaming CSV export through the REST
+endpoint (/api/judgments/export/) and (b) PostgreSQL's COPY of the same joined
+rows to a file. Prints rows per second and peak memory (RSS) of each.
+
+    .venv/bin/python bench/export.py [--rows 1000000]
+    BENCH_PG=postgres://postgres@127.0.0.1:5432 (default) selects the server.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
+DB_NAME = "hillmix_bench_export"
+
+
+def django_setup() -> None:
+    sys.path.insert(0, str(ROOT))
+    os.environ["DATABASE_URL"] = f"{SERVER}/{DB_NAME}"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hillmix_site.settings")
+    os.environ.setdefault("MEDIA_ROOT", "/tmp/hillmix-bench-export-media")
+    os.environ["ALLOWED_HOSTS"] = "testserver"  # the in-process test client
+    import django
+
+    django.setup()
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def create_database() -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(f"{SERVER}/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {DB_NAME}")
+        cur.execute(f"CREATE DATABASE {DB_NAME}")
+    conn.close()
+
+
+def load(rows: int) -> None:
+    """A Construct study with 1,000-trial sessions, judgments made in SQL."""
+    django_setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    from datasets.services import create_stimulus_set, import_dataset
+    from elicitation.models import Participant, Session, Study
+    from elicitation.services import build_conditions
+
+    call_command("migrate", verbosity=0)
+    dataset = import_dataset(name="digits", kind="demo")
+    stimulus_set = create_stimulus_set(name="g", dataset=dataset, kind="grid", n_pairs=20)
+    study = Study.objects.create(
+        slug="bench",
+        title="Bench",
+        interface="construct",
+        stimulus_set=stimulus_set,
+        consent_text="-",
+        status="live",
+    )
+    condition = build_conditions(study, 1)[0]
+    per_session = 1000
+    n_sessions = (rows + per_session - 1) // per_session
+    participants = Participant.objects.bulk_create(Participant() for _ in range(n_sessions))
+    Session.objects.bulk_create(
+        Session(study=study, participant=p, condition=condition, trial_order=[], state="complete")
+        for p in participants
+    )
+    first_session = Session.objects.order_by("pk").first().pk
+    pair_ids = list(stimulus_set.pairs.values_list("pk", flat=True))
+    with connection.cursor() as cur:
+        cur.execute(
+            """
+            INSERT INTO elicitation_judgment
+              (session_id, study_id, trial_index, interface, pair_id, stimulus_id, is_repeat,
+               response, lam, confidence, rt_ms, idempotency_key, created_at)
+            SELECT %s + g / %s, %s, g %% %s, 'construct', (%s::bigint[])[1 + g %% %s], NULL,
+                   false,
+                   jsonb_build_object('start_lam', 0.1, 'final_lam', (g %% 11) / 10.0,
+                                      'history', jsonb_build_array(0.1, 0.2)),
+                   (g %% 11) / 10.0, 0.7, 1000 + g %% 5000, gen_random_uuid(), now()
+            FROM generate_series(0, %s - 1) AS g
+            """,
+            [first_session, per_session, study.pk, per_session, pair_ids, len(pair_ids), rows],
+        )
+        cur.execute("ANALYZE")
+
+
+def measure_platform() -> dict:
+    django_setup()
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    user, _ = get_user_model().objects.get_or_create(username="bench", is_staff=True)
+    client = Client()
+    client.force_login(user)
+    start_rss = peak_rss_mb()
+    start = time.perf_counter()
+    response = client.get("/api/judgments/export/", {"study": "bench"})
+    lines = 0
+    with open(os.devnull, "w") as sink:
+        for chunk in response.streaming_content:
+            text = chunk.decode() if isinstance(chunk, bytes) else chunk
+            lines += text.count("\n")
+            sink.write(text)
+    seconds = time.perf_counter() - start
+    return {
+        "rows": lines - 1,
+        "seconds": seconds,
+        "start_rss_mb": start_rss,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def measure_copy() -> dict:
+    import psycopg2
+
+    django_setup()
+    from django.db import connection
+
+    from elicitation.models import Judgment
+    from elicitation.reports import export_queryset
+
+    # The very SELECT the platform's export runs, handed to COPY.
+    queryset = export_queryset(Judgment.objects.filter(study__slug="bench"))
+    sql, params = queryset.query.sql_with_params()
+    with connection.cursor() as cur:
+        select = cur.mogrify(sql, params).decode()
+    conn = psycopg2.connect(f"{SERVER}/{DB_NAME}")
+    start_rss = peak_rss_mb()
+    start = time.perf_counter()
+    with conn.cursor() as cur, open(os.devnull, "w") as sink:
+        cur.copy_expert(f"COPY ({select}) TO STDOUT WITH CSV HEADER", sink)
+        rows = cur.rowcount
+    seconds = time.perf_counter() - start
+    conn.close()
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "start_rss_mb": start_rss,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def child(step: str, rows: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--step", step, "--rows", str(rows)],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        sys.exit(f"step {step} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--step", choices=["load", "platform", "copy"])
+    args = parser.parse_args()
+    if args.step == "load":
+        load(args.rows)
+        print(json.dumps({}))
+        return
+    if args.step:
+        print(json.dumps(measure_platform() if args.step == "platform" else measure_copy()))
+        return
+
+    create_database()
+    start = time.perf_counter()
+    child("load", args.rows)
+    print(f"loaded {args.rows:,} judgments in {time.perf_counter() - start:.0f} s")
+    ours, copy = child("platform", args.rows), child("copy", args.rows)
+    for label, result in (
+        ("platform CSV export (REST, streaming)", ours),
+        ("PostgreSQL COPY of the same rows    ", copy),
+    ):
+        print(
+            f"{label}: {result['rows']:>9,} rows in {result['seconds']:6.1f} s = "
+            f"{result['rows'] / result['seconds']:>9,.0f} rows/s; peak RSS "
+            f"{result['peak_rss_mb']:.0f} MB ({result['peak_rss_mb'] - result['start_rss_mb']:+.0f}"
+            f" MB during the export)"
+        )
+    print(f"throughput ratio platform / COPY: {copy['seconds'] / ours['seconds']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

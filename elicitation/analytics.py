@@ -1,0 +1,96 @@
+"""Aggregates of judgments, as in H-Mix's processed file. Pure numpy, no Django."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def stimulus_aggregate(
+    true_lam: float, perceived: Sequence[float], confidences: Sequence[float | None]
+) -> dict:
+    """One stimulus in the layout of processed_hmix_inferences.json.
+
+    Std Dev is the population std; the diffs are true lam minus the (weighted) mean;
+    Weighted Re-Label is the mean of perceived lam x confidence.
+    """
+    lams = np.asarray(perceived, dtype=np.float64)
+    mean = float(lams.mean()) if len(lams) else float("nan")
+    conf = [c for c in confidences if c is not None]
+    weighted = (
+        float(np.mean(lams * np.asarray(confidences, dtype=np.float64)))
+        if len(conf) == len(lams) and len(lams)
+        else None
+    )
+    return {
+        "True Mixing Factor": true_lam,
+        "Predicted Mixing Factor": lams.tolist(),
+        "Predicted Confidence": list(confidences),
+        "Std Dev": float(lams.std()) if len(lams) else float("nan"),
+        "Re-Label Diff": true_lam - mean,
+        "Weighted Re-Label": weighted,
+        "Weighted Re-Label Diff": None if weighted is None else true_lam - weighted,
+    }
+
+
+@dataclass(frozen=True)
+class MeanStd:
+    x: float
+    mean: float
+    std: float
+    n: int
+
+
+def mean_std_by(xs: Iterable[float], ys: Iterable[float]) -> list[MeanStd]:
+    """Group ys by x: mean and population std per x, sorted by x."""
+    groups: dict[float, list[float]] = defaultdict(list)
+    for x, y in zip(xs, ys, strict=True):
+        if y is not None:
+            groups[round(float(x), 6)].append(float(y))
+    return [
+        MeanStd(x, float(np.mean(v)), float(np.std(v)), len(v)) for x, v in sorted(groups.items())
+    ]
+
+
+def midpoint_histogram(lams: Iterable[float], grid: Sequence[float]) -> list[dict]:
+    """How often each grid lam was chosen as the 50/50 point."""
+    counts = dict.fromkeys((round(g, 6) for g in grid), 0)
+    for lam in lams:
+        key = round(float(lam), 6)
+        counts[key] = counts.get(key, 0) + 1
+    return [{"lam": k, "count": v} for k, v in sorted(counts.items())]
+
+
+def canonical_midpoint(class1: str, class2: str, lam: float) -> tuple[str, str, float]:
+    """Express a midpoint as the weight of the alphabetically first class, so A_B and
+    B_A pairs of the same two classes pool."""
+    if class1 <= class2:
+        return class1, class2, lam
+    return class2, class1, 1.0 - lam
+
+
+def class_pair_midpoints(rows: Iterable[tuple[str, str, float]]) -> list[dict]:
+    """Per unordered class pair: n, mean and std of the midpoint (weight of class_a)."""
+    groups: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for class1, class2, lam in rows:
+        a, b, value = canonical_midpoint(class1, class2, lam)
+        groups[(a, b)].append(value)
+    return [
+        {
+            "class_a": a,
+            "class_b": b,
+            "n": len(v),
+            "mean": float(np.mean(v)),
+            "std": float(np.std(v)),
+        }
+        for (a, b), v in sorted(groups.items())
+    ]
+
+
+def repeat_disagreement(pairs: Iterable[tuple[float, float]]) -> float | None:
+    """Mean absolute difference between a repeat answer and the first answer."""
+    diffs = [abs(a - b) for a, b in pairs]
+    return float(np.mean(diffs)) if diffs else None

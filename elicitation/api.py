@@ -1,0 +1,177 @@
+"""The researcher REST API: read endpoints, aggregates and streaming exports.
+Every view needs a staff user (settings.REST_FRAMEWORK)."""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch, QuerySet
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from datasets.models import Stimulus
+
+from . import reports
+from .exports import FORMATS, streaming_export
+from .filters import ConditionFilter, JudgmentFilter, ParticipantFilter, StimulusFilter
+from .models import Condition, Judgment, Participant, Session, Study
+from .serializers import (
+    ConditionSerializer,
+    JudgmentSerializer,
+    ParticipantSerializer,
+    StimulusSerializer,
+    StudySerializer,
+)
+
+
+class ById(CursorPagination):
+    ordering = "pk"
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+def _include_excluded(request: Request) -> bool:
+    return request.query_params.get("include_excluded") in ("1", "true", "yes")
+
+
+def _format(request: Request) -> str:
+    fmt = request.query_params.get("as", "csv")
+    if fmt not in FORMATS:
+        raise ValidationError({"as": f"choose one of {FORMATS}"})
+    return fmt
+
+
+EXPORT_PARAMS = [
+    OpenApiParameter("as", str, enum=list(FORMATS), description="csv (default) or json"),
+    OpenApiParameter("include_excluded", bool, description="keep excluded participants"),
+]
+
+
+class StudyViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Study.objects.select_related("stimulus_set").order_by("pk")
+    serializer_class = StudySerializer
+    pagination_class = ById
+    lookup_field = "slug"
+
+    @extend_schema(parameters=EXPORT_PARAMS[1:], responses={200: dict})
+    @action(detail=True, url_path="aggregates/stimuli")
+    def stimulus_aggregates(self, request: Request, slug: str) -> Response:
+        """Per stimulus: perceived lams, confidences, mean, population std, relabel
+        diff, weighted relabel (the layout of H-Mix's processed file)."""
+        return Response(reports.stimulus_aggregates(self.get_object(), _include_excluded(request)))
+
+    @extend_schema(parameters=EXPORT_PARAMS[1:], responses={200: dict})
+    @action(detail=True, url_path="aggregates/confidence-by-lam")
+    def confidence_by_lam(self, request: Request, slug: str) -> Response:
+        """Mean and std, over per-stimulus mean confidences, for each true lam."""
+        study = self.get_object()
+        return Response(
+            {
+                "study": study.slug,
+                "rows": reports.confidence_by_true_lam(study, _include_excluded(request)),
+            }
+        )
+
+    @extend_schema(parameters=EXPORT_PARAMS[1:], responses={200: dict})
+    @action(detail=True, url_path="aggregates/class-pairs")
+    def class_pairs(self, request: Request, slug: str) -> Response:
+        """Midpoints (or perceived lams) per unordered class pair."""
+        study = self.get_object()
+        return Response(reports.class_pair_midpoint_table(study, _include_excluded(request)))
+
+    @extend_schema(parameters=EXPORT_PARAMS, responses={200: bytes})
+    @action(detail=True)
+    def export(self, request: Request, slug: str):
+        """Every judgment of the study, streamed as CSV or JSON (no recruiter ids)."""
+        study = self.get_object()
+        judgments = reports.study_judgments(study, _include_excluded(request))
+        header = [name for name, _ in reports.EXPORT_COLUMNS]
+        return streaming_export(
+            _format(request),
+            f"{study.slug}-judgments",
+            header,
+            reports.export_rows(judgments),
+            reports.EXPORT_JSON_COLUMNS,
+        )
+
+    @extend_schema(parameters=EXPORT_PARAMS[1:], responses={200: bytes})
+    @action(detail=True, url_path="export/hmix")
+    def export_hmix(self, request: Request, slug: str):
+        """The study's judgments as a CSV with the column names of the H-Mix files."""
+        study = self.get_object()
+        header = reports.HMIX_COLUMNS[study.interface]
+        return streaming_export(
+            "csv",
+            f"{study.slug}-hmix",
+            header,
+            reports.hmix_rows(study, _include_excluded(request)),
+        )
+
+
+class ConditionViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Condition.objects.select_related("study").prefetch_related(
+        "items__pair", "items__stimulus"
+    )
+    serializer_class = ConditionSerializer
+    filterset_class = ConditionFilter
+    pagination_class = ById
+
+
+class StimulusViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Stimulus.objects.select_related("pair__stimulus_set").distinct()
+    serializer_class = StimulusSerializer
+    filterset_class = StimulusFilter
+    pagination_class = ById
+
+
+class ParticipantViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Participant.objects.prefetch_related(
+        Prefetch("sessions", queryset=Session.objects.select_related("study", "condition"))
+    ).distinct()
+    serializer_class = ParticipantSerializer
+    filterset_class = ParticipantFilter
+    pagination_class = ById
+    lookup_field = "public_id"
+
+
+class JudgmentViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Judgment.objects.select_related(
+        "study", "session__participant", "session__condition", "pair", "stimulus"
+    )
+    serializer_class = JudgmentSerializer
+    filterset_class = JudgmentFilter
+    pagination_class = ById
+
+    @extend_schema(parameters=EXPORT_PARAMS[:1], responses={200: bytes})
+    @action(detail=False)
+    def export(self, request: Request):
+        """The filtered judgments, streamed as CSV or JSON."""
+        judgments: QuerySet[Judgment] = self.filter_queryset(Judgment.objects.all())
+        header = [name for name, _ in reports.EXPORT_COLUMNS]
+        return streaming_export(
+            _format(request),
+            "judgments",
+            header,
+            reports.export_rows(judgments),
+            reports.EXPORT_JSON_COLUMNS,
+        )
+
+
+class MidpointViewSet(viewsets.ViewSet):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("study", str, description="limit to one study (slug)"),
+            EXPORT_PARAMS[1],
+        ],
+        responses={200: dict},
+    )
+    def list(self, request: Request) -> Response:
+        """Per grid interface (Construct, Select-Shuffled): the chosen midpoints' histogram."""
+        studies = Study.objects.all()
+        if request.query_params.get("study"):
+            studies = studies.filter(slug=request.query_params["study"])
+        return Response(reports.midpoint_distribution(studies, _include_excluded(request)))

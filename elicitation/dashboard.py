@@ -1,0 +1,138 @@
+"""The researcher dashboard pages inside the admin (staff only)."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.views.decorators.http import require_POST
+
+from . import plots, reports, services
+from .models import GRID_INTERFACES, Interface, Session, Study
+
+
+def _context(request: HttpRequest, **extra) -> dict:
+    return {**admin.site.each_context(request), "opts": Study._meta, **extra}
+
+
+@staff_member_required
+def overview(request: HttpRequest) -> HttpResponse:
+    """Every study with its progress per condition; refreshes itself."""
+    rows = []
+    for study in Study.objects.select_related("stimulus_set").order_by("-created_at"):
+        progress = reports.study_progress(study)
+        rows.append(
+            {"study": study, "progress": progress, "totals": reports.progress_totals(progress)}
+        )
+    return TemplateResponse(
+        request,
+        "admin/elicitation/overview.html",
+        _context(request, title="Studies: live progress", rows=rows),
+    )
+
+
+def _thresholds(request: HttpRequest) -> reports.QualityThresholds:
+    defaults = reports.QualityThresholds()
+    values = {}
+    for name, cast in (
+        ("max_quiz_attempts", int),
+        ("min_median_rt_ms", float),
+        ("max_repeat_disagreement", float),
+    ):
+        try:
+            values[name] = cast(request.GET.get(name, getattr(defaults, name)))
+        except (TypeError, ValueError):
+            values[name] = getattr(defaults, name)
+    return reports.QualityThresholds(**values)
+
+
+@staff_member_required
+def study_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
+    study = get_object_or_404(Study.objects.select_related("stimulus_set"), pk=pk)
+    progress = reports.study_progress(study)
+    charts = []
+    if study.interface in GRID_INTERFACES:
+        distribution = reports.midpoint_distribution(Study.objects.filter(pk=study.pk))
+        if study.interface in distribution:
+            charts.append(
+                plots.midpoint_histogram(
+                    distribution[study.interface]["counts"],
+                    f"Chosen midpoints ({study.get_interface_display()})",
+                )
+            )
+    else:
+        perceived = reports.perceived_by_true_lam(study)
+        if perceived and study.interface == Interface.INFER:
+            charts.append(
+                plots.mean_std_plot(
+                    perceived, "perceived lam", "Perceived vs true lam", diagonal=True
+                )
+            )
+        confidence = reports.confidence_by_true_lam(study)
+        if confidence:
+            charts.append(
+                plots.mean_std_plot(confidence, "mean confidence", "Confidence vs true lam")
+            )
+    thresholds = _thresholds(request)
+    context = _context(
+        request,
+        title=f"Dashboard: {study.title}",
+        study=study,
+        progress=progress,
+        totals=reports.progress_totals(progress),
+        charts=charts,
+        class_pairs=reports.class_pair_midpoint_table(study),
+        thresholds=thresholds,
+        quality=reports.quality_report(study, thresholds),
+    )
+    return TemplateResponse(request, "admin/elicitation/dashboard.html", context)
+
+
+@staff_member_required
+@require_POST
+def toggle_exclusion(request: HttpRequest, pk: int, session_id: int) -> HttpResponse:
+    session = get_object_or_404(Session, pk=session_id, study_id=pk)
+    services.set_excluded(session, not session.excluded)
+    verb = "included again" if session.excluded else "excluded"
+    messages.success(request, f"Participant {session.participant.public_id} {verb}.")
+    return redirect("admin:elicitation_study_dashboard", pk=pk)
+
+
+@staff_member_required
+def import_hmix(request: HttpRequest) -> HttpResponse:
+    """Import the published H-Mix data from a folder on the server, as a task."""
+    from pathlib import Path
+
+    from django.conf import settings
+
+    from .tasks import import_hmix as import_task
+
+    default = Path(settings.SHARED_DATA_DIR) / "hmix"
+    if request.method == "POST":
+        folder = Path(request.POST.get("folder") or default)
+        if not (folder / "hmix_construct_midpoint.csv").exists():
+            messages.error(request, f"{folder} does not hold the H-Mix CSV files.")
+        else:
+            import_task.delay(str(folder))
+            messages.success(
+                request,
+                f"Importing H-Mix data from {folder}; studies hmix-* "
+                "appear when it is done (importing twice changes nothing).",
+            )
+            return redirect("admin:elicitation_study_changelist")
+    return TemplateResponse(
+        request,
+        "admin/elicitation/import_hmix.html",
+        _context(request, title="Import the H-Mix data", default=default),
+    )
+
+
+@staff_member_required
+@require_POST
+def close_study(request: HttpRequest, pk: int) -> HttpResponse:
+    study = get_object_or_404(Study, pk=pk)
+    services.set_study_status(study, Study.Status.CLOSED)
+    messages.success(request, f"{study.slug} is closed to new participants.")
+    return redirect("admin:elicitation_study_dashboard", pk=pk)

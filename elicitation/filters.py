@@ -1,0 +1,53 @@
+import django_filters
+
+from datasets.models import Stimulus
+
+from .models import Condition, Judgment, Participant
+
+
+class JudgmentFilter(django_filters.FilterSet):
+    study = django_filters.CharFilter(field_name="study__slug")
+    condition = django_filters.CharFilter(field_name="session__condition__name")
+    participant = django_filters.CharFilter(field_name="session__participant__public_id")
+    repeat = django_filters.BooleanFilter(field_name="is_repeat")
+    excluded = django_filters.BooleanFilter(field_name="session__excluded")
+    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Judgment
+        fields = [
+            "study",
+            "interface",
+            "condition",
+            "participant",
+            "repeat",
+            "excluded",
+            "since",
+            "until",
+        ]
+
+
+class ConditionFilter(django_filters.FilterSet):
+    study = django_filters.CharFilter(field_name="study__slug")
+
+    class Meta:
+        model = Condition
+        fields = ["study"]
+
+
+class StimulusFilter(django_filters.FilterSet):
+    stimulus_set = django_filters.CharFilter(field_name="pair__stimulus_set__name")
+    study = django_filters.CharFilter(field_name="pair__stimulus_set__studies__slug")
+
+    class Meta:
+        model = Stimulus
+        fields = ["stimulus_set", "study"]
+
+
+class ParticipantFilter(django_filters.FilterSet):
+    study = django_filters.CharFilter(field_name="sessions__study__slug")
+
+    class Meta:
+        model = Participant
+        fields = ["study"]

@@ -1,0 +1,103 @@
+"""The admin dashboard: progress, plots, quality flags, exclusion, closing."""
+
+import pytest
+from django.urls import reverse
+
+from elicitation.models import Session, Study
+from elicitation.services import RecruiterIds, record_judgment, start_session
+from tests.test_flow import construct_answer, to_trials
+
+
+@pytest.fixture
+def staff(client, django_user_model):
+    client.force_login(django_user_model.objects.create_user("r", password="pw", is_staff=True))
+    return client
+
+
+def answer_all(session, rt_ms=2000.0):
+    while True:
+        session.refresh_from_db()
+        if session.position >= session.trial_count:
+            return session
+        record_judgment(session, construct_answer(session, rt_ms=rt_ms))
+
+
+def test_dashboard_shows_progress_plots_and_flags(make_study, staff):
+    study = make_study("construct", ask_confidence=True, feedback_questions=[])
+    careful = answer_all(to_trials(start_session(study, RecruiterIds("careful"))))
+    hasty = answer_all(to_trials(start_session(study, RecruiterIds("hasty"))), rt_ms=200.0)
+    start_session(study, RecruiterIds("just-started"))
+    page = staff.get(reverse("admin:elicitation_study_dashboard", args=[study.pk]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "<svg" in html and "Chosen midpoints" in html
+    rows = {r["participant"]: r for r in page.context["quality"]}
+    assert rows[hasty.participant.public_id]["flags"] == ["median response 200 ms"]
+    assert rows[careful.participant.public_id]["flags"] == []
+    totals = page.context["totals"]
+    assert (totals["started"], totals["completed"], totals["in_progress"]) == (3, 2, 1)
+    # Thresholds come from the page's form.
+    page = staff.get(
+        reverse("admin:elicitation_study_dashboard", args=[study.pk]), {"min_median_rt_ms": "100"}
+    )
+    assert all(not r["flags"] for r in page.context["quality"])
+    overview = staff.get(reverse("admin:elicitation_study_overview"))
+    assert overview.status_code == 200 and study.title.encode() in overview.content
+
+
+def test_exclusion_removes_judgments_from_aggregates_and_exports(make_study, staff):
+    study = make_study("construct", ask_confidence=True, feedback_questions=[])
+    one = answer_all(to_trials(start_session(study, RecruiterIds("one"))))
+    answer_all(to_trials(start_session(study, RecruiterIds("two"))))
+    url = reverse("admin:elicitation_session_exclusion", args=[study.pk, one.pk])
+    assert staff.post(url).status_code == 302
+    assert Session.objects.get(pk=one.pk).excluded
+    midpoints = staff.get("/api/aggregates/midpoints/", {"study": study.slug}).json()
+    assert midpoints["construct"]["n"] == one.trial_count
+    export = b"".join(staff.get(f"/api/studies/{study.slug}/export/").streaming_content)
+    assert export.count(b"\n") == 1 + one.trial_count
+    everything = staff.get(f"/api/studies/{study.slug}/export/", {"include_excluded": "1"})
+    assert b"".join(everything.streaming_content).count(b"\n") == 1 + 2 * one.trial_count
+    staff.post(url)
+    assert not Session.objects.get(pk=one.pk).excluded
+
+
+def test_close_study_from_dashboard(make_study, staff, client):
+    study = make_study("construct")
+    staff.post(reverse("admin:elicitation_study_close", args=[study.pk]))
+    assert Study.objects.get(pk=study.pk).status == "closed"
+
+
+def test_dashboard_needs_staff(make_study, client, django_user_model):
+    study = make_study("infer", n_pairs=2)
+    url = reverse("admin:elicitation_study_dashboard", args=[study.pk])
+    assert client.get(url).status_code == 302
+    client.force_login(django_user_model.objects.create_user("p", password="pw"))
+    assert client.get(url).status_code == 302
+    assert client.post(reverse("admin:elicitation_study_close", args=[study.pk])).status_code == 302
+    assert Study.objects.get(pk=study.pk).status == "live"
+
+
+def test_infer_dashboard_plots(make_study, staff):
+    import uuid
+
+    study = make_study("infer", n_pairs=2)
+    session = to_trials(start_session(study, RecruiterIds()))
+    record_judgment(
+        session,
+        {
+            "session": session.token,
+            "trial_index": 0,
+            "idempotency_key": str(uuid.uuid4()),
+            "rt_ms": 900,
+            "response": {
+                "slider": 40,
+                "confidence": 70,
+                "slider_touched": True,
+                "confidence_touched": True,
+            },
+        },
+    )
+    page = staff.get(reverse("admin:elicitation_study_dashboard", args=[study.pk]))
+    html = page.content.decode()
+    assert "Perceived vs true lam" in html and "Confidence vs true lam" in html

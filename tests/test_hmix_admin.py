@@ -1,0 +1,21 @@
+"""The H-Mix import as a researcher starts it from the admin."""
+
+import pytest
+
+from elicitation.models import Judgment, Study
+
+pytestmark = pytest.mark.shared_data
+
+
+def test_admin_action_imports_through_the_task(
+    shared_data, client, django_user_model, db, django_capture_on_commit_callbacks
+):
+    hmix_folder = shared_data / "hmix"
+    client.force_login(django_user_model.objects.create_user("r", password="p", is_staff=True))
+    page = client.get("/admin/elicitation/study/import-hmix/")
+    assert page.status_code == 200
+    bad = client.post("/admin/elicitation/study/import-hmix/", {"folder": "/nonexistent"})
+    assert b"does not hold" in bad.content and not Study.objects.exists()
+    response = client.post("/admin/elicitation/study/import-hmix/", {"folder": str(hmix_folder)})
+    assert response.status_code == 302
+    assert Judgment.objects.filter(study__slug="hmix-soft-label").count() == 216
