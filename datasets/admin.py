@@ -1,34 +1,11 @@
-from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect
-from django.template.response import TemplateResponse
+from django.contrib import admin
 from django.utils.html import format_html
+
+from hillmix_site.admin_views import service_form_view
 
 from . import services
 from .forms import DatasetImportForm, StimulusSetForm
 from .models import Dataset, Pair, Stimulus, StimulusSet
-
-
-def _form_view(admin_obj, request: HttpRequest, form_class, title: str, create) -> HttpResponse:
-    """An admin 'add' page driven by a plain form and a service call."""
-    form = form_class(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            obj = create(form.cleaned_data)
-        except ValidationError as exc:
-            for message in exc.messages:
-                form.add_error(None, message)
-        else:
-            admin_obj.message_user(request, f"Created {obj}.", messages.SUCCESS)
-            return redirect(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_changelist")
-    context = {
-        **admin_obj.admin_site.each_context(request),
-        "form": form,
-        "title": title,
-        "opts": admin_obj.model._meta,
-    }
-    return TemplateResponse(request, "admin/service_form.html", context)
 
 
 @admin.register(Dataset)
@@ -41,7 +18,7 @@ class DatasetAdmin(admin.ModelAdmin):
         return f"{obj.height}x{obj.width}x{obj.channels}"
 
     def add_view(self, request, form_url="", extra_context=None):
-        return _form_view(
+        return service_form_view(
             self,
             request,
             DatasetImportForm,
@@ -113,7 +90,7 @@ class StimulusSetAdmin(admin.ModelAdmin):
                 seed=data["seed"],
             )
 
-        return _form_view(self, request, StimulusSetForm, "Build a stimulus set", create)
+        return service_form_view(self, request, StimulusSetForm, "Build a stimulus set", create)
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False

@@ -17,6 +17,11 @@ class Dataset(models.Model):
     width = models.PositiveSmallIntegerField()
     channels = models.PositiveSmallIntegerField()
     arrays = models.FileField(upload_to="datasets/")
+    id_space = models.CharField(
+        max_length=20,
+        blank=True,
+        help_text="cifar10-test when ids are CIFAR-10 test indices (CIFAR-10H soft labels apply)",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

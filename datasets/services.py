@@ -67,6 +67,7 @@ def _store_dataset(name: str, kind: str, path: str, split: str, arrays: ImageArr
         height=height,
         width=width,
         channels=channels,
+        id_space=arrays.id_space,
     )
     dataset.full_clean(exclude=["arrays"])
     stored = default_storage.save(f"datasets/{name}.npz", ContentFile(buffer.getvalue()))

@@ -50,6 +50,8 @@ class ImageArrays:
     labels: np.ndarray  # (N,) int64 index into class_names
     ids: np.ndarray  # (N,) int64 id in the source dataset
     class_names: tuple[str, ...]
+    # "cifar10-test" when ids index the CIFAR-10 test set (CIFAR-10H then applies).
+    id_space: str = ""
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -151,6 +153,7 @@ def read_cifar10(path: str | Path, split: str = "test") -> ImageArrays:
         labels=np.asarray(labels, dtype=np.int64),
         ids=np.arange(len(images), dtype=np.int64),
         class_names=class_names,
+        id_space="cifar10-test" if split == "test" else "",
     )
 
 
@@ -255,6 +258,9 @@ def read_npz(path: str | Path) -> ImageArrays:
         labels=np.asarray([index[n] for n in per_image], dtype=np.int64),
         ids=ids,
         class_names=tuple(ordered),
+        id_space="cifar10-test"
+        if id_field == "test_index" and tuple(ordered) == CIFAR10_CLASSES
+        else "",
     )
 
 

@@ -146,7 +146,13 @@ HILLMIX_QUALITY = {
 }
 
 # --- Data beside the project -------------------------------------------------
-SHARED_DATA_DIR = env.path("HILLMIX_SHARED_DATA", default=BASE_DIR.parent / "shared" / "data")
+SHARED_DATA_DIR = Path(env("HILLMIX_SHARED_DATA", default=str(BASE_DIR.parent / "shared" / "data")))
+
+HILLMIX_CIFAR10H_PROBS = Path(
+    env("HILLMIX_CIFAR10H_PROBS", default=str(SHARED_DATA_DIR / "cifar10h" / "cifar10h-probs.npy"))
+)
+# A training task is stopped after this many seconds (soft limit a minute earlier).
+HILLMIX_TRAINING_TIME_LIMIT = env.int("HILLMIX_TRAINING_TIME_LIMIT", default=6 * 3600)
 
 LOGGING = {
     "version": 1,

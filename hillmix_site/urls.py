@@ -5,7 +5,7 @@ from django.views.static import serve
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("api/", include("elicitation.api_urls")),
+    path("api/", include("hillmix_site.api_urls")),
     path("", include("elicitation.urls")),
 ]
 
@@ -14,3 +14,7 @@ if settings.SERVE_MEDIA:
     urlpatterns.append(
         re_path(rf"^{media_prefix}(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT})
     )
+
+admin.site.site_header = "HILL-Mix research dashboard"
+admin.site.site_title = "HILL-Mix"
+admin.site.index_title = "Studies, stimuli and judgments"

@@ -123,4 +123,4 @@ def make_study(db, make_stimulus_set):
     return make
 
 
-pytest_plugins = ["tests.browser"]
+pytest_plugins = ["tests.browser", "tests.worker"]

@@ -3,7 +3,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
-from . import api
+from elicitation import api
+from training.api import TrainingJobViewSet
 
 router = DefaultRouter()
 router.register("studies", api.StudyViewSet)
@@ -12,6 +13,7 @@ router.register("stimuli", api.StimulusViewSet)
 router.register("participants", api.ParticipantViewSet)
 router.register("judgments", api.JudgmentViewSet)
 router.register("aggregates/midpoints", api.MidpointViewSet, basename="midpoints")
+router.register("training-jobs", TrainingJobViewSet)
 
 urlpatterns = [
     path("", include(router.urls)),

@@ -1,0 +1,41 @@
+"""Admin pages driven by a plain form and a service call (shared by the apps)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import Model
+from django.forms import Form
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+
+
+def service_form_view(
+    model_admin: admin.ModelAdmin,
+    request: HttpRequest,
+    form_class: type[Form],
+    title: str,
+    create: Callable[[dict], Model],
+) -> HttpResponse:
+    """Show the form; on a valid POST call `create`, whose ValidationErrors show on the
+    form; on success go back to the change list."""
+    form = form_class(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            obj = create(form.cleaned_data)
+        except ValidationError as exc:
+            for message in exc.messages:
+                form.add_error(None, message)
+        else:
+            model_admin.message_user(request, f"Created {obj}.", messages.SUCCESS)
+            return redirect(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_changelist")
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "form": form,
+        "title": title,
+        "opts": model_admin.model._meta,
+    }
+    return TemplateResponse(request, "admin/service_form.html", context)

@@ -1,0 +1,194 @@
+"""Training jobs end to end: a scripted observer, real Celery worker, comparison page."""
+
+import os
+import signal
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from elicitation.services import RecruiterIds, finish_instructions, record_judgment, start_session
+from tests.test_flow import construct_answer
+from tests.worker import wait_for
+from training.models import TrainingJob
+from training.services import create_job
+
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def scripted_observers(study, count: int = 4, midpoint: float = 0.6) -> None:
+    """People who put every pair's 50/50 point at `midpoint`, through the participant
+    services (consent was given; no quiz in this study)."""
+    for i in range(count):
+        session = start_session(study, RecruiterIds(f"observer-{i}"))
+        finish_instructions(session)
+        while True:
+            session.refresh_from_db()
+            if session.position >= session.trial_count:
+                break
+            start = session.trial_order[session.position]["start_lam"]
+            step = 1 if midpoint > start else -1
+            history = [
+                round(start + step * 0.1 * k, 1)
+                for k in range(int(round(abs(midpoint - start) * 10)) + 1)
+            ]
+            record_judgment(
+                session,
+                construct_answer(
+                    session,
+                    confidence=80,
+                    response={"start_lam": start, "final_lam": history[-1], "history": history},
+                ),
+            )
+
+
+@pytest.fixture
+def observed_study(make_study):
+    study = make_study(
+        "construct",
+        n_pairs=30,
+        conditions=1,
+        quiz=[],
+        repeat_trials=0,
+        feedback_questions=[],
+        ask_confidence=True,
+    )
+    scripted_observers(study)
+    return study
+
+
+def launch(study, policy: str, comparison: str, **extra) -> TrainingJob:
+    return create_job(
+        name=f"{comparison}-{policy}",
+        comparison=comparison,
+        dataset=study.stimulus_set.dataset,
+        policy=policy,
+        architecture="small_cnn",
+        seeds=[0, 1],
+        stimulus_sets=[study.stimulus_set],
+        studies=[study] if policy.startswith("relabel") else [],
+        **{"epochs": 3, **extra},
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_policies_train_on_a_real_worker_and_show_on_the_comparison_page(
+    observed_study, start_worker, admin_client
+):
+    worker = start_worker()
+    jobs = [launch(observed_study, policy, "demo") for policy in ("onehot", "mixup", "relabel")]
+    wait_for(
+        lambda: all(j.status in FINISHED for j in TrainingJob.objects.all()),
+        300,
+        worker,
+        "three jobs to finish",
+    )
+    for job in TrainingJob.objects.all():
+        assert job.status == "succeeded", (job.error, job.log)
+        assert job.worker and job.task_id and job.attempts == 1
+        assert sorted(job.results.values_list("seed", flat=True)) == [0, 1]
+        for result in job.results.all():
+            assert 0 <= result.metrics["accuracy"] <= 1 and result.metrics["ece"] >= 0
+            assert result.reliability_diagram and result.checkpoint
+    relabel = TrainingJob.objects.get(pk=jobs[2].pk)
+    assert "mixed points" in relabel.log and "0 mixed points" not in relabel.log
+    page = admin_client.get("/admin/training/trainingjob/compare/", {"comparison": "demo"})
+    html = page.content.decode()
+    assert page.status_code == 200
+    rows = {row["policy"]: row for row in page.context["rows"]}
+    assert list(rows) == ["onehot", "mixup", "relabel"]
+    for row in rows.values():
+        assert row["stats"]["accuracy"]["n"] == 2 and row["stats"]["fgsm_ce"]["mean"] > 0
+        assert f"/admin/training/trainingjob/{row['jobs'][0].pk}/change/" in html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_killed_worker_process_means_retried_never_left_running(observed_study, start_worker):
+    worker = start_worker()
+    job = launch(observed_study, "mixup", "kill", epochs=60)
+    job.seeds = [0]
+    TrainingJob.objects.filter(pk=job.pk).update(seeds=[0])
+
+    def training_started():
+        job.refresh_from_db()
+        return job.status == "running" and job.progress.get("images_seen", 0) > 0 and job.worker
+
+    wait_for(training_started, 120, worker, "the job to start training")
+    pid = int(job.worker.rpartition(":")[2])
+    os.kill(pid, signal.SIGKILL)  # the pool process running the task dies mid-job
+    wait_for(
+        lambda: TrainingJob.objects.get(pk=job.pk).status in FINISHED,
+        240,
+        worker,
+        "the job to end after the worker was killed",
+    )
+    job.refresh_from_db()
+    assert job.status in ("succeeded", "failed")
+    if job.status == "succeeded":
+        assert job.attempts == 2 and "attempt 2" in job.log
+        assert job.results.count() == 1
+
+
+def test_job_settings_are_checked(observed_study):
+    dataset = observed_study.stimulus_set.dataset
+    cases = [
+        ({"policy": "relabel", "stimulus_sets": [observed_study.stimulus_set]}, "needs studies"),
+        ({"policy": "mixup"}, "needs stimulus sets"),
+        ({"policy": "relabel", "online_alpha": 1.0, "studies": [observed_study]}, "labels any lam"),
+        ({"policy": "mixup", "online_alpha": 1.0, "heldout_fraction": 1.5}, "heldout_fraction"),
+        ({"policy": "mixup", "online_alpha": 1.0, "seeds": [1, 1]}, "distinct"),
+        ({"policy": "nonsense"}, "policy"),
+    ]
+    for fields, message in cases:
+        with pytest.raises(ValidationError, match=message):
+            create_job(name="bad", dataset=dataset, enqueue=False, **fields)
+    assert TrainingJob.objects.count() == 0
+
+
+def test_cancel_queued_job(observed_study):
+    from training.services import cancel_job
+
+    job = create_job(
+        name="later", dataset=observed_study.stimulus_set.dataset, policy="onehot", enqueue=False
+    )
+    cancel_job(job)
+    job.refresh_from_db()
+    assert job.status == "cancelled" and job.cancel_requested
+
+
+def test_running_job_stops_when_cancelled(observed_study):
+    from training import services
+
+    job = create_job(
+        name="stop",
+        dataset=observed_study.stimulus_set.dataset,
+        policy="onehot",
+        epochs=50,
+        enqueue=False,
+    )
+    real_progress = services._Heartbeat.progress
+
+    def cancel_on_first_progress(self, p):
+        TrainingJob.objects.filter(pk=job.pk).update(cancel_requested=True)
+        self.last = 0
+        real_progress(self, p)
+
+    services._Heartbeat.progress = cancel_on_first_progress
+    try:
+        assert services.run_job(job.pk) == "cancelled"
+    finally:
+        services._Heartbeat.progress = real_progress
+    job.refresh_from_db()
+    assert job.status == "cancelled" and job.results.count() == 0
+
+
+def test_rerun_of_finished_job_changes_nothing(observed_study, django_capture_on_commit_callbacks):
+    from training.services import run_job
+
+    with django_capture_on_commit_callbacks(execute=True):
+        job = launch(observed_study, "mixup", "twice", epochs=1)
+    job.refresh_from_db()
+    assert job.status == "succeeded" and job.results.count() == 2
+    metrics = list(job.results.values_list("metrics", flat=True))
+    assert run_job(job.pk) == "succeeded"
+    assert list(job.results.values_list("metrics", flat=True)) == metrics
+    assert TrainingJob.objects.get(pk=job.pk).attempts == 1

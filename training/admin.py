@@ -1,0 +1,113 @@
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils.html import format_html, format_html_join
+
+from hillmix_site.admin_views import service_form_view
+
+from . import services
+from .forms import TrainingJobForm
+from .models import SeedResult, TrainingJob
+from .selectors import comparison_table
+
+
+class SeedResultInline(admin.TabularInline):
+    model = SeedResult
+    fields = ["seed", "device", "summary", "diagram", "checkpoint"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    max_num = 0
+
+    @admin.display(description="metrics")
+    def summary(self, obj: SeedResult) -> str:
+        return format_html_join(
+            "",
+            "<div>{}: {}</div>",
+            ((k, f"{v:.4f}" if isinstance(v, float) else v) for k, v in obj.metrics.items()),
+        )
+
+    @admin.display(description="reliability")
+    def diagram(self, obj: SeedResult) -> str:
+        if not obj.reliability_diagram:
+            return "-"
+        return format_html('<img src="{}" width="220">', obj.reliability_diagram.url)
+
+
+@admin.register(TrainingJob)
+class TrainingJobAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "comparison",
+        "policy",
+        "architecture",
+        "status",
+        "progress_text",
+        "attempts",
+        "created_at",
+    ]
+    list_filter = ["status", "policy", "comparison"]
+    actions = ["cancel"]
+    inlines = [SeedResultInline]
+    readonly_fields = [f.name for f in TrainingJob._meta.fields] + ["stimulus_sets", "studies"]
+    change_list_template = "admin/training/trainingjob_changelist.html"
+
+    @admin.display(description="progress")
+    def progress_text(self, obj: TrainingJob) -> str:
+        p = obj.progress
+        if not p:
+            return "-"
+        return (
+            f"seed {p['seed_index'] + 1}/{len(obj.seeds)}, epoch {p['epoch'] + 1}/"
+            f"{obj.epochs}, step {p['step'] + 1}/{p['steps_per_epoch']}, loss {p['loss']}"
+        )
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context=None):
+        def create(data: dict) -> TrainingJob:
+            fields = {k: v for k, v in data.items() if k not in ("stimulus_sets", "studies")}
+            return services.create_job(
+                stimulus_sets=list(data["stimulus_sets"]),
+                studies=list(data["studies"]),
+                created_by=request.user,
+                **fields,
+            )
+
+        return service_form_view(self, request, TrainingJobForm, "Launch a training job", create)
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.action(description="Cancel")
+    def cancel(self, request: HttpRequest, queryset: QuerySet[TrainingJob]) -> None:
+        for job in queryset:
+            services.cancel_job(job)
+        self.message_user(request, f"Asked {queryset.count()} job(s) to stop.", messages.INFO)
+
+    def get_urls(self) -> list:
+        return [
+            path(
+                "compare/",
+                self.admin_site.admin_view(self.compare),
+                name="training_trainingjob_compare",
+            ),
+            *super().get_urls(),
+        ]
+
+    def compare(self, request: HttpRequest) -> HttpResponse:
+        """The paper's table: one row per policy, mean +- std over seeds."""
+        jobs = TrainingJob.objects.all()
+        name = request.GET.get("comparison")
+        if name:
+            jobs = jobs.filter(comparison=name)
+        groups = sorted(set(TrainingJob.objects.values_list("comparison", flat=True)))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": TrainingJob._meta,
+            "title": "Compare label policies",
+            "rows": comparison_table(jobs),
+            "groups": groups,
+            "current": name or "",
+        }
+        return TemplateResponse(request, "admin/training/compare.html", context)

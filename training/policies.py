@@ -1,0 +1,219 @@
+"""Label policies: from judgments to soft labels (DESIGN section 3). Pure numpy.
+
+A policy labels a mixed point (class c1, class c2, lam = weight of the first image)
+with a K-vector. The human policies read the judgments gathered on that point:
+perceived lams (Infer) or midpoints (Construct, Select-Shuffled) of its pair,
+confidences, and Top-2 Clamp soft labels.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+POLICIES = (
+    "onehot",
+    "random",
+    "uniform",
+    "mixup",
+    "relabel",
+    "relabel_weighted",
+    "relabel_uncertain",
+    "human_fit",
+    "soft_categorical",
+)
+HUMAN_POLICIES = {
+    "relabel",
+    "relabel_weighted",
+    "relabel_uncertain",
+    "human_fit",
+    "soft_categorical",
+}
+# Policies that can label any lam, so online mixup (lam ~ Beta(alpha, alpha)) can use them.
+LABEL_MAP_POLICIES = {"mixup", "uniform", "human_fit"}
+
+# human_fit: a class pair needs this many judgments for a curve of its own; below it,
+# the pair uses the curve fitted over all pairs.
+MIN_JUDGMENTS_PER_PAIR = 5
+# Slope of the logistic curve when only midpoints are known (no Infer judgments at all).
+DEFAULT_SLOPE = 10.0
+
+
+@dataclass
+class PointJudgments:
+    """What people said about one mixed point."""
+
+    class1: int
+    class2: int
+    lam: float
+    perceived: list[float] = field(default_factory=list)  # perceived lam of image 1
+    confidences: list[float | None] = field(default_factory=list)  # 0-1, one per perceived
+    soft_labels: list[np.ndarray] = field(default_factory=list)
+
+
+def perceived_from_midpoint(lam: float, midpoint: float) -> float:
+    """The share of image 1 a person perceives, given where they put the 50/50 point:
+    piecewise linear through (0, 0), (midpoint, 0.5) and (1, 1)."""
+    midpoint = min(max(midpoint, 1e-6), 1 - 1e-6)
+    if lam <= midpoint:
+        return 0.5 * lam / midpoint
+    return 0.5 + 0.5 * (lam - midpoint) / (1.0 - midpoint)
+
+
+def _two_class(num_classes: int, class1: int, class2: int, share1: float) -> np.ndarray:
+    label = np.zeros(num_classes)
+    label[class1] += share1
+    label[class2] += 1.0 - share1
+    return label
+
+
+def _confidence(point: PointJudgments) -> float:
+    known = [c for c in point.confidences if c is not None]
+    return float(np.mean(known)) if known else 1.0
+
+
+def label_points(
+    policy: str,
+    points: Sequence[PointJudgments],
+    num_classes: int,
+    rng: np.random.Generator,
+    curves: PairCurves | None = None,
+) -> np.ndarray:
+    """(N, K) labels for the mixed points under a policy ('onehot' adds no points)."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; choose from {POLICIES}")
+    if policy == "onehot":
+        return np.zeros((0, num_classes))
+    if policy == "random":
+        return rng.dirichlet(np.ones(num_classes), size=len(points))
+    if policy == "uniform":
+        return np.full((len(points), num_classes), 1.0 / num_classes)
+    if policy == "human_fit":
+        if curves is None:
+            raise ValueError("human_fit needs fitted curves")
+        return (
+            np.stack(
+                [
+                    _two_class(
+                        num_classes, p.class1, p.class2, curves.share(p.class1, p.class2, p.lam)
+                    )
+                    for p in points
+                ]
+            )
+            if points
+            else np.zeros((0, num_classes))
+        )
+    labels = []
+    for p in points:
+        if policy == "mixup":
+            labels.append(_two_class(num_classes, p.class1, p.class2, p.lam))
+            continue
+        if policy == "soft_categorical":
+            if not p.soft_labels:
+                raise ValueError("soft_categorical needs soft-label judgments on every point")
+            labels.append(np.mean(np.stack(p.soft_labels), axis=0))
+            continue
+        if not p.perceived:
+            raise ValueError(f"{policy} needs judgments on every point")
+        relabel = _two_class(num_classes, p.class1, p.class2, float(np.mean(p.perceived)))
+        if policy == "relabel":
+            labels.append(relabel)
+        elif policy == "relabel_weighted":
+            confidences = [1.0 if c is None else c for c in p.confidences]
+            weighted = float(np.mean(np.asarray(p.perceived) * np.asarray(confidences)))
+            labels.append(_two_class(num_classes, p.class1, p.class2, weighted))
+        else:  # relabel_uncertain
+            w = _confidence(p)
+            labels.append(w * relabel + (1 - w) * np.full(num_classes, 1.0 / num_classes))
+    return np.stack(labels) if labels else np.zeros((0, num_classes))
+
+
+# --- human_fit: one logistic curve per unordered class pair --------------------------
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def fit_logistic(lams: np.ndarray, shares: np.ndarray, iterations: int = 50) -> tuple[float, float]:
+    """Fit share = sigmoid(k * (lam - m)) by Newton's method on the soft-target log loss;
+    returns (k, m). Needs two distinct lams with shares not all equal."""
+    x = np.column_stack([lams, np.ones_like(lams)])
+    w = np.array([DEFAULT_SLOPE, -DEFAULT_SLOPE * 0.5])
+    shares = np.clip(shares, 0.0, 1.0)
+    for _ in range(iterations):
+        p = _sigmoid(x @ w)
+        gradient = x.T @ (p - shares)
+        hessian = x.T @ (x * (p * (1 - p))[:, None]) + 1e-6 * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    k, b = float(w[0]), float(w[1])
+    return k, -b / k if abs(k) > 1e-9 else 0.5
+
+
+@dataclass
+class PairCurves:
+    """Fitted (k, m) per unordered class pair, oriented as share of the lower class index."""
+
+    curves: dict[tuple[int, int], tuple[float, float]]
+    fallback: tuple[float, float]
+
+    def share(self, class1: int, class2: int, lam: float) -> float:
+        """Perceived share of class1 in a mix with weight lam on class1."""
+        if class1 == class2:
+            return 1.0
+        key = (min(class1, class2), max(class1, class2))
+        k, m = self.curves.get(key, self.fallback)
+        lam_low = lam if class1 < class2 else 1.0 - lam  # weight of the lower-index class
+        share_low = float(_sigmoid(np.array(k * (lam_low - m))))
+        return share_low if class1 < class2 else 1.0 - share_low
+
+
+def fit_human_curves(
+    points: Sequence[PointJudgments],
+    midpoints: Sequence[tuple[int, int, float]],
+    min_judgments: int = MIN_JUDGMENTS_PER_PAIR,
+) -> PairCurves:
+    """Curves from Infer judgments (whole curve) and midpoints (the location m).
+
+    Per pair: m is the mean midpoint when the pair has enough midpoints, else the
+    fitted one; k is fitted when the pair has enough Infer judgments, else the
+    all-pairs slope. Pairs below min_judgments altogether use the all-pairs curve.
+    """
+    observations: dict[tuple[int, int], list[tuple[float, float]]] = defaultdict(list)
+    for p in points:
+        key = (min(p.class1, p.class2), max(p.class1, p.class2))
+        flip = p.class1 > p.class2
+        for perceived in p.perceived:
+            lam, share = (1 - p.lam, 1 - perceived) if flip else (p.lam, perceived)
+            observations[key].append((lam, share))
+    mids: dict[tuple[int, int], list[float]] = defaultdict(list)
+    for class1, class2, midpoint in midpoints:
+        key = (min(class1, class2), max(class1, class2))
+        mids[key].append(1 - midpoint if class1 > class2 else midpoint)
+
+    all_obs = [o for obs in observations.values() for o in obs]
+    if len({round(o[0], 6) for o in all_obs}) >= 2:
+        global_k, global_m = fit_logistic(*map(np.array, zip(*all_obs, strict=True)))
+    else:
+        global_k, global_m = DEFAULT_SLOPE, 0.5
+    all_mids = [m for ms in mids.values() for m in ms]
+    if all_mids:
+        global_m = float(np.mean(all_mids)) if not all_obs else global_m
+    curves = {}
+    for key in set(observations) | set(mids):
+        obs, pair_mids = observations.get(key, []), mids.get(key, [])
+        if len(obs) + len(pair_mids) < min_judgments:
+            continue
+        k, m = global_k, global_m
+        if len(obs) >= min_judgments and len({round(o[0], 6) for o in obs}) >= 2:
+            k, m = fit_logistic(*map(np.array, zip(*obs, strict=True)))
+        if len(pair_mids) >= min_judgments or (pair_mids and len(obs) < min_judgments):
+            m = float(np.mean(pair_mids))
+        curves[key] = (k, m)
+    return PairCurves(curves, (global_k, global_m))

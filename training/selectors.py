@@ -1,0 +1,209 @@
+"""Reads for training: a job's base split, labelled mixed points and evaluation data."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.core.files.storage import default_storage
+
+from datasets.imaging import decode_png
+from datasets.models import Stimulus
+from datasets.selectors import dataset_arrays
+from elicitation.models import GRID_INTERFACES, Interface, Judgment
+
+from . import policies
+from .loop import EvalData, LabelMap, TrainData
+from .models import TrainingJob
+
+
+def heldout_split(n: int, heldout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, held out) of a dataset, fixed by the seed."""
+    order = np.random.default_rng(seed).permutation(n)
+    cut = int(round(n * heldout_fraction))
+    return np.sort(order[cut:]), np.sort(order[:cut])
+
+
+@dataclass
+class JobData:
+    train: TrainData
+    evaluation: EvalData
+    label_map: LabelMap | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Point:
+    stimulus: Stimulus
+    judgments: policies.PointJudgments
+    rows: tuple[int, int]
+
+
+def _judged_points(job: TrainingJob, class_index: dict[str, int], row_of_id: dict[int, int]):
+    """Every stimulus of the job's sets with the judgments of the job's studies on it,
+    and the midpoints (class1, class2, lam) the grid studies gave."""
+    per_stimulus: dict[tuple[str, float], list] = defaultdict(list)
+    per_pair: dict[str, list] = defaultdict(list)
+    midpoints = []
+    judgments = Judgment.objects.filter(
+        study__in=job.studies.all(), session__excluded=False
+    ).values_list(
+        "interface",
+        "pair__name",
+        "pair__class1",
+        "pair__class2",
+        "stimulus__lam",
+        "lam",
+        "confidence",
+        "response",
+    )
+    for interface, pair, class1, class2, true_lam, lam, confidence, response in judgments:
+        if interface in GRID_INTERFACES:
+            per_pair[pair].append((lam, confidence))
+            if class1 in class_index and class2 in class_index:
+                midpoints.append((class_index[class1], class_index[class2], lam))
+        elif interface == Interface.INFER:
+            per_stimulus[(pair, round(true_lam, 4))].append(("lam", lam, confidence))
+        elif interface == Interface.SOFT_LABEL:
+            per_stimulus[(pair, round(true_lam, 4))].append(("soft", response["soft_label"], None))
+    points = []
+    stimuli = Stimulus.objects.filter(
+        pair__stimulus_set__in=job.stimulus_sets.all()
+    ).select_related("pair")
+    for stimulus in stimuli:
+        pair = stimulus.pair
+        if pair.id1 not in row_of_id or pair.id2 not in row_of_id or not stimulus.image:
+            continue
+        point = policies.PointJudgments(
+            class_index[pair.class1], class_index[pair.class2], stimulus.lam
+        )
+        for midpoint, confidence in per_pair.get(pair.name, []):
+            point.perceived.append(policies.perceived_from_midpoint(stimulus.lam, midpoint))
+            point.confidences.append(confidence)
+        for kind, value, confidence in per_stimulus.get((pair.name, round(stimulus.lam, 4)), []):
+            if kind == "lam":
+                point.perceived.append(value)
+                point.confidences.append(confidence)
+            else:
+                point.soft_labels.append(np.asarray(value))
+        points.append(_Point(stimulus, point, (row_of_id[pair.id1], row_of_id[pair.id2])))
+    return points, midpoints
+
+
+def _stimulus_pixels(points: list[_Point]) -> np.ndarray:
+    images = []
+    for p in points:
+        with default_storage.open(p.stimulus.image.name, "rb") as handle:
+            images.append(decode_png(handle.read()))
+    return np.stack(images)
+
+
+def _label_map(policy: str, num_classes: int, curves: policies.PairCurves | None) -> LabelMap:
+    eye = np.eye(num_classes)
+    if policy == "uniform":
+        return lambda c1, c2, lam: np.full((len(c1), num_classes), 1.0 / num_classes)
+    if policy == "human_fit":
+        return lambda c1, c2, lam: np.stack(
+            [
+                curves.share(a, b, lam) * eye[a] + (1 - curves.share(a, b, lam)) * eye[b]
+                for a, b in zip(c1, c2, strict=True)
+            ]
+        )
+    return lambda c1, c2, lam: lam * eye[c1] + (1 - lam) * eye[c2]
+
+
+def cifar10h_probs() -> np.ndarray | None:
+    path = Path(settings.HILLMIX_CIFAR10H_PROBS)
+    return np.load(path) if path.exists() else None
+
+
+def job_data(job: TrainingJob, seed: int) -> JobData:
+    arrays = dataset_arrays(job.dataset)
+    class_index = {name: i for i, name in enumerate(arrays.class_names)}
+    num_classes = len(arrays.class_names)
+    train_rows, heldout_rows = heldout_split(len(arrays.ids), job.heldout_fraction, job.split_seed)
+    train_row_of_id = {int(arrays.ids[r]): int(r) for r in train_rows}
+    notes = []
+    points, midpoints = _judged_points(job, class_index, train_row_of_id)
+    if job.studies.exists():
+        needs_soft = job.policy == "soft_categorical"
+        points = [
+            p for p in points if (p.judgments.soft_labels if needs_soft else p.judgments.perceived)
+        ]
+    curves = None
+    if job.policy == "human_fit":
+        curves = policies.fit_human_curves([p.judgments for p in points], midpoints)
+        notes.append(f"human_fit: {len(curves.curves)} class pairs with their own curve")
+    label_map = None
+    mixed_images = np.zeros((0, *arrays.images.shape[1:]), dtype=np.uint8)
+    mixed_labels = np.zeros((0, num_classes))
+    if job.online_alpha > 0:
+        label_map = _label_map(job.policy, num_classes, curves)
+        notes.append(f"online mixup, alpha {job.online_alpha}")
+    elif job.policy != "onehot" and points:
+        mixed_images = _stimulus_pixels(points)
+        mixed_labels = policies.label_points(
+            job.policy,
+            [p.judgments for p in points],
+            num_classes,
+            np.random.default_rng(seed),
+            curves,
+        )
+    notes.append(
+        f"{len(train_rows)} base images, {len(mixed_images)} mixed points, "
+        f"{len(heldout_rows)} held out"
+    )
+    soft = None
+    if job.dataset.id_space == "cifar10-test":
+        probs = cifar10h_probs()
+        if probs is not None:
+            soft = probs[arrays.ids[heldout_rows]]
+            notes.append("cross-entropy against CIFAR-10H")
+    return JobData(
+        train=TrainData(
+            arrays.images[train_rows],
+            arrays.labels[train_rows],
+            mixed_images,
+            mixed_labels,
+            num_classes,
+        ),
+        evaluation=EvalData(arrays.images[heldout_rows], arrays.labels[heldout_rows], soft),
+        label_map=label_map,
+        notes=notes,
+    )
+
+
+def comparison_table(jobs) -> list[dict]:
+    """One row per policy: mean and std over every seed of the given jobs."""
+    metric_names = [
+        "ce_human",
+        "fgsm_ce",
+        "fgsm_accuracy",
+        "ece",
+        "rms_calibration_error",
+        "accuracy",
+    ]
+    by_policy: dict[str, dict] = {}
+    for job in jobs.prefetch_related("results"):
+        row = by_policy.setdefault(
+            job.policy, {"policy": job.policy, "jobs": [], "values": {m: [] for m in metric_names}}
+        )
+        row["jobs"].append(job)
+        for result in job.results.all():
+            for m in metric_names:
+                if result.metrics.get(m) is not None:
+                    row["values"][m].append(result.metrics[m])
+    table = []
+    for policy in policies.POLICIES:
+        if policy not in by_policy:
+            continue
+        row = by_policy[policy]
+        row["stats"] = {
+            m: ({"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)} if v else None)
+            for m, v in row.pop("values").items()
+        }
+        table.append(row)
+    return table

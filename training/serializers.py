@@ -1,0 +1,86 @@
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+
+from datasets.models import Dataset, StimulusSet
+from elicitation.models import Study
+
+from . import services
+from .models import SeedResult, TrainingJob
+
+
+class SeedResultSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SeedResult
+        fields = [
+            "seed",
+            "metrics",
+            "device",
+            "train_images_per_second",
+            "reliability_diagram",
+            "checkpoint",
+        ]
+
+
+class TrainingJobSerializer(serializers.ModelSerializer):
+    dataset = serializers.SlugRelatedField(slug_field="name", queryset=Dataset.objects.all())
+    stimulus_sets = serializers.SlugRelatedField(
+        slug_field="name", many=True, queryset=StimulusSet.objects.all(), required=False
+    )
+    studies = serializers.SlugRelatedField(
+        slug_field="slug", many=True, queryset=Study.objects.all(), required=False
+    )
+    seeds = serializers.ListField(child=serializers.IntegerField(), required=False)
+    results = SeedResultSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = TrainingJob
+        fields = [
+            "id",
+            "name",
+            "comparison",
+            "dataset",
+            "heldout_fraction",
+            "split_seed",
+            "stimulus_sets",
+            "studies",
+            "policy",
+            "architecture",
+            "epochs",
+            "batch_size",
+            "learning_rate",
+            "seeds",
+            "online_alpha",
+            "device",
+            "status",
+            "progress",
+            "attempts",
+            "error",
+            "log",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "results",
+        ]
+        read_only_fields = [
+            "status",
+            "progress",
+            "attempts",
+            "error",
+            "log",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+    def create(self, validated: dict) -> TrainingJob:
+        stimulus_sets = validated.pop("stimulus_sets", [])
+        studies = validated.pop("studies", [])
+        try:
+            return services.create_job(
+                stimulus_sets=stimulus_sets,
+                studies=studies,
+                created_by=self.context["request"].user,
+                **validated,
+            )
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError({"detail": exc.messages}) from None

@@ -1,0 +1,261 @@
+"""Writes for training: creating, running, cancelling jobs and storing results."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from datetime import timedelta
+
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Concat
+from django.utils import timezone
+
+from . import policies
+from .loop import Cancelled, Progress, TrainConfig, checkpoint_bytes, evaluate, train_model
+from .models import SeedResult, TrainingJob
+from .selectors import job_data
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+# A running job whose heartbeat is older than this is taken to have lost its worker.
+HEARTBEAT_STALE = timedelta(seconds=90)
+PROGRESS_EVERY_S = 1.0  # database writes from the training loop, at most this often
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def create_job(*, stimulus_sets=(), studies=(), enqueue: bool = True, **fields) -> TrainingJob:
+    """Check a job's settings, store it and queue it for a worker."""
+    job = TrainingJob(**fields)
+    job.full_clean(exclude=["seeds"])
+    seeds = job.seeds or [0]
+    if not all(isinstance(s, int) for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValidationError("seeds must be distinct whole numbers")
+    job.seeds = seeds
+    if not 0 < job.heldout_fraction < 1:
+        raise ValidationError("heldout_fraction must lie strictly between 0 and 1")
+    if job.epochs < 1 or job.batch_size < 1 or job.learning_rate <= 0:
+        raise ValidationError("epochs, batch size and learning rate must be positive")
+    if job.policy in policies.HUMAN_POLICIES and not studies:
+        raise ValidationError(
+            f"the {job.policy} policy needs studies whose judgments label the stimuli"
+        )
+    if job.online_alpha < 0:
+        raise ValidationError("online_alpha cannot be negative")
+    if job.online_alpha > 0 and job.policy not in policies.LABEL_MAP_POLICIES:
+        raise ValidationError(
+            "online mixup needs a policy that labels any lam: "
+            f"{sorted(policies.LABEL_MAP_POLICIES)}"
+        )
+    if job.policy != "onehot" and job.online_alpha == 0 and not stimulus_sets:
+        raise ValidationError(f"the {job.policy} policy needs stimulus sets (or online mixup)")
+    for stimulus_set in stimulus_sets:
+        if stimulus_set.dataset_id != job.dataset_id:
+            raise ValidationError(f"stimulus set {stimulus_set} is not from {job.dataset}")
+    with transaction.atomic():
+        job.save()
+        job.stimulus_sets.set(stimulus_sets)
+        job.studies.set(studies)
+        if enqueue:
+            transaction.on_commit(lambda: enqueue_job(job.pk))
+    return job
+
+
+def enqueue_job(job_id: int) -> None:
+    from .tasks import run_training_job
+
+    result = run_training_job.apply_async(args=[job_id])
+    TrainingJob.objects.filter(pk=job_id, task_id="").update(task_id=result.id)
+
+
+def _append_log(job_id: int, line: str) -> None:
+    stamp = timezone.now().strftime("%H:%M:%S")
+    TrainingJob.objects.filter(pk=job_id).update(log=Concat(F("log"), Value(f"{stamp} {line}\n")))
+
+
+def _alive_here(worker: str) -> bool:
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return int(pid) != os.getpid()
+
+
+class Busy(Exception):
+    """Another live worker is running this job right now."""
+
+
+def claim_job(job_id: int) -> TrainingJob | None:
+    """Take a job for this worker, or None when there is nothing left to do.
+
+    A job marked running whose worker died (same host: its process is gone; another
+    host: no heartbeat for HEARTBEAT_STALE) is taken over as a new attempt; past
+    MAX_ATTEMPTS it is marked failed rather than left running.
+    """
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.status in (
+            TrainingJob.Status.SUCCEEDED,
+            TrainingJob.Status.FAILED,
+            TrainingJob.Status.CANCELLED,
+        ):
+            return None
+        if job.cancel_requested:
+            _finish(job, TrainingJob.Status.CANCELLED)
+            return None
+        if job.status == TrainingJob.Status.RUNNING and job.worker != worker_name():
+            fresh = job.heartbeat_at and timezone.now() - job.heartbeat_at < HEARTBEAT_STALE
+            if _alive_here(job.worker) or (
+                fresh and not job.worker.startswith(socket.gethostname() + ":")
+            ):
+                raise Busy(job.worker)
+        if job.attempts >= MAX_ATTEMPTS:
+            job.error = f"gave up after {job.attempts} attempts (the worker was lost each time)"
+            _finish(job, TrainingJob.Status.FAILED)
+            return None
+        job.status = TrainingJob.Status.RUNNING
+        job.attempts += 1
+        job.worker = worker_name()
+        job.heartbeat_at = timezone.now()
+        job.started_at = job.started_at or timezone.now()
+        job.save(update_fields=["status", "attempts", "worker", "heartbeat_at", "started_at"])
+    _append_log(job.pk, f"attempt {job.attempts} on {job.worker}")
+    return job
+
+
+def _finish(job: TrainingJob, status: str) -> None:
+    job.status = status
+    job.finished_at = timezone.now()
+    job.save(update_fields=["status", "finished_at", "error"])
+
+
+class _Heartbeat:
+    """Progress writes and cancel checks from inside the loop, at most once a second."""
+
+    def __init__(self, job_id: int, seed: int, seed_index: int) -> None:
+        self.job_id, self.seed, self.seed_index = job_id, seed, seed_index
+        self.last = 0.0
+        self.cancelled = False
+
+    def progress(self, p: Progress) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_EVERY_S and p.step != p.steps_per_epoch - 1:
+            return
+        self.last = now
+        TrainingJob.objects.filter(pk=self.job_id).update(
+            heartbeat_at=timezone.now(),
+            progress={
+                "seed": self.seed,
+                "seed_index": self.seed_index,
+                "epoch": p.epoch,
+                "step": p.step,
+                "steps_per_epoch": p.steps_per_epoch,
+                "loss": round(p.loss, 5),
+                "images_seen": p.images_seen,
+            },
+        )
+        self.cancelled = TrainingJob.objects.filter(pk=self.job_id, cancel_requested=True).exists()
+
+    def should_stop(self) -> bool:
+        return self.cancelled
+
+
+def run_job(job_id: int) -> str:
+    """Run every seed that has no result yet; returns the job's final status."""
+    job = claim_job(job_id)
+    if job is None:
+        return TrainingJob.objects.filter(pk=job_id).values_list("status", flat=True).first() or ""
+    try:
+        done = set(job.results.values_list("seed", flat=True))
+        for index, seed in enumerate(job.seeds):
+            if seed in done:
+                continue  # finished by an earlier attempt
+            _run_seed(job, seed, index)
+    except Cancelled:
+        _append_log(job.pk, "cancelled")
+        _finish(job, TrainingJob.Status.CANCELLED)
+    except Exception as exc:  # noqa: BLE001 - any failure ends the job as failed
+        logger.exception("training job %s failed", job.pk)
+        job.error = f"{type(exc).__name__}: {exc}"
+        _append_log(job.pk, f"failed: {job.error}")
+        _finish(job, TrainingJob.Status.FAILED)
+    else:
+        _append_log(job.pk, "succeeded")
+        _finish(job, TrainingJob.Status.SUCCEEDED)
+    return job.status
+
+
+def _run_seed(job: TrainingJob, seed: int, index: int) -> SeedResult:
+    data = job_data(job, seed)
+    for note in data.notes:
+        _append_log(job.pk, f"seed {seed}: {note}")
+    config = TrainConfig(
+        architecture=job.architecture,
+        epochs=job.epochs,
+        batch_size=job.batch_size,
+        lr=job.learning_rate,
+        seed=seed,
+        online_alpha=job.online_alpha,
+        device=job.device,
+    )
+    heartbeat = _Heartbeat(job.pk, seed, index)
+    trained = train_model(
+        config, data.train, data.label_map, heartbeat.progress, heartbeat.should_stop
+    )
+    metrics, diagram = evaluate(trained.model, data.evaluation, config)
+    _append_log(
+        job.pk,
+        f"seed {seed}: {trained.images_per_second:.0f} images/s on "
+        f"{trained.device}; accuracy {metrics['accuracy']:.3f}",
+    )
+    result, _ = SeedResult.objects.update_or_create(
+        job=job,
+        seed=seed,
+        defaults={
+            "metrics": metrics,
+            "device": trained.device,
+            "train_images_per_second": trained.images_per_second,
+        },
+    )
+    result.reliability_diagram.save(f"job{job.pk}-seed{seed}.png", ContentFile(diagram), save=False)
+    result.checkpoint.save(
+        f"job{job.pk}-seed{seed}.pt", ContentFile(checkpoint_bytes(trained.model)), save=False
+    )
+    result.save(update_fields=["reliability_diagram", "checkpoint"])
+    return result
+
+
+def cancel_job(job: TrainingJob) -> None:
+    """Stop a job: a queued one at once, a running one at its next step."""
+    from hillmix_site.celery import app
+
+    TrainingJob.objects.filter(pk=job.pk).update(cancel_requested=True)
+    updated = TrainingJob.objects.filter(pk=job.pk, status=TrainingJob.Status.QUEUED).update(
+        status=TrainingJob.Status.CANCELLED, finished_at=timezone.now()
+    )
+    if updated and job.task_id:
+        app.control.revoke(job.task_id)
+
+
+def fail_stale_jobs(older_than: timedelta = timedelta(minutes=10)) -> int:
+    """Jobs whose worker stopped beating long ago (and no retry came) end as failed."""
+    return TrainingJob.objects.filter(
+        status=TrainingJob.Status.RUNNING, heartbeat_at__lt=timezone.now() - older_than
+    ).update(
+        status=TrainingJob.Status.FAILED,
+        finished_at=timezone.now(),
+        error="the worker stopped responding",
+    )
