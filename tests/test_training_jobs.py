@@ -5,6 +5,7 @@ import signal
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.test import Client
 
 from elicitation.services import RecruiterIds, finish_instructions, record_judgment, start_session
 from tests.test_flow import construct_answer
@@ -192,3 +193,32 @@ def test_rerun_of_finished_job_changes_nothing(observed_study, django_capture_on
     assert run_job(job.pk) == "succeeded"
     assert list(job.results.values_list("metrics", flat=True)) == metrics
     assert TrainingJob.objects.get(pk=job.pk).attempts == 1
+
+
+def test_training_job_api(
+    observed_study, client, django_user_model, django_capture_on_commit_callbacks
+):
+    client.force_login(django_user_model.objects.create_user("r", password="p", is_staff=True))
+    body = {
+        "name": "api-job",
+        "dataset": observed_study.stimulus_set.dataset.name,
+        "policy": "relabel",
+        "stimulus_sets": [observed_study.stimulus_set.name],
+        "studies": [observed_study.slug],
+        "epochs": 1,
+        "seeds": [3],
+    }
+    bad = client.post(
+        "/api/training-jobs/", {**body, "studies": []}, content_type="application/json"
+    )
+    assert bad.status_code == 400 and "needs studies" in str(bad.json())
+    assert TrainingJob.objects.count() == 0
+    with django_capture_on_commit_callbacks(execute=True):
+        created = client.post("/api/training-jobs/", body, content_type="application/json")
+    assert created.status_code == 201, created.content
+    job = client.get(f"/api/training-jobs/{created.json()['id']}/").json()
+    assert job["status"] == "succeeded" and job["results"][0]["seed"] == 3
+    assert "accuracy" in job["results"][0]["metrics"]
+    cancelled = client.post(f"/api/training-jobs/{job['id']}/cancel/")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "succeeded"
+    assert Client().get("/api/training-jobs/").status_code in (401, 403)
