@@ -142,6 +142,10 @@ class Session(models.Model):
     condition = models.ForeignKey(Condition, on_delete=models.PROTECT, related_name="sessions")
     recruiter_study_id = models.CharField(max_length=100, blank=True)
     recruiter_session_id = models.CharField(max_length=100, blank=True)
+    start_address = models.CharField(
+        max_length=64, blank=True, db_index=True,
+        help_text="Salted hash of the address that started the session (rate limiting only).",
+    )
     trial_order = models.JSONField(
         help_text="One entry per trial: condition item position, repeat flag and what the "
         "participant is shown (start lam, shuffled order)."

@@ -16,12 +16,13 @@ def study_by_slug(slug: str) -> Study | None:
     return Study.objects.select_related("stimulus_set__dataset").filter(slug=slug).first()
 
 
-def session_by_id(study: Study, session_id: int | None) -> Session | None:
+def session_by_id(slug: str, session_id: int | None) -> Session | None:
+    """A session of the study `slug`, with its study, stimulus set and dataset."""
     if session_id is None:
         return None
     return (
-        Session.objects.select_related("participant", "condition")
-        .filter(pk=session_id, study=study)
+        Session.objects.select_related("study__stimulus_set__dataset")
+        .filter(pk=session_id, study__slug=slug)
         .first()
     )
 

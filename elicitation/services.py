@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import secrets
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -116,7 +119,12 @@ def _trial_order(study: Study, condition: Condition, rng: random.Random) -> list
     return order
 
 
-def start_session(study: Study, recruiter: RecruiterIds) -> Session:
+def address_key(address: str) -> str:
+    """A salted hash of a client address: enough to rate-limit, useless to identify."""
+    return hashlib.sha256(f"{settings.SECRET_KEY}:{address}".encode()).hexdigest()
+
+
+def start_session(study: Study, recruiter: RecruiterIds, address: str = "") -> Session:
     """The participant's session in this study: resumed by recruiter id, else a new one
     in the least-filled condition.
 
@@ -128,6 +136,13 @@ def start_session(study: Study, recruiter: RecruiterIds) -> Session:
         return existing
     if study.status != Study.Status.LIVE:
         raise FlowError("This study is not accepting participants.", status=403)
+    key = address_key(address) if address else ""
+    limit = settings.HILLMIX_SESSION_STARTS_PER_MINUTE
+    if key and Session.objects.filter(
+        start_address=key, started_at__gte=timezone.now() - timedelta(minutes=1)
+    ).count() >= limit:
+        raise FlowError("Too many new sessions from your network; please wait a minute.",
+                        status=429)
     try:
         with transaction.atomic():
             Study.objects.select_for_update().filter(pk=study.pk).first()
@@ -146,6 +161,7 @@ def start_session(study: Study, recruiter: RecruiterIds) -> Session:
                 condition=condition,
                 recruiter_study_id=recruiter.study_id,
                 recruiter_session_id=recruiter.session_id,
+                start_address=key,
                 trial_order=_trial_order(study, condition, random.Random(secrets.randbits(64))),
             )
     except IntegrityError:
@@ -236,11 +252,14 @@ def record_judgment(session: Session, payload: dict) -> SaveResult:
         raise FlowError("This answer belongs to another session.", status=403)
 
     with transaction.atomic():
+        # Lock only the session row: answers of one session go one at a time, while
+        # other participants' answers proceed in parallel.
         locked = (
-            Session.objects.select_for_update(of=("self",))
-            .select_related("study__stimulus_set__dataset")
+            Session.objects.select_for_update()
+            .only("id", "state", "position", "trial_order", "condition_id", "completed_at")
             .get(pk=session.pk)
         )
+        locked.study = session.study
         replay = Judgment.objects.filter(idempotency_key=data["idempotency_key"]).first()
         if replay is not None:
             if replay.session_id != locked.pk:

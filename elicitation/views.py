@@ -22,6 +22,7 @@ from .selectors import (
 from .services import FlowError, RecruiterIds
 
 SESSION_KEY = "hillmix_sessions"
+RECRUITER_PARAMS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")
 RECRUITER_KEY = "hillmix_recruiter"
 
 
@@ -36,15 +37,16 @@ def _study_or_404(slug: str) -> Study:
     return study
 
 
-def _bound_session(request: HttpRequest, study: Study) -> Session | None:
-    ids = request.session.get(SESSION_KEY, {})
-    return session_by_id(study, ids.get(str(study.pk)))
+def _bound_session(request: HttpRequest, slug: str) -> Session | None:
+    """The session this browser holds in the study, with its study loaded (one query)."""
+    return session_by_id(slug, request.session.get(SESSION_KEY, {}).get(slug))
 
 
 def _bind(request: HttpRequest, study: Study, session: Session) -> None:
     ids = dict(request.session.get(SESSION_KEY, {}))
-    ids[str(study.pk)] = session.pk
-    request.session[SESSION_KEY] = ids
+    if ids.get(study.slug) != session.pk:
+        ids[study.slug] = session.pk
+        request.session[SESSION_KEY] = ids
 
 
 def _flow_error_page(request: HttpRequest, study: Study, error: FlowError) -> HttpResponse:
@@ -70,16 +72,21 @@ def study_page(request: HttpRequest, slug: str) -> HttpResponse:
     """The one address a participant uses: shows whatever step they are at."""
     study = _study_or_404(slug)
     recruiter = RecruiterIds.from_query(request.GET)
-    session = _bound_session(request, study) or session_by_recruiter_pid(study, recruiter.pid)
+    session = _bound_session(request, slug) or session_by_recruiter_pid(study, recruiter.pid)
     if session is None:
         if study.status != Study.Status.LIVE:
             return _flow_error_page(request, study, FlowError(_closed_message(study), status=403))
-        # Kept server-side until consent: recruiter ids never appear in a page.
-        pending = dict(request.session.get(RECRUITER_KEY, {}))
-        pending[str(study.pk)] = recruiter.__dict__
-        request.session[RECRUITER_KEY] = pending
+        if any(key in request.GET for key in RECRUITER_PARAMS):
+            # Kept server-side until consent, and dropped from the address bar so they
+            # never reach a page, the history, a Referer header or an access log.
+            pending = dict(request.session.get(RECRUITER_KEY, {}))
+            pending[str(study.pk)] = recruiter.__dict__
+            request.session[RECRUITER_KEY] = pending
+            return redirect("elicitation:study", slug=slug)
         return render(request, "elicitation/consent.html", {"study": study})
     _bind(request, study, session)
+    if any(key in request.GET for key in RECRUITER_PARAMS):
+        return redirect("elicitation:study", slug=slug)
     services.touch(session)
     context = {"study": study, "session": session, "progress": progress(session)}
     return render(request, STATE_TEMPLATES[session.state], context)
@@ -94,7 +101,7 @@ def _closed_message(study: Study) -> str:
 @require_POST
 def consent(request: HttpRequest, slug: str) -> HttpResponse:
     study = _study_or_404(slug)
-    if _bound_session(request, study):
+    if _bound_session(request, slug):
         return redirect("elicitation:study", slug=slug)
     ticked = [request.POST.get(f"consent_{i}") == "on" for i in range(len(study.consent_items))]
     if not all(ticked):
@@ -106,7 +113,9 @@ def consent(request: HttpRequest, slug: str) -> HttpResponse:
         )
     pending = request.session.get(RECRUITER_KEY, {}).get(str(study.pk), {})
     try:
-        session = services.start_session(study, RecruiterIds(**pending))
+        session = services.start_session(
+            study, RecruiterIds(**pending), address=request.META.get("REMOTE_ADDR", "")
+        )
     except FlowError as error:
         return _flow_error_page(request, study, error)
     _bind(request, study, session)
@@ -114,11 +123,10 @@ def consent(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _session_or_error(request: HttpRequest, slug: str) -> Session:
-    study = _study_or_404(slug)
-    session = _bound_session(request, study)
+    session = _bound_session(request, slug)
     if session is None:
+        _study_or_404(slug)  # an unknown study is a 404, a known one without session a 403
         raise FlowError("No session for this study in this browser.", status=403)
-    session.study = study
     return session
 
 

@@ -14,8 +14,8 @@ env = environ.Env()
 
 DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env("SECRET_KEY", default="insecure-local-development-key-change-me-in-production")
-if not DEBUG and SECRET_KEY.startswith("insecure-"):
-    raise environ.ImproperlyConfigured("Set SECRET_KEY when DEBUG is off.")
+if not DEBUG and (len(SECRET_KEY) < 32 or SECRET_KEY.startswith("insecure-")):
+    raise environ.ImproperlyConfigured("Set SECRET_KEY (32+ characters) when DEBUG is off.")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -97,10 +97,25 @@ MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "media")
 # Stimuli are a few KB each; Django serves them unless a front proxy does.
 SERVE_MEDIA = env.bool("SERVE_MEDIA", default=True)
 
-SESSION_COOKIE_SECURE = not DEBUG
-CSRF_COOKIE_SECURE = not DEBUG
+# Cookies only over HTTPS unless DEBUG; SECURE_COOKIES=false is for plain-HTTP loopback
+# benchmarks only.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=not DEBUG)
 SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Behind a TLS-terminating proxy (docker compose with a front proxy, a PaaS):
+if env.bool("BEHIND_TLS_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 3600)
+
+# bench/load.py's floor view (a bare one-row write); never on in a deployment.
+HILLMIX_BENCH_FLOOR = env.bool("HILLMIX_BENCH_FLOOR", default=False)
+
+# New participant sessions one address may start per minute (a lab's NAT shares one).
+HILLMIX_SESSION_STARTS_PER_MINUTE = env.int("HILLMIX_SESSION_STARTS_PER_MINUTE", default=30)
 
 LOGIN_URL = "admin:login"
 

@@ -9,6 +9,11 @@ urlpatterns = [
     path("", include("elicitation.urls")),
 ]
 
+if settings.HILLMIX_BENCH_FLOOR:
+    from .bench_views import floor
+
+    urlpatterns.append(path("bench/floor/", floor))
+
 if settings.SERVE_MEDIA:
     media_prefix = settings.MEDIA_URL.lstrip("/")
     urlpatterns.append(

@@ -191,8 +191,9 @@ def test_stale_sessions_free_their_place(make_study):
 
 def enter(client, study, query="?PROLIFIC_PID=pp1&STUDY_ID=st1&SESSION_ID=se1"):
     url = reverse("elicitation:study", args=[study.slug])
-    response = client.get(url + query)
+    response = client.get(url + query, follow=True)
     assert response.status_code == 200 and b"Consent" in response.content
+    assert response.redirect_chain == [(url, 302)]  # the ids leave the address bar at once
     assert b"pp1" not in response.content  # recruiter ids stay server-side
     return url
 
@@ -231,7 +232,7 @@ def test_http_flow_and_consent_must_be_complete(make_study, client):
     from django.test import Client
 
     other = Client()
-    assert b"DONE-123" in other.get(url + "?PROLIFIC_PID=pp1").content
+    assert b"DONE-123" in other.get(url + "?PROLIFIC_PID=pp1", follow=True).content
     assert Session.objects.count() == 1
 
 

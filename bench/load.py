@@ -1,0 +1,222 @@
+"""Load: simulated participants doing whole sessions against gunicorn + PostgreSQL.
+
+For 50 and 200 concurrent participants (asyncio + httpx, each with its own cookies)
+every participant enters with Prolific ids, consents, reads the instructions, passes
+the quiz, fetches and answers every trial (Construct, 11 trials with a repeat) and
+sends feedback. Printed: judgments per second, p50/p99 latency of saving a judgment
+and of fetching the next trial, and errors; next to the same load on a minimal
+Django view that writes one row on the same server (the framework's floor).
+
+    .venv/bin/python bench/load.py [--participants 50 200] [--workers 4]
+    BENCH_PG=postgres://postgres@127.0.0.1:5432 (default) selects the server.
+"""
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
+DB_NAME = "hillmix_bench_load"
+PORT = 8765
+BASE = f"http://127.0.0.1:{PORT}"
+SLUG = "load-construct"
+
+
+def server_env() -> dict:
+    return {**os.environ, "DATABASE_URL": f"{SERVER}/{DB_NAME}", "DEBUG": "false",
+            "SECRET_KEY": "bench-" + "k" * 40, "ALLOWED_HOSTS": "127.0.0.1",
+            "MEDIA_ROOT": "/tmp/hillmix-bench-load-media", "HILLMIX_BENCH_FLOOR": "1",
+            "HILLMIX_SESSION_STARTS_PER_MINUTE": "1000000", "LOG_LEVEL": "WARNING",
+            "SECURE_COOKIES": "false",  # plain HTTP on loopback
+            "DJANGO_SETTINGS_MODULE": "hillmix_site.settings"}
+
+
+def prepare(participants: int) -> None:
+    """A fresh database with one live Construct study; run in a child process."""
+    import psycopg2
+
+    conn = psycopg2.connect(f"{SERVER}/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+        cur.execute(f"CREATE DATABASE {DB_NAME}")
+    conn.close()
+    script = f"""
+import django
+django.setup()
+from django.core.management import call_command
+from django.db import connection
+call_command("migrate", verbosity=0)
+from datasets.services import create_stimulus_set, import_dataset
+from elicitation.models import Study
+from elicitation.services import build_conditions
+dataset = import_dataset(name="digits", kind="demo")
+grid = create_stimulus_set(name="load-grid", dataset=dataset, kind="grid", n_pairs=40, seed=1)
+study = Study.objects.create(
+    slug="{SLUG}", title="Load", interface="construct", stimulus_set=grid, status="live",
+    consent_text="-", consent_items=["yes", "yes"], instruction_pages=["read me"],
+    quiz=[{{"question": "q", "options": ["a", "b"], "answer": 1}}],
+    feedback_questions=["any?"], repeat_trials=1, condition_count=4, ask_confidence=True)
+build_conditions(study)
+with connection.cursor() as cur:
+    cur.execute("CREATE TABLE bench_floor (id bigserial primary key, body bytea, "
+                "created timestamptz default now())")
+"""
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=server_env(), check=True)
+
+
+def start_server(workers: int, threads: int) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "hillmix_site.wsgi", "--bind", f"127.0.0.1:{PORT}",
+         "--workers", str(workers), "--threads", str(threads), "--worker-class", "gthread",
+         "--log-level", "warning"],
+        cwd=ROOT, env=server_env(), start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{BASE}/", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    raise SystemExit("gunicorn did not start")
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.save_ms: list[float] = []
+        self.next_ms: list[float] = []
+        self.errors: list[str] = []
+        self.judgments = 0
+
+
+async def timed(stats_list: list[float], call):
+    start = time.perf_counter()
+    response = await call
+    stats_list.append((time.perf_counter() - start) * 1000)
+    return response
+
+
+async def participant(i: int, stats: Stats, think_s: float) -> None:
+    async with httpx.AsyncClient(base_url=BASE, timeout=30, follow_redirects=False) as web:
+        try:
+            await web.get(f"/s/{SLUG}/", params={"PROLIFIC_PID": f"load-{uuid.uuid4().hex}",
+                                                 "STUDY_ID": "bench", "SESSION_ID": str(i)})
+            await web.get(f"/s/{SLUG}/")  # where the ids-stripping redirect leads
+            token = web.cookies["csrftoken"]
+            form = {"csrfmiddlewaretoken": token}
+            steps = [("consent", {"consent_0": "on", "consent_1": "on"}),
+                     ("instructions", {}), ("quiz", {"q0": "1"})]
+            for step, fields in steps:
+                response = await web.post(f"/s/{SLUG}/{step}/", data={**form, **fields})
+                if response.status_code != 302:
+                    stats.errors.append(f"{step}: {response.status_code}")
+                    return
+            headers = {"X-CSRFToken": token}
+            while True:
+                response = await timed(stats.next_ms, web.get(f"/s/{SLUG}/trial/"))
+                body = response.json()
+                if response.status_code != 200:
+                    stats.errors.append(f"trial: {response.status_code}")
+                    return
+                if body["done"]:
+                    break
+                trial = body["trial"]
+                start = trial["start_lam"]
+                final = round(min(1.0, start + 0.1), 1) if start < 0.5 else round(start - 0.1, 1)
+                answer = {"session": body["session"], "trial_index": trial["index"],
+                          "idempotency_key": str(uuid.uuid4()), "rt_ms": 1500, "confidence": 60,
+                          "response": {"start_lam": start, "final_lam": final,
+                                       "history": [start, final]}}
+                if think_s:
+                    await asyncio.sleep(think_s)
+                response = await timed(stats.save_ms, web.post(
+                    f"/s/{SLUG}/judgments/", json=answer, headers=headers))
+                if response.status_code != 201:
+                    stats.errors.append(f"save: {response.status_code} {response.text[:80]}")
+                    return
+                stats.judgments += 1
+            response = await web.post(f"/s/{SLUG}/feedback/", data={**form, "f0": "fine"})
+            if response.status_code != 302:
+                stats.errors.append(f"feedback: {response.status_code}")
+        except httpx.HTTPError as exc:
+            stats.errors.append(f"{type(exc).__name__}")
+
+
+async def floor_client(requests: int, stats: Stats, think_s: float) -> None:
+    async with httpx.AsyncClient(base_url=BASE, timeout=30) as web:
+        for _ in range(requests):
+            try:
+                if think_s:
+                    await asyncio.sleep(think_s)
+                response = await timed(stats.save_ms, web.post("/bench/floor/", content=b"x"))
+                if response.status_code != 201:
+                    stats.errors.append(str(response.status_code))
+                else:
+                    stats.judgments += 1
+            except httpx.HTTPError as exc:
+                stats.errors.append(type(exc).__name__)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run(n: int, think_s: float) -> tuple[Stats, float, Stats, float]:
+    stats = Stats()
+    start = time.perf_counter()
+    await asyncio.gather(*(participant(i, stats, think_s) for i in range(n)))
+    platform_s = time.perf_counter() - start
+    per_client = max(1, stats.judgments // max(n, 1))
+    floor = Stats()
+    start = time.perf_counter()
+    await asyncio.gather(*(floor_client(per_client, floor, think_s) for _ in range(n)))
+    return stats, platform_s, floor, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--participants", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--think-ms", type=float, default=0.0,
+                        help="pause before each answer (0: as fast as the server allows)")
+    args = parser.parse_args()
+    prepare(max(args.participants))
+    server = start_server(args.workers, args.threads)
+    try:
+        print(f"gunicorn gthread {args.workers} workers x {args.threads} threads, "
+              f"PostgreSQL, {os.cpu_count()} cores, think time {args.think_ms:.0f} ms")
+        for n in args.participants:
+            stats, seconds, floor, floor_s = asyncio.run(run(n, args.think_ms / 1000))
+            rate, floor_rate = stats.judgments / seconds, floor.judgments / floor_s
+            print(f"\n{n} participants, whole sessions: {stats.judgments} judgments in "
+                  f"{seconds:.1f} s, errors {len(stats.errors)}"
+                  + (f" (first: {stats.errors[0]})" if stats.errors else ""))
+            print(f"  judgments/s {rate:8.1f}   save p50 {pct(stats.save_ms, .5):6.1f} ms  "
+                  f"p99 {pct(stats.save_ms, .99):6.1f} ms   next-trial p50 "
+                  f"{pct(stats.next_ms, .5):6.1f} ms  p99 {pct(stats.next_ms, .99):6.1f} ms")
+            print(f"  floor (one-row view): {floor_rate:8.1f} writes/s  p50 "
+                  f"{pct(floor.save_ms, .5):6.1f} ms  p99 {pct(floor.save_ms, .99):6.1f} ms  "
+                  f"errors {len(floor.errors)}")
+            print(f"  throughput ratio platform / floor: {rate / floor_rate:.2f}  "
+                  f"(save p50 {statistics.median(stats.save_ms):.1f} ms)")
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

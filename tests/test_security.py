@@ -1,0 +1,182 @@
+"""Security: CSRF, cookie flags, logins, rate limits, recruiter ids, roles x endpoints."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.test import Client
+
+from elicitation.models import Judgment, Session
+from tests.test_flow import construct_answer
+
+
+def consent(client, study, **extra):
+    return client.post(f"/s/{study.slug}/consent/", {"consent_0": "on", "consent_1": "on"},
+                       **extra)
+
+
+def test_participant_forms_and_json_need_csrf(make_study):
+    study = make_study("construct", ask_confidence=True, quiz=[])
+    browser = Client(enforce_csrf_checks=True)
+    page = browser.get(f"/s/{study.slug}/")
+    assert browser.post(f"/s/{study.slug}/consent/",
+                        {"consent_0": "on", "consent_1": "on"}).status_code == 403
+    assert Session.objects.count() == 0
+    token = page.cookies["csrftoken"].value
+    response = browser.post(f"/s/{study.slug}/consent/", {"consent_0": "on", "consent_1": "on",
+                                                        "csrfmiddlewaretoken": token})
+    assert response.status_code == 302 and Session.objects.count() == 1
+    browser.post(f"/s/{study.slug}/instructions/", {"csrfmiddlewaretoken": token})
+    session = Session.objects.get()
+    payload = json.dumps(construct_answer(session))
+    refused = browser.post(f"/s/{study.slug}/judgments/", payload,
+                           content_type="application/json")
+    assert refused.status_code == 403 and Judgment.objects.count() == 0
+    accepted = browser.post(f"/s/{study.slug}/judgments/", payload,
+                            content_type="application/json", HTTP_X_CSRFTOKEN=token)
+    assert accepted.status_code == 201 and Judgment.objects.count() == 1
+
+
+def test_cookies_are_secure_when_debug_is_off(tmp_path):
+    script = (
+        "import django, json\n"
+        "django.setup()\n"
+        "from django.conf import settings\n"
+        "from django.test import Client\n"
+        "r = Client().get('/admin/login/')\n"
+        "c = r.cookies['csrftoken']\n"
+        "print(json.dumps({'session_secure': settings.SESSION_COOKIE_SECURE,"
+        " 'csrf_secure': settings.CSRF_COOKIE_SECURE, 'httponly': settings.SESSION_COOKIE_HTTPONLY,"
+        " 'cookie_secure': bool(c['secure']), 'samesite': c['samesite'],"
+        " 'hsts': settings.SECURE_HSTS_SECONDS, 'frame': r.headers.get('X-Frame-Options'),"
+        " 'nosniff': r.headers.get('X-Content-Type-Options')}))\n"
+    )
+    env = {**os.environ, "DEBUG": "false", "SECRET_KEY": "x" * 50,
+           "ALLOWED_HOSTS": "testserver", "DATABASE_URL": f"sqlite:///{tmp_path / 'db'}",
+           "DJANGO_SETTINGS_MODULE": "hillmix_site.settings"}
+    env.pop("REDIS_URL", None)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, cwd=os.path.dirname(os.path.dirname(__file__)), check=True)
+    flags = json.loads(out.stdout.strip().splitlines()[-1])
+    assert flags["session_secure"] and flags["csrf_secure"] and flags["httponly"]
+    assert flags["cookie_secure"] and flags["samesite"] == "Lax" and flags["hsts"] > 0
+    assert flags["frame"] == "DENY" and flags["nosniff"] == "nosniff"
+    insecure = subprocess.run([sys.executable, "-c", "import django; django.setup()"],
+                              env={**env, "SECRET_KEY": ""}, capture_output=True, text=True,
+                              cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert insecure.returncode != 0 and "SECRET_KEY" in insecure.stderr
+
+
+def test_session_starts_are_rate_limited_per_address(make_study, settings):
+    settings.HILLMIX_SESSION_STARTS_PER_MINUTE = 3
+    study = make_study("construct")
+    for _ in range(3):
+        browser = Client(REMOTE_ADDR="10.1.2.3")
+        browser.get(f"/s/{study.slug}/")
+        assert consent(browser, study).status_code == 302
+    crowded = Client(REMOTE_ADDR="10.1.2.3")
+    crowded.get(f"/s/{study.slug}/")
+    response = consent(crowded, study)
+    assert response.status_code == 429 and b"wait a minute" in response.content
+    assert Session.objects.count() == 3
+    elsewhere = Client(REMOTE_ADDR="10.9.9.9")
+    elsewhere.get(f"/s/{study.slug}/")
+    assert consent(elsewhere, study).status_code == 302
+    assert "10.1.2.3" not in str(list(Session.objects.values_list("start_address", flat=True)))
+
+
+def test_recruiter_ids_stay_out_of_pages_logs_and_default_exports(make_study, caplog,
+                                                                 admin_client):
+    pid, prolific_study, prolific_session = "PID-SECRET-42", "ST-SECRET", "SE-SECRET"
+    secrets = [pid, prolific_study, prolific_session]
+    study = make_study("select_shuffled", quiz=[], feedback_questions=["Anything?"])
+    browser = Client()
+    pages = []
+    with caplog.at_level(logging.DEBUG):
+        first = browser.get(f"/s/{study.slug}/?PROLIFIC_PID={pid}&STUDY_ID={prolific_study}"
+                            f"&SESSION_ID={prolific_session}", follow=True)
+        pages.append(first.content)
+        pages.append(consent(browser, study, follow=True).content)
+        pages.append(browser.post(f"/s/{study.slug}/instructions/", follow=True).content)
+        session = Session.objects.get()
+        for _ in range(session.trial_count):
+            trial = browser.get(f"/s/{study.slug}/trial/")
+            pages.append(trial.content)
+            shown = trial.json()["trial"]
+            order = [im["lam"] for im in shown["images"]]
+            answer = {"session": session.token, "trial_index": shown["index"],
+                      "idempotency_key": str(uuid.uuid4()), "rt_ms": 700,
+                      "response": {"chosen_lam": order[0], "order_shown": order}}
+            pages.append(browser.post(f"/s/{study.slug}/judgments/", json.dumps(answer),
+                                      content_type="application/json").content)
+        pages.append(browser.post(f"/s/{study.slug}/feedback/", {"f0": "no"},
+                                  follow=True).content)
+        browser.get(f"/s/{study.slug}/nonexistent/")  # a logged 404
+        exports = [
+            admin_client.get(f"/api/studies/{study.slug}/export/"),
+            admin_client.get(f"/api/studies/{study.slug}/export/", {"as": "json"}),
+            admin_client.get(f"/api/studies/{study.slug}/export/hmix/"),
+            admin_client.get("/api/judgments/export/"),
+        ]
+    assert Session.objects.get().participant.recruiter_pid == pid  # kept, for payment
+    assert b"Thank you" in pages[-1]
+    for content in pages + [b"".join(e.streaming_content) for e in exports]:
+        for secret in secrets:
+            assert secret.encode() not in content
+    for secret in secrets:
+        assert secret not in caplog.text
+    judgments = admin_client.get("/api/judgments/").content
+    assert all(s.encode() not in judgments for s in secrets)
+
+
+ROLES = ["anonymous", "participant", "researcher", "researcher+recruiter-ids", "admin"]
+
+
+@pytest.fixture
+def role_clients(make_study, django_user_model):
+    study = make_study("construct", quiz=[])
+    participant = Client()
+    participant.get(f"/s/{study.slug}/?PROLIFIC_PID=matrix-pid")
+    consent(participant, study)
+    researcher = django_user_model.objects.create_user("res", password="pw", is_staff=True)
+    privileged = django_user_model.objects.create_user("priv", password="pw", is_staff=True)
+    privileged.user_permissions.add(Permission.objects.get(codename="view_recruiter_ids"))
+    admin = django_user_model.objects.create_superuser("boss", "b@example.org", "pw")
+    clients = {"anonymous": Client(), "participant": participant}
+    for role, user in [("researcher", researcher), ("researcher+recruiter-ids", privileged),
+                       ("admin", admin)]:
+        clients[role] = Client()
+        clients[role].force_login(user)
+    return study, clients
+
+
+def test_endpoint_role_matrix(role_clients):
+    study, clients = role_clients
+    s = study.slug
+    expected_api = {"anonymous": {401, 403}, "participant": {401, 403}, "researcher": {200},
+                    "researcher+recruiter-ids": {200}, "admin": {200}}
+    api = ["/api/studies/", f"/api/studies/{s}/", f"/api/studies/{s}/aggregates/stimuli/",
+           "/api/conditions/", "/api/stimuli/", "/api/participants/", "/api/judgments/",
+           "/api/judgments/export/", f"/api/studies/{s}/export/", "/api/aggregates/midpoints/",
+           "/api/training-jobs/", "/api/schema/", "/api/docs/"]
+    dashboard = [f"/admin/elicitation/study/{study.pk}/dashboard/",
+                 "/admin/elicitation/study/overview/", "/admin/training/trainingjob/compare/"]
+    for role, client in clients.items():
+        for url in api:
+            assert client.get(url).status_code in expected_api[role], (role, url)
+        for url in dashboard:
+            status = client.get(url).status_code
+            assert status == (200 if role in expected_api and 200 in expected_api[role]
+                              else 302), (role, url, status)
+        own_trial = client.get(f"/s/{s}/trial/").status_code
+        assert own_trial == (200 if role == "participant" else 403), (role, own_trial)
+        participants = client.get("/api/participants/")
+        if participants.status_code == 200:
+            shows_pid = "matrix-pid" in participants.content.decode()
+            assert shows_pid == (role in ("researcher+recruiter-ids", "admin")), role
+        assert client.post("/api/studies/", {}).status_code in (401, 403, 405), role
