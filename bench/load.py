@@ -14,6 +14,7 @@ Django view that writes one row on the same server (the framework's floor).
 import argparse
 import asyncio
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -33,12 +34,19 @@ SLUG = "load-construct"
 
 
 def server_env() -> dict:
-    return {**os.environ, "DATABASE_URL": f"{SERVER}/{DB_NAME}", "DEBUG": "false",
-            "SECRET_KEY": "bench-" + "k" * 40, "ALLOWED_HOSTS": "127.0.0.1",
-            "MEDIA_ROOT": "/tmp/hillmix-bench-load-media", "HILLMIX_BENCH_FLOOR": "1",
-            "HILLMIX_SESSION_STARTS_PER_MINUTE": "1000000", "LOG_LEVEL": "WARNING",
-            "SECURE_COOKIES": "false",  # plain HTTP on loopback
-            "DJANGO_SETTINGS_MODULE": "hillmix_site.settings"}
+    return {
+        **os.environ,
+        "DATABASE_URL": f"{SERVER}/{DB_NAME}",
+        "DEBUG": "false",
+        "SECRET_KEY": "bench-" + "k" * 40,
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "MEDIA_ROOT": "/tmp/hillmix-bench-load-media",
+        "HILLMIX_BENCH_FLOOR": "1",
+        "HILLMIX_SESSION_STARTS_PER_MINUTE": "1000000",
+        "LOG_LEVEL": "WARNING",
+        "SECURE_COOKIES": "false",  # plain HTTP on loopback
+        "DJANGO_SETTINGS_MODULE": "hillmix_site.settings",
+    }
 
 
 def prepare(participants: int) -> None:
@@ -77,10 +85,26 @@ with connection.cursor() as cur:
 
 def start_server(workers: int, threads: int) -> subprocess.Popen:
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "hillmix_site.wsgi", "--bind", f"127.0.0.1:{PORT}",
-         "--workers", str(workers), "--threads", str(threads), "--worker-class", "gthread",
-         "--log-level", "warning"],
-        cwd=ROOT, env=server_env(), start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "hillmix_site.wsgi",
+            "--bind",
+            f"127.0.0.1:{PORT}",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--worker-class",
+            "gthread",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=server_env(),
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -109,13 +133,22 @@ async def timed(stats_list: list[float], call):
 async def participant(i: int, stats: Stats, think_s: float) -> None:
     async with httpx.AsyncClient(base_url=BASE, timeout=30, follow_redirects=False) as web:
         try:
-            await web.get(f"/s/{SLUG}/", params={"PROLIFIC_PID": f"load-{uuid.uuid4().hex}",
-                                                 "STUDY_ID": "bench", "SESSION_ID": str(i)})
+            await web.get(
+                f"/s/{SLUG}/",
+                params={
+                    "PROLIFIC_PID": f"load-{uuid.uuid4().hex}",
+                    "STUDY_ID": "bench",
+                    "SESSION_ID": str(i),
+                },
+            )
             await web.get(f"/s/{SLUG}/")  # where the ids-stripping redirect leads
             token = web.cookies["csrftoken"]
             form = {"csrfmiddlewaretoken": token}
-            steps = [("consent", {"consent_0": "on", "consent_1": "on"}),
-                     ("instructions", {}), ("quiz", {"q0": "1"})]
+            steps = [
+                ("consent", {"consent_0": "on", "consent_1": "on"}),
+                ("instructions", {}),
+                ("quiz", {"q0": "1"}),
+            ]
             for step, fields in steps:
                 response = await web.post(f"/s/{SLUG}/{step}/", data={**form, **fields})
                 if response.status_code != 302:
@@ -133,14 +166,19 @@ async def participant(i: int, stats: Stats, think_s: float) -> None:
                 trial = body["trial"]
                 start = trial["start_lam"]
                 final = round(min(1.0, start + 0.1), 1) if start < 0.5 else round(start - 0.1, 1)
-                answer = {"session": body["session"], "trial_index": trial["index"],
-                          "idempotency_key": str(uuid.uuid4()), "rt_ms": 1500, "confidence": 60,
-                          "response": {"start_lam": start, "final_lam": final,
-                                       "history": [start, final]}}
-                if think_s:
-                    await asyncio.sleep(think_s)
-                response = await timed(stats.save_ms, web.post(
-                    f"/s/{SLUG}/judgments/", json=answer, headers=headers))
+                answer = {
+                    "session": body["session"],
+                    "trial_index": trial["index"],
+                    "idempotency_key": str(uuid.uuid4()),
+                    "rt_ms": 1500,
+                    "confidence": 60,
+                    "response": {"start_lam": start, "final_lam": final, "history": [start, final]},
+                }
+                if think_s:  # people differ: 0.5x to 1.5x the mean think time
+                    await asyncio.sleep(think_s * random.uniform(0.5, 1.5))
+                response = await timed(
+                    stats.save_ms, web.post(f"/s/{SLUG}/judgments/", json=answer, headers=headers)
+                )
                 if response.status_code != 201:
                     stats.errors.append(f"save: {response.status_code} {response.text[:80]}")
                     return
@@ -156,8 +194,8 @@ async def floor_client(requests: int, stats: Stats, think_s: float) -> None:
     async with httpx.AsyncClient(base_url=BASE, timeout=30) as web:
         for _ in range(requests):
             try:
-                if think_s:
-                    await asyncio.sleep(think_s)
+                if think_s:  # people differ: 0.5x to 1.5x the mean think time
+                    await asyncio.sleep(think_s * random.uniform(0.5, 1.5))
                 response = await timed(stats.save_ms, web.post("/bench/floor/", content=b"x"))
                 if response.status_code != 201:
                     stats.errors.append(str(response.status_code))
@@ -191,28 +229,42 @@ def main() -> None:
     parser.add_argument("--participants", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--think-ms", type=float, default=0.0,
-                        help="pause before each answer (0: as fast as the server allows)")
+    parser.add_argument(
+        "--think-ms",
+        type=float,
+        default=0.0,
+        help="pause before each answer (0: as fast as the server allows)",
+    )
     args = parser.parse_args()
     prepare(max(args.participants))
     server = start_server(args.workers, args.threads)
     try:
-        print(f"gunicorn gthread {args.workers} workers x {args.threads} threads, "
-              f"PostgreSQL, {os.cpu_count()} cores, think time {args.think_ms:.0f} ms")
+        print(
+            f"gunicorn gthread {args.workers} workers x {args.threads} threads, "
+            f"PostgreSQL, {os.cpu_count()} cores, think time {args.think_ms:.0f} ms"
+        )
         for n in args.participants:
             stats, seconds, floor, floor_s = asyncio.run(run(n, args.think_ms / 1000))
             rate, floor_rate = stats.judgments / seconds, floor.judgments / floor_s
-            print(f"\n{n} participants, whole sessions: {stats.judgments} judgments in "
-                  f"{seconds:.1f} s, errors {len(stats.errors)}"
-                  + (f" (first: {stats.errors[0]})" if stats.errors else ""))
-            print(f"  judgments/s {rate:8.1f}   save p50 {pct(stats.save_ms, .5):6.1f} ms  "
-                  f"p99 {pct(stats.save_ms, .99):6.1f} ms   next-trial p50 "
-                  f"{pct(stats.next_ms, .5):6.1f} ms  p99 {pct(stats.next_ms, .99):6.1f} ms")
-            print(f"  floor (one-row view): {floor_rate:8.1f} writes/s  p50 "
-                  f"{pct(floor.save_ms, .5):6.1f} ms  p99 {pct(floor.save_ms, .99):6.1f} ms  "
-                  f"errors {len(floor.errors)}")
-            print(f"  throughput ratio platform / floor: {rate / floor_rate:.2f}  "
-                  f"(save p50 {statistics.median(stats.save_ms):.1f} ms)")
+            print(
+                f"\n{n} participants, whole sessions: {stats.judgments} judgments in "
+                f"{seconds:.1f} s, errors {len(stats.errors)}"
+                + (f" (first: {stats.errors[0]})" if stats.errors else "")
+            )
+            print(
+                f"  judgments/s {rate:8.1f}   save p50 {pct(stats.save_ms, 0.5):6.1f} ms  "
+                f"p99 {pct(stats.save_ms, 0.99):6.1f} ms   next-trial p50 "
+                f"{pct(stats.next_ms, 0.5):6.1f} ms  p99 {pct(stats.next_ms, 0.99):6.1f} ms"
+            )
+            print(
+                f"  floor (one-row view): {floor_rate:8.1f} writes/s  p50 "
+                f"{pct(floor.save_ms, 0.5):6.1f} ms  p99 {pct(floor.save_ms, 0.99):6.1f} ms  "
+                f"errors {len(floor.errors)}"
+            )
+            print(
+                f"  throughput ratio platform / floor: {rate / floor_rate:.2f}  "
+                f"(save p50 {statistics.median(stats.save_ms):.1f} ms)"
+            )
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

@@ -144,23 +144,27 @@ def create_stimulus_set(
         )
         stimulus_set.full_clean()
         stimulus_set.save()
-        Pair.objects.bulk_create(
-            Pair(
-                stimulus_set=stimulus_set,
-                position=i,
-                name=k.name,
-                class1=k.class1,
-                id1=k.id1,
-                class2=k.class2,
-                id2=k.id2,
-            )
-            for i, k in enumerate(keys)
-        )
+        _create_pairs(stimulus_set, keys)
         from .tasks import generate_stimulus_set
 
         set_id = stimulus_set.pk
         transaction.on_commit(lambda: generate_stimulus_set.delay(set_id))
     return stimulus_set
+
+
+def _create_pairs(stimulus_set: StimulusSet, keys: list[PairKey]) -> list[Pair]:
+    return Pair.objects.bulk_create(
+        Pair(
+            stimulus_set=stimulus_set,
+            position=i,
+            name=k.name,
+            class1=k.class1,
+            id1=k.id1,
+            class2=k.class2,
+            id2=k.id2,
+        )
+        for i, k in enumerate(keys)
+    )
 
 
 def _delete_stimuli(stimulus_set: StimulusSet) -> None:
@@ -249,18 +253,7 @@ def register_stimuli(
             lams=folder_lams,
             status=StimulusSet.Status.SUCCEEDED,
         )
-        pairs = Pair.objects.bulk_create(
-            Pair(
-                stimulus_set=stimulus_set,
-                position=i,
-                name=k.name,
-                class1=k.class1,
-                id1=k.id1,
-                class2=k.class2,
-                id2=k.id2,
-            )
-            for i, k in enumerate(by_pair)
-        )
+        pairs = _create_pairs(stimulus_set, list(by_pair))
         stimuli = []
         for pair, key in zip(pairs, by_pair, strict=True):
             lams = sorted(by_pair[key])

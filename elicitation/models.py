@@ -143,7 +143,9 @@ class Session(models.Model):
     recruiter_study_id = models.CharField(max_length=100, blank=True)
     recruiter_session_id = models.CharField(max_length=100, blank=True)
     start_address = models.CharField(
-        max_length=64, blank=True, db_index=True,
+        max_length=64,
+        blank=True,
+        db_index=True,
         help_text="Salted hash of the address that started the session (rate limiting only).",
     )
     trial_order = models.JSONField(

@@ -138,11 +138,16 @@ def start_session(study: Study, recruiter: RecruiterIds, address: str = "") -> S
         raise FlowError("This study is not accepting participants.", status=403)
     key = address_key(address) if address else ""
     limit = settings.HILLMIX_SESSION_STARTS_PER_MINUTE
-    if key and Session.objects.filter(
-        start_address=key, started_at__gte=timezone.now() - timedelta(minutes=1)
-    ).count() >= limit:
-        raise FlowError("Too many new sessions from your network; please wait a minute.",
-                        status=429)
+    if (
+        key
+        and Session.objects.filter(
+            start_address=key, started_at__gte=timezone.now() - timedelta(minutes=1)
+        ).count()
+        >= limit
+    ):
+        raise FlowError(
+            "Too many new sessions from your network; please wait a minute.", status=429
+        )
     try:
         with transaction.atomic():
             Study.objects.select_for_update().filter(pk=study.pk).first()

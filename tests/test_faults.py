@@ -34,8 +34,9 @@ def test_simultaneous_double_submit_stores_one_row(make_study):
 
     def submit():
         barrier.wait()
-        response = browser.post(f"/s/{study.slug}/judgments/", payload,
-                                content_type="application/json")
+        response = browser.post(
+            f"/s/{study.slug}/judgments/", payload, content_type="application/json"
+        )
         statuses.append(response.status_code)
         connections.close_all()
 
@@ -63,9 +64,11 @@ def test_redis_down_does_not_stop_judgments(make_study):
         session = Session.objects.get()
         for _ in range(session.trial_count):
             session.refresh_from_db()
-            response = browser.post(f"/s/{study.slug}/judgments/",
-                                    json.dumps(construct_answer(session)),
-                                    content_type="application/json")
+            response = browser.post(
+                f"/s/{study.slug}/judgments/",
+                json.dumps(construct_answer(session)),
+                content_type="application/json",
+            )
             assert response.status_code == 201
         page = browser.get(f"/s/{study.slug}/")
         assert b"DONE-123" in page.content
@@ -75,23 +78,35 @@ def test_redis_down_does_not_stop_judgments(make_study):
 
 
 def _cluster() -> str | None:
-    if os.geteuid() != 0 or not shutil.which("pg_ctlcluster") or not Path(
-            "/etc/postgresql").is_dir():
+    if (
+        os.geteuid() != 0
+        or not shutil.which("pg_ctlcluster")
+        or not Path("/etc/postgresql").is_dir()
+    ):
         return None
     versions = sorted(p.name for p in Path("/etc/postgresql").iterdir())
     return versions[-1] if versions else None
 
 
 def pg_ctl(action: str) -> None:
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", _cluster(), "main", action,
-                    *(["-m", "fast"] if action == "stop" else [])], check=True,
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "pg_ctlcluster",
+            "--skip-systemctl-redirect",
+            _cluster(),
+            "main",
+            action,
+            *(["-m", "fast"] if action == "stop" else []),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_postgres_restart_mid_session_loses_and_duplicates_nothing(page, live_server,
-                                                                   make_study):
+def test_postgres_restart_mid_session_loses_and_duplicates_nothing(page, live_server, make_study):
     if connection.vendor != "postgresql" or _cluster() is None:
         pytest.skip("needs the local PostgreSQL cluster and root to restart it")
     study = make_study("select_shuffled", ask_confidence=False, n_pairs=6)
@@ -110,8 +125,9 @@ def test_postgres_restart_mid_session_loses_and_duplicates_nothing(page, live_se
                 pg_ctl("start")  # ...and the page's retries get it through afterwards
         else:
             page.click("#next")
-        page.wait_for_function(f"!document.querySelector('.trial[data-index=\"{i}\"]')",
-                               timeout=60_000)
+        page.wait_for_function(
+            f"!document.querySelector('.trial[data-index=\"{i}\"]')", timeout=60_000
+        )
     finish_feedback(page)
     connection.close()  # this thread's connection died with the restart
     session = Session.objects.get()

@@ -26,9 +26,15 @@ def _schema():
 
 
 schema = _schema()
-FUZZ = settings(max_examples=15, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow, HealthCheck.filter_too_much])
+FUZZ = settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+    ],
+)
 
 
 @pytest.fixture
@@ -42,20 +48,29 @@ def staff_token(db, django_user_model, make_study):
 @FUZZ
 def test_api_never_errors(case, staff_token):
     before = Judgment.objects.count()
-    case.call_and_validate(headers={"Authorization": f"Token {staff_token}"},
-                           checks=[not_a_server_error])
+    case.call_and_validate(
+        headers={"Authorization": f"Token {staff_token}"}, checks=[not_a_server_error]
+    )
     assert Judgment.objects.count() == before
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
-    | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=12,
 )
-ENVELOPE_FIELDS = ["session", "trial_index", "idempotency_key", "rt_ms", "confidence",
-                   "client_started_at", "client_answered_at", "response"]
+ENVELOPE_FIELDS = [
+    "session",
+    "trial_index",
+    "idempotency_key",
+    "rt_ms",
+    "confidence",
+    "client_started_at",
+    "client_answered_at",
+    "response",
+]
 
 
 @pytest.fixture
@@ -69,15 +84,19 @@ def participant(make_study, client):
 
 def _valid(session) -> dict:
     start = session.trial_order[session.position]["start_lam"]
-    return {"session": session.token, "trial_index": session.position,
-            "idempotency_key": str(uuid.uuid4()), "rt_ms": 1000, "confidence": 50,
-            "response": {"start_lam": start, "final_lam": start, "history": [start]}}
+    return {
+        "session": session.token,
+        "trial_index": session.position,
+        "idempotency_key": str(uuid.uuid4()),
+        "rt_ms": 1000,
+        "confidence": 50,
+        "response": {"start_lam": start, "final_lam": start, "history": [start]},
+    }
 
 
 def _post(client, study, body: bytes):
     before = Judgment.objects.count()
-    response = client.post(f"/s/{study.slug}/judgments/", body,
-                           content_type="application/json")
+    response = client.post(f"/s/{study.slug}/judgments/", body, content_type="application/json")
     assert response.status_code < 500, response.content
     stored = Judgment.objects.count() - before
     assert stored == (1 if response.status_code == 201 else 0), response.status_code
@@ -92,9 +111,12 @@ def test_judgment_endpoint_survives_arbitrary_bodies(participant, body):
 
 
 @FUZZ
-@given(field=st.sampled_from(ENVELOPE_FIELDS + ["response.start_lam", "response.final_lam",
-                                                "response.history"]),
-       value=json_values)
+@given(
+    field=st.sampled_from(
+        ENVELOPE_FIELDS + ["response.start_lam", "response.final_lam", "response.history"]
+    ),
+    value=json_values,
+)
 def test_judgment_endpoint_with_one_field_replaced(participant, field, value):
     study, session, client = participant
     session.refresh_from_db()

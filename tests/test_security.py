@@ -16,29 +16,37 @@ from tests.test_flow import construct_answer
 
 
 def consent(client, study, **extra):
-    return client.post(f"/s/{study.slug}/consent/", {"consent_0": "on", "consent_1": "on"},
-                       **extra)
+    return client.post(f"/s/{study.slug}/consent/", {"consent_0": "on", "consent_1": "on"}, **extra)
 
 
 def test_participant_forms_and_json_need_csrf(make_study):
     study = make_study("construct", ask_confidence=True, quiz=[])
     browser = Client(enforce_csrf_checks=True)
     page = browser.get(f"/s/{study.slug}/")
-    assert browser.post(f"/s/{study.slug}/consent/",
-                        {"consent_0": "on", "consent_1": "on"}).status_code == 403
+    assert (
+        browser.post(
+            f"/s/{study.slug}/consent/", {"consent_0": "on", "consent_1": "on"}
+        ).status_code
+        == 403
+    )
     assert Session.objects.count() == 0
     token = page.cookies["csrftoken"].value
-    response = browser.post(f"/s/{study.slug}/consent/", {"consent_0": "on", "consent_1": "on",
-                                                        "csrfmiddlewaretoken": token})
+    response = browser.post(
+        f"/s/{study.slug}/consent/",
+        {"consent_0": "on", "consent_1": "on", "csrfmiddlewaretoken": token},
+    )
     assert response.status_code == 302 and Session.objects.count() == 1
     browser.post(f"/s/{study.slug}/instructions/", {"csrfmiddlewaretoken": token})
     session = Session.objects.get()
     payload = json.dumps(construct_answer(session))
-    refused = browser.post(f"/s/{study.slug}/judgments/", payload,
-                           content_type="application/json")
+    refused = browser.post(f"/s/{study.slug}/judgments/", payload, content_type="application/json")
     assert refused.status_code == 403 and Judgment.objects.count() == 0
-    accepted = browser.post(f"/s/{study.slug}/judgments/", payload,
-                            content_type="application/json", HTTP_X_CSRFTOKEN=token)
+    accepted = browser.post(
+        f"/s/{study.slug}/judgments/",
+        payload,
+        content_type="application/json",
+        HTTP_X_CSRFTOKEN=token,
+    )
     assert accepted.status_code == 201 and Judgment.objects.count() == 1
 
 
@@ -56,19 +64,34 @@ def test_cookies_are_secure_when_debug_is_off(tmp_path):
         " 'hsts': settings.SECURE_HSTS_SECONDS, 'frame': r.headers.get('X-Frame-Options'),"
         " 'nosniff': r.headers.get('X-Content-Type-Options')}))\n"
     )
-    env = {**os.environ, "DEBUG": "false", "SECRET_KEY": "x" * 50,
-           "ALLOWED_HOSTS": "testserver", "DATABASE_URL": f"sqlite:///{tmp_path / 'db'}",
-           "DJANGO_SETTINGS_MODULE": "hillmix_site.settings"}
+    env = {
+        **os.environ,
+        "DEBUG": "false",
+        "SECRET_KEY": "x" * 50,
+        "ALLOWED_HOSTS": "testserver",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db'}",
+        "DJANGO_SETTINGS_MODULE": "hillmix_site.settings",
+    }
     env.pop("REDIS_URL", None)
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                         text=True, cwd=os.path.dirname(os.path.dirname(__file__)), check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+        check=True,
+    )
     flags = json.loads(out.stdout.strip().splitlines()[-1])
     assert flags["session_secure"] and flags["csrf_secure"] and flags["httponly"]
     assert flags["cookie_secure"] and flags["samesite"] == "Lax" and flags["hsts"] > 0
     assert flags["frame"] == "DENY" and flags["nosniff"] == "nosniff"
-    insecure = subprocess.run([sys.executable, "-c", "import django; django.setup()"],
-                              env={**env, "SECRET_KEY": ""}, capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.dirname(__file__)))
+    insecure = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env={**env, "SECRET_KEY": ""},
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
     assert insecure.returncode != 0 and "SECRET_KEY" in insecure.stderr
 
 
@@ -90,16 +113,18 @@ def test_session_starts_are_rate_limited_per_address(make_study, settings):
     assert "10.1.2.3" not in str(list(Session.objects.values_list("start_address", flat=True)))
 
 
-def test_recruiter_ids_stay_out_of_pages_logs_and_default_exports(make_study, caplog,
-                                                                 admin_client):
+def test_recruiter_ids_stay_out_of_pages_logs_and_default_exports(make_study, caplog, admin_client):
     pid, prolific_study, prolific_session = "PID-SECRET-42", "ST-SECRET", "SE-SECRET"
     secrets = [pid, prolific_study, prolific_session]
     study = make_study("select_shuffled", quiz=[], feedback_questions=["Anything?"])
     browser = Client()
     pages = []
     with caplog.at_level(logging.DEBUG):
-        first = browser.get(f"/s/{study.slug}/?PROLIFIC_PID={pid}&STUDY_ID={prolific_study}"
-                            f"&SESSION_ID={prolific_session}", follow=True)
+        first = browser.get(
+            f"/s/{study.slug}/?PROLIFIC_PID={pid}&STUDY_ID={prolific_study}"
+            f"&SESSION_ID={prolific_session}",
+            follow=True,
+        )
         pages.append(first.content)
         pages.append(consent(browser, study, follow=True).content)
         pages.append(browser.post(f"/s/{study.slug}/instructions/", follow=True).content)
@@ -109,13 +134,21 @@ def test_recruiter_ids_stay_out_of_pages_logs_and_default_exports(make_study, ca
             pages.append(trial.content)
             shown = trial.json()["trial"]
             order = [im["lam"] for im in shown["images"]]
-            answer = {"session": session.token, "trial_index": shown["index"],
-                      "idempotency_key": str(uuid.uuid4()), "rt_ms": 700,
-                      "response": {"chosen_lam": order[0], "order_shown": order}}
-            pages.append(browser.post(f"/s/{study.slug}/judgments/", json.dumps(answer),
-                                      content_type="application/json").content)
-        pages.append(browser.post(f"/s/{study.slug}/feedback/", {"f0": "no"},
-                                  follow=True).content)
+            answer = {
+                "session": session.token,
+                "trial_index": shown["index"],
+                "idempotency_key": str(uuid.uuid4()),
+                "rt_ms": 700,
+                "response": {"chosen_lam": order[0], "order_shown": order},
+            }
+            pages.append(
+                browser.post(
+                    f"/s/{study.slug}/judgments/",
+                    json.dumps(answer),
+                    content_type="application/json",
+                ).content
+            )
+        pages.append(browser.post(f"/s/{study.slug}/feedback/", {"f0": "no"}, follow=True).content)
         browser.get(f"/s/{study.slug}/nonexistent/")  # a logged 404
         exports = [
             admin_client.get(f"/api/studies/{study.slug}/export/"),
@@ -148,8 +181,11 @@ def role_clients(make_study, django_user_model):
     privileged.user_permissions.add(Permission.objects.get(codename="view_recruiter_ids"))
     admin = django_user_model.objects.create_superuser("boss", "b@example.org", "pw")
     clients = {"anonymous": Client(), "participant": participant}
-    for role, user in [("researcher", researcher), ("researcher+recruiter-ids", privileged),
-                       ("admin", admin)]:
+    for role, user in [
+        ("researcher", researcher),
+        ("researcher+recruiter-ids", privileged),
+        ("admin", admin),
+    ]:
         clients[role] = Client()
         clients[role].force_login(user)
     return study, clients
@@ -158,21 +194,43 @@ def role_clients(make_study, django_user_model):
 def test_endpoint_role_matrix(role_clients):
     study, clients = role_clients
     s = study.slug
-    expected_api = {"anonymous": {401, 403}, "participant": {401, 403}, "researcher": {200},
-                    "researcher+recruiter-ids": {200}, "admin": {200}}
-    api = ["/api/studies/", f"/api/studies/{s}/", f"/api/studies/{s}/aggregates/stimuli/",
-           "/api/conditions/", "/api/stimuli/", "/api/participants/", "/api/judgments/",
-           "/api/judgments/export/", f"/api/studies/{s}/export/", "/api/aggregates/midpoints/",
-           "/api/training-jobs/", "/api/schema/", "/api/docs/"]
-    dashboard = [f"/admin/elicitation/study/{study.pk}/dashboard/",
-                 "/admin/elicitation/study/overview/", "/admin/training/trainingjob/compare/"]
+    expected_api = {
+        "anonymous": {401, 403},
+        "participant": {401, 403},
+        "researcher": {200},
+        "researcher+recruiter-ids": {200},
+        "admin": {200},
+    }
+    api = [
+        "/api/studies/",
+        f"/api/studies/{s}/",
+        f"/api/studies/{s}/aggregates/stimuli/",
+        "/api/conditions/",
+        "/api/stimuli/",
+        "/api/participants/",
+        "/api/judgments/",
+        "/api/judgments/export/",
+        f"/api/studies/{s}/export/",
+        "/api/aggregates/midpoints/",
+        "/api/training-jobs/",
+        "/api/schema/",
+        "/api/docs/",
+    ]
+    dashboard = [
+        f"/admin/elicitation/study/{study.pk}/dashboard/",
+        "/admin/elicitation/study/overview/",
+        "/admin/training/trainingjob/compare/",
+    ]
     for role, client in clients.items():
         for url in api:
             assert client.get(url).status_code in expected_api[role], (role, url)
         for url in dashboard:
             status = client.get(url).status_code
-            assert status == (200 if role in expected_api and 200 in expected_api[role]
-                              else 302), (role, url, status)
+            assert status == (200 if role in expected_api and 200 in expected_api[role] else 302), (
+                role,
+                url,
+                status,
+            )
         own_trial = client.get(f"/s/{s}/trial/").status_code
         assert own_trial == (200 if role == "participant" else 403), (role, own_trial)
         participants = client.get("/api/participants/")

@@ -222,3 +222,53 @@ def test_training_job_api(
     cancelled = client.post(f"/api/training-jobs/{job['id']}/cancel/")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "succeeded"
     assert Client().get("/api/training-jobs/").status_code in (401, 403)
+
+
+def test_without_cifar10h_ce_uses_the_studies_soft_labels(
+    make_study, django_capture_on_commit_callbacks
+):
+    """The demo digits have no CIFAR-10H: CE is measured on held-out mixed stimuli
+    against the soft labels people gave them."""
+    import uuid
+
+    from elicitation.services import finish_instructions, record_judgment, start_session
+
+    study = make_study(
+        "soft_label", n_pairs=12, conditions=1, quiz=[], repeat_trials=0, feedback_questions=[]
+    )
+    session = start_session(study, RecruiterIds("labeller"))
+    finish_instructions(session)
+    for _ in range(session.trial_count):
+        session.refresh_from_db()
+        record_judgment(
+            session,
+            {
+                "session": session.token,
+                "trial_index": session.position,
+                "idempotency_key": str(uuid.uuid4()),
+                "rt_ms": 900,
+                "response": {
+                    "first_class": "Three",
+                    "first_prob": 70,
+                    "second_class": "Eight",
+                    "second_prob": 20,
+                    "impossible": [],
+                },
+            },
+        )
+    with django_capture_on_commit_callbacks(execute=True):
+        job = create_job(
+            name="own-labels",
+            dataset=study.stimulus_set.dataset,
+            policy="onehot",
+            epochs=1,
+            seeds=[0],
+            heldout_fraction=0.6,
+            studies=[study],
+            stimulus_sets=[study.stimulus_set],
+        )
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    metrics = job.results.get().metrics
+    assert metrics["ce_human"] > 0 and "held-out stimuli" in metrics["ce_human_reference"]
+    assert "soft labels on" in job.log

@@ -1,25 +1,9 @@
 from django import forms
 
-from .models import TrainingJob
+from .models import JOB_SETTINGS, TrainingJob
 
 
 class TrainingJobForm(forms.ModelForm):
     class Meta:
         model = TrainingJob
-        fields = [
-            "name",
-            "comparison",
-            "dataset",
-            "heldout_fraction",
-            "split_seed",
-            "stimulus_sets",
-            "studies",
-            "policy",
-            "architecture",
-            "epochs",
-            "batch_size",
-            "learning_rate",
-            "seeds",
-            "online_alpha",
-            "device",
-        ]
+        fields = JOB_SETTINGS

@@ -225,6 +225,17 @@ def evaluate(
     return results, metrics.reliability_diagram(probs, data.labels)
 
 
+def human_cross_entropy(model: torch.nn.Module, data: EvalData, batch_size: int = 512) -> float:
+    """Cross-entropy of the model's predictions against data.soft_labels."""
+    device = next(model.parameters()).device
+    model.eval()
+    probs = []
+    for start in range(0, len(data.images), batch_size):
+        x = _floats(_to_device(data.images[start : start + batch_size], device), device)
+        probs.append(_predict(model, x, device).cpu())
+    return metrics.soft_cross_entropy(torch.cat(probs).numpy().astype(np.float64), data.soft_labels)
+
+
 def checkpoint_bytes(model: torch.nn.Module) -> bytes:
     buffer = io.BytesIO()
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, buffer)

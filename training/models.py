@@ -72,6 +72,36 @@ class TrainingJob(models.Model):
         return f"{self.name} ({self.policy})"
 
 
+# What a researcher chooses when launching a job (the form and the API both take these).
+JOB_SETTINGS = [
+    "name",
+    "comparison",
+    "dataset",
+    "heldout_fraction",
+    "split_seed",
+    "stimulus_sets",
+    "studies",
+    "policy",
+    "architecture",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "seeds",
+    "online_alpha",
+    "device",
+]
+JOB_STATE = [
+    "status",
+    "progress",
+    "attempts",
+    "error",
+    "log",
+    "created_at",
+    "started_at",
+    "finished_at",
+]
+
+
 class SeedResult(models.Model):
     """Metrics of one seed of a job; written once per (job, seed), so a re-run task
     replaces rather than duplicates."""

@@ -32,6 +32,8 @@ class JobData:
     train: TrainData
     evaluation: EvalData
     label_map: LabelMap | None = None
+    # Without CIFAR-10H: held-out mixed stimuli and the studies' mean soft labels on them.
+    human_reference: EvalData | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -156,12 +158,26 @@ def job_data(job: TrainingJob, seed: int) -> JobData:
         f"{len(train_rows)} base images, {len(mixed_images)} mixed points, "
         f"{len(heldout_rows)} held out"
     )
-    soft = None
+    soft, human_reference = None, None
     if job.dataset.id_space == "cifar10-test":
         probs = cifar10h_probs()
         if probs is not None:
             soft = probs[arrays.ids[heldout_rows]]
             notes.append("cross-entropy against CIFAR-10H")
+    if soft is None:
+        heldout_row_of_id = {int(arrays.ids[r]): int(r) for r in heldout_rows}
+        labelled, _ = _judged_points(job, class_index, heldout_row_of_id)
+        labelled = [p for p in labelled if p.judgments.soft_labels]
+        if labelled:
+            human_reference = EvalData(
+                _stimulus_pixels(labelled),
+                np.array([p.judgments.class1 for p in labelled]),
+                np.stack([np.mean(p.judgments.soft_labels, axis=0) for p in labelled]),
+            )
+            notes.append(
+                f"cross-entropy against the studies' soft labels on {len(labelled)} "
+                "held-out stimuli"
+            )
     return JobData(
         train=TrainData(
             arrays.images[train_rows],
@@ -172,6 +188,7 @@ def job_data(job: TrainingJob, seed: int) -> JobData:
         ),
         evaluation=EvalData(arrays.images[heldout_rows], arrays.labels[heldout_rows], soft),
         label_map=label_map,
+        human_reference=human_reference,
         notes=notes,
     )
 

@@ -5,7 +5,7 @@ from datasets.models import Dataset, StimulusSet
 from elicitation.models import Study
 
 from . import services
-from .models import SeedResult, TrainingJob
+from .models import JOB_SETTINGS, JOB_STATE, SeedResult, TrainingJob
 
 
 class SeedResultSerializer(serializers.ModelSerializer):
@@ -34,43 +34,8 @@ class TrainingJobSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = TrainingJob
-        fields = [
-            "id",
-            "name",
-            "comparison",
-            "dataset",
-            "heldout_fraction",
-            "split_seed",
-            "stimulus_sets",
-            "studies",
-            "policy",
-            "architecture",
-            "epochs",
-            "batch_size",
-            "learning_rate",
-            "seeds",
-            "online_alpha",
-            "device",
-            "status",
-            "progress",
-            "attempts",
-            "error",
-            "log",
-            "created_at",
-            "started_at",
-            "finished_at",
-            "results",
-        ]
-        read_only_fields = [
-            "status",
-            "progress",
-            "attempts",
-            "error",
-            "log",
-            "created_at",
-            "started_at",
-            "finished_at",
-        ]
+        fields = ["id", *JOB_SETTINGS, *JOB_STATE, "results"]
+        read_only_fields = JOB_STATE
 
     def create(self, validated: dict) -> TrainingJob:
         stimulus_sets = validated.pop("stimulus_sets", [])

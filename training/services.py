@@ -16,7 +16,15 @@ from django.db.models.functions import Concat
 from django.utils import timezone
 
 from . import policies
-from .loop import Cancelled, Progress, TrainConfig, checkpoint_bytes, evaluate, train_model
+from .loop import (
+    Cancelled,
+    Progress,
+    TrainConfig,
+    checkpoint_bytes,
+    evaluate,
+    human_cross_entropy,
+    train_model,
+)
 from .models import SeedResult, TrainingJob
 from .selectors import job_data
 
@@ -216,6 +224,9 @@ def _run_seed(job: TrainingJob, seed: int, index: int) -> SeedResult:
         config, data.train, data.label_map, heartbeat.progress, heartbeat.should_stop
     )
     metrics, diagram = evaluate(trained.model, data.evaluation, config)
+    if metrics["ce_human"] is None and data.human_reference is not None:
+        metrics["ce_human"] = human_cross_entropy(trained.model, data.human_reference)
+        metrics["ce_human_reference"] = f"{len(data.human_reference.images)} held-out stimuli"
     _append_log(
         job.pk,
         f"seed {seed}: {trained.images_per_second:.0f} images/s on "
