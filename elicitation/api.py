@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.db.models import Prefetch, QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import viewsets
+from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import CursorPagination
@@ -161,6 +161,10 @@ class JudgmentViewSet(viewsets.ReadOnlyModelViewSet):
         )
 
 
+class MidpointQuery(serializers.Serializer):
+    study = serializers.SlugField(required=False)
+
+
 class MidpointViewSet(viewsets.ViewSet):
     @extend_schema(
         parameters=[
@@ -171,7 +175,9 @@ class MidpointViewSet(viewsets.ViewSet):
     )
     def list(self, request: Request) -> Response:
         """Per grid interface (Construct, Select-Shuffled): the chosen midpoints' histogram."""
+        params = MidpointQuery(data=request.query_params)
+        params.is_valid(raise_exception=True)
         studies = Study.objects.all()
-        if request.query_params.get("study"):
-            studies = studies.filter(slug=request.query_params["study"])
+        if params.validated_data.get("study"):
+            studies = studies.filter(slug=params.validated_data["study"])
         return Response(reports.midpoint_distribution(studies, _include_excluded(request)))

@@ -1,8 +1,24 @@
+from datetime import UTC
+
 import django_filters
+from rest_framework.exceptions import ValidationError
 
 from datasets.models import Stimulus
 
 from .models import Condition, Judgment, Participant
+
+
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """ISO 8601 in any offset Python accepts (up to +-24 h), sent to the database in UTC:
+    PostgreSQL refuses offsets beyond +-15:59."""
+
+    def filter(self, qs, value):
+        if value is not None:
+            try:
+                value = value.astimezone(UTC)
+            except OverflowError:
+                raise ValidationError({self.field_name: "date out of range"}) from None
+        return super().filter(qs, value)
 
 
 class JudgmentFilter(django_filters.FilterSet):
@@ -11,8 +27,8 @@ class JudgmentFilter(django_filters.FilterSet):
     participant = django_filters.CharFilter(field_name="session__participant__public_id")
     repeat = django_filters.BooleanFilter(field_name="is_repeat")
     excluded = django_filters.BooleanFilter(field_name="session__excluded")
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Judgment

@@ -40,6 +40,11 @@ class FlowError(Exception):
         self.status = status
 
 
+def printable(text: str, keep: str = "") -> str:
+    """Text without control characters (NUL cannot even be stored in PostgreSQL)."""
+    return "".join(c for c in text if c >= " " or c in keep).strip()
+
+
 @dataclass(frozen=True)
 class RecruiterIds:
     pid: str = ""
@@ -49,7 +54,7 @@ class RecruiterIds:
     @classmethod
     def from_query(cls, query: dict) -> RecruiterIds:
         def clean(key: str) -> str:
-            return str(query.get(key, "")).strip()[:100]
+            return printable(str(query.get(key, "")))[:100]
 
         return cls(clean("PROLIFIC_PID"), clean("STUDY_ID"), clean("SESSION_ID"))
 
@@ -221,7 +226,9 @@ def submit_quiz(session: Session, answers: list[int | None]) -> bool:
 
 
 def submit_feedback(session: Session, answers: dict[str, str]) -> None:
-    cleaned = {str(k)[:200]: str(v)[:5000] for k, v in answers.items()}
+    cleaned = {
+        printable(str(k))[:200]: printable(str(v), keep="\n\t")[:5000] for k, v in answers.items()
+    }
     _advance(
         session,
         Session.State.FEEDBACK,

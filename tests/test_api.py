@@ -126,6 +126,11 @@ def test_judgment_filters_and_cursor_pagination(answered_study, client, research
     assert {j["participant"] for j in kept} == {sessions[1].participant.public_id}
     response = client.get("/api/judgments/", {"since": "not-a-date"})
     assert response.status_code == 400
+    # Valid ISO 8601 that PostgreSQL cannot take as is (found by schemathesis).
+    odd = client.get("/api/judgments/", {"until": "0355-07-25T17:17:45+16:23"})
+    assert odd.status_code == 200 and odd.json()["results"] == []
+    edge = client.get("/api/judgments/", {"since": "0001-01-01T00:00:00+16:00"})
+    assert edge.status_code == 400
 
 
 def test_study_export_csv_and_json_stream(answered_study, client, researcher):
@@ -166,3 +171,9 @@ def test_participant_cannot_read_another_participants_trial(answered_study):
         f"/s/{study.slug}/judgments/", json.dumps(payload), content_type="application/json"
     )
     assert response.status_code == 403
+
+
+def test_nul_bytes_in_parameters_are_a_400(client, researcher, db):
+    # Found by schemathesis: PostgreSQL cannot store or compare NUL characters.
+    assert client.get("/api/aggregates/midpoints/", {"study": "x\x00y"}).status_code == 400
+    assert client.get("/api/judgments/", {"study": "x\x00y"}).status_code in (200, 400)

@@ -282,3 +282,14 @@ def test_conditions_wait_for_stimuli(demo_dataset):
     with pytest.raises(FlowError, match="is pending"):
         build_conditions(study)
     assert study.conditions.count() == 0
+
+
+def test_control_characters_in_recruiter_ids_and_feedback_are_dropped(make_study, client):
+    study = make_study("construct", quiz=[], feedback_questions=["Anything?"], repeat_trials=0)
+    client.get(f"/s/{study.slug}/?PROLIFIC_PID=ab%00c%01d&STUDY_ID=s%00")
+    client.post(f"/s/{study.slug}/consent/", {"consent_0": "on", "consent_1": "on"})
+    session = Session.objects.get()
+    assert session.participant.recruiter_pid == "abcd" and session.recruiter_study_id == "s"
+    Session.objects.filter(pk=session.pk).update(state="feedback")
+    client.post(f"/s/{study.slug}/feedback/", {"f0": "fine\x00\nthanks"})
+    assert Session.objects.get().feedback == {"Anything?": "fine\nthanks"}
