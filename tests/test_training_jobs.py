@@ -272,3 +272,23 @@ def test_without_cifar10h_ce_uses_the_studies_soft_labels(
     metrics = job.results.get().metrics
     assert metrics["ce_human"] > 0 and "held-out stimuli" in metrics["ce_human_reference"]
     assert "soft labels on" in job.log
+
+
+def test_stalled_jobs_can_be_marked_failed_from_the_admin(observed_study, admin_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    dataset = observed_study.stimulus_set.dataset
+    stalled = create_job(name="lost", dataset=dataset, policy="onehot", enqueue=False)
+    alive = create_job(name="busy", dataset=dataset, policy="onehot", enqueue=False)
+    TrainingJob.objects.filter(pk=stalled.pk).update(
+        status="running", heartbeat_at=timezone.now() - timedelta(hours=1)
+    )
+    TrainingJob.objects.filter(pk=alive.pk).update(status="running", heartbeat_at=timezone.now())
+    admin_client.post(
+        "/admin/training/trainingjob/",
+        {"action": "fail_stalled", "_selected_action": [stalled.pk, alive.pk]},
+    )
+    assert TrainingJob.objects.get(pk=stalled.pk).status == "failed"
+    assert TrainingJob.objects.get(pk=alive.pk).status == "running"

@@ -49,7 +49,7 @@ class TrainingJobAdmin(admin.ModelAdmin):
         "created_at",
     ]
     list_filter = ["status", "policy", "comparison"]
-    actions = ["cancel"]
+    actions = ["cancel", "fail_stalled"]
     inlines = [SeedResultInline]
     readonly_fields = [f.name for f in TrainingJob._meta.fields] + ["stimulus_sets", "studies"]
     change_list_template = "admin/training/trainingjob_changelist.html"
@@ -84,6 +84,11 @@ class TrainingJobAdmin(admin.ModelAdmin):
         for job in queryset:
             services.cancel_job(job)
         self.message_user(request, f"Asked {queryset.count()} job(s) to stop.", messages.INFO)
+
+    @admin.action(description="Mark jobs whose worker stopped responding as failed")
+    def fail_stalled(self, request: HttpRequest, queryset: QuerySet[TrainingJob]) -> None:
+        count = services.fail_stale_jobs(queryset)
+        self.message_user(request, f"{count} stalled job(s) marked failed.", messages.INFO)
 
     def get_urls(self) -> list:
         return [

@@ -261,9 +261,11 @@ def cancel_job(job: TrainingJob) -> None:
         app.control.revoke(job.task_id)
 
 
-def fail_stale_jobs(older_than: timedelta = timedelta(minutes=10)) -> int:
-    """Jobs whose worker stopped beating long ago (and no retry came) end as failed."""
-    return TrainingJob.objects.filter(
+def fail_stale_jobs(jobs=None, older_than: timedelta = timedelta(minutes=10)) -> int:
+    """Running jobs whose worker stopped beating long ago (a host lost for good, so no
+    redelivery came) end as failed instead of showing as running forever."""
+    jobs = TrainingJob.objects.all() if jobs is None else jobs
+    return jobs.filter(
         status=TrainingJob.Status.RUNNING, heartbeat_at__lt=timezone.now() - older_than
     ).update(
         status=TrainingJob.Status.FAILED,
