@@ -57,7 +57,7 @@ def test_select_shuffled_session_by_mouse_survives_lost_connection(page, live_se
     study = make_study("select_shuffled", ask_confidence=True)
     enter_study(page, live_server.url, study.slug, "mouse-person")
     session = Session.objects.get()
-    failures = {"left": 3}
+    failures = {"left": 4}  # the banner then stays up for several seconds of retries
 
     def flaky(route):
         if failures["left"] > 0:
@@ -79,7 +79,8 @@ def test_select_shuffled_session_by_mouse_survives_lost_connection(page, live_se
         if i == 0:
             page.wait_for_selector("#connection:not([hidden])")
             assert "cannot reach the server" in page.inner_text("#connection")
-        page.wait_for_function(f"!document.querySelector('.trial[data-index=\"{i}\"]')")
+        page.wait_for_function(f"!document.querySelector('.trial[data-index=\"{i}\"]')",
+                               timeout=30_000)
     finish_feedback(page)
 
     judgments = list(Judgment.objects.filter(session=session).order_by("trial_index"))
