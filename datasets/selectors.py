@@ -13,7 +13,7 @@ from .sources import ImageArrays
 
 
 @lru_cache(maxsize=4)
-def _load_arrays(file_name: str) -> ImageArrays:
+def _load_arrays(file_name: str, version: str) -> ImageArrays:
     with default_storage.open(file_name, "rb") as handle, np.load(handle) as data:
         return ImageArrays(
             images=data["images"],
@@ -24,8 +24,10 @@ def _load_arrays(file_name: str) -> ImageArrays:
 
 
 def dataset_arrays(dataset: Dataset) -> ImageArrays:
-    """The dataset's pixels and labels (cached per process: the files never change)."""
-    return _load_arrays(dataset.arrays.name)
+    """The dataset's pixels and labels, cached per process. A dataset's file never
+    changes, but a deleted dataset's name (and file name) can come back with other
+    images, so the cache key is the row as well as the file."""
+    return _load_arrays(dataset.arrays.name, f"{dataset.pk}:{dataset.created_at.isoformat()}")
 
 
 def stimuli_of_set(stimulus_set: StimulusSet) -> QuerySet[Stimulus]:

@@ -79,8 +79,9 @@ def test_select_shuffled_session_by_mouse_survives_lost_connection(page, live_se
         if i == 0:
             page.wait_for_selector("#connection:not([hidden])")
             assert "cannot reach the server" in page.inner_text("#connection")
-        page.wait_for_function(f"!document.querySelector('.trial[data-index=\"{i}\"]')",
-                               timeout=30_000)
+        page.wait_for_function(
+            f"!document.querySelector('.trial[data-index=\"{i}\"]')", timeout=30_000
+        )
     finish_feedback(page)
 
     judgments = list(Judgment.objects.filter(session=session).order_by("trial_index"))

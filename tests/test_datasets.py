@@ -165,3 +165,16 @@ def test_duplicate_dataset_name_rejected(demo_dataset, media_root):
         import_dataset(name="digits", kind="demo")
     assert Dataset.objects.count() == 1
     assert len(stored_files(media_root)) == 1
+
+
+def test_reimported_name_never_serves_stale_pixels(db, tmp_path):
+    from datasets.services import delete_dataset
+
+    make_folder(tmp_path / "a", {"Cat": [(6, 6)] * 2, "Dog": [(6, 6)]})
+    make_folder(tmp_path / "b", {"Cat": [(4, 4)] * 3, "Dog": [(4, 4)] * 3})
+    first = import_dataset(name="pets", kind="folder", path=tmp_path / "a")
+    assert dataset_arrays(first).images.shape == (3, 6, 6, 3)
+    delete_dataset(first)
+    second = import_dataset(name="pets", kind="folder", path=tmp_path / "b")
+    assert second.arrays.name == first.arrays.name  # same storage name, new content
+    assert dataset_arrays(second).images.shape == (6, 4, 4, 3)
