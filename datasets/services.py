@@ -189,11 +189,13 @@ def generate_stimuli(stimulus_set_id: int) -> StimulusSet:
     pairs = list(stimulus_set.pairs.order_by("position"))
     lams = [float(x) for x in stimulus_set.lams]
     folder = f"stimuli/{stimulus_set.pk}"
+    keys = [PairKey(p.class1, p.id1, p.class2, p.id2) for p in pairs]
     try:
+        all_rows = locate_pairs(arrays, keys)
         for start in range(0, len(pairs), GENERATION_CHUNK):
             chunk = pairs[start : start + GENERATION_CHUNK]
-            keys = [PairKey(p.class1, p.id1, p.class2, p.id2) for p in chunk]
-            rows = locate_pairs(arrays, keys)
+            chunk_keys = keys[start : start + GENERATION_CHUNK]
+            rows = all_rows[start : start + GENERATION_CHUNK]
             mixed = mix_pairs(
                 arrays.images[rows[:, 0]],
                 arrays.images[rows[:, 1]],
@@ -203,7 +205,7 @@ def generate_stimuli(stimulus_set_id: int) -> StimulusSet:
             )
             jobs = [
                 (pair, key, lam, mixed[i, j])
-                for i, (pair, key) in enumerate(zip(chunk, keys, strict=True))
+                for i, (pair, key) in enumerate(zip(chunk, chunk_keys, strict=True))
                 for j, lam in enumerate(lams)
             ]
             # Sequential on purpose: threads here lose to the GIL (measured in bench/stimuli.py).

@@ -70,9 +70,10 @@ STATE_TEMPLATES = {
 @require_GET
 def study_page(request: HttpRequest, slug: str) -> HttpResponse:
     """The one address a participant uses: shows whatever step they are at."""
-    study = _study_or_404(slug)
     recruiter = RecruiterIds.from_query(request.GET)
-    session = _bound_session(request, slug) or session_by_recruiter_pid(study, recruiter.pid)
+    session = _bound_session(request, slug)  # loads the study with it
+    study = session.study if session else _study_or_404(slug)
+    session = session or session_by_recruiter_pid(study, recruiter.pid)
     if session is None:
         if study.status != Study.Status.LIVE:
             return _flow_error_page(request, study, FlowError(_closed_message(study), status=403))
@@ -100,9 +101,9 @@ def _closed_message(study: Study) -> str:
 
 @require_POST
 def consent(request: HttpRequest, slug: str) -> HttpResponse:
-    study = _study_or_404(slug)
     if _bound_session(request, slug):
         return redirect("elicitation:study", slug=slug)
+    study = _study_or_404(slug)
     ticked = [request.POST.get(f"consent_{i}") == "on" for i in range(len(study.consent_items))]
     if not all(ticked):
         return render(
