@@ -18,8 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+from _pg import SERVER, recreate_database
+
 ROOT = Path(__file__).resolve().parent.parent
-SERVER = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 DB_NAME = "hillmix_bench_export"
 
 
@@ -36,17 +37,6 @@ def django_setup() -> None:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def create_database() -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(f"{SERVER}/postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {DB_NAME}")
-        cur.execute(f"CREATE DATABASE {DB_NAME}")
-    conn.close()
 
 
 def load(rows: int) -> None:
@@ -178,7 +168,7 @@ def main() -> None:
         print(json.dumps(measure_platform() if args.step == "platform" else measure_copy()))
         return
 
-    create_database()
+    recreate_database(DB_NAME)
     start = time.perf_counter()
     child("load", args.rows)
     print(f"loaded {args.rows:,} judgments in {time.perf_counter() - start:.0f} s")

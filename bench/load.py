@@ -24,9 +24,9 @@ import uuid
 from pathlib import Path
 
 import httpx
+from _pg import SERVER, recreate_database
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVER = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 DB_NAME = "hillmix_bench_load"
 PORT = 8765
 BASE = f"http://127.0.0.1:{PORT}"
@@ -51,14 +51,7 @@ def server_env() -> dict:
 
 def prepare(participants: int) -> None:
     """A fresh database with one live Construct study; run in a child process."""
-    import psycopg2
-
-    conn = psycopg2.connect(f"{SERVER}/postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        cur.execute(f"CREATE DATABASE {DB_NAME}")
-    conn.close()
+    recreate_database(DB_NAME)
     script = f"""
 import django
 django.setup()

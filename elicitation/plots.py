@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import io
 
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+def _pyplot():
+    """pyplot on the file-only backend, imported when a chart is drawn, not at start-up."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
 
 FIGSIZE = (5.2, 3.2)
 
 
 def _svg(fig) -> str:
+    plt = _pyplot()
     buffer = io.StringIO()
     fig.tight_layout()
     fig.savefig(buffer, format="svg")
@@ -22,7 +29,7 @@ def _svg(fig) -> str:
 
 
 def midpoint_histogram(counts: list[dict], title: str) -> str:
-    fig, ax = plt.subplots(figsize=FIGSIZE)
+    fig, ax = _pyplot().subplots(figsize=FIGSIZE)
     ax.bar([c["lam"] for c in counts], [c["count"] for c in counts], width=0.07, color="#2457a6")
     ax.axvline(0.5, color="#b3261e", linestyle="--", linewidth=1, label="lam = 0.5")
     ax.set_xlabel("chosen lam (weight of image 1)")
@@ -33,7 +40,7 @@ def midpoint_histogram(counts: list[dict], title: str) -> str:
 
 
 def mean_std_plot(rows: list[dict], ylabel: str, title: str, diagonal: bool = False) -> str:
-    fig, ax = plt.subplots(figsize=FIGSIZE)
+    fig, ax = _pyplot().subplots(figsize=FIGSIZE)
     xs = [r["x"] for r in rows]
     ax.errorbar(
         xs,

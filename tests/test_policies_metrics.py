@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from training import metrics
-from training.loop import TrainConfig, TrainData, train_model
+from training.config import TrainConfig, TrainData
+from training.loop import train_model
 from training.policies import (
     PointJudgments,
     fit_human_curves,

@@ -8,10 +8,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import FGSM_EPS
+
 EPS = 1e-12
 ECE_BINS = 15
 RMS_BIN_SIZE = 100
-FGSM_EPS = 4 / 255
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:

@@ -4,7 +4,7 @@ from django.db import models
 from datasets.models import Dataset, StimulusSet
 from elicitation.models import Study
 
-from .nets import ARCHITECTURES
+from .config import ARCHITECTURES
 from .policies import POLICIES
 
 

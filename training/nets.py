@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ARCHITECTURES = ("small_cnn", "preact_resnet18")
+from .config import ARCHITECTURES
 
 
 class Normalize(nn.Module):

@@ -16,7 +16,7 @@ from datasets.selectors import dataset_arrays
 from elicitation.models import GRID_INTERFACES, Interface, Judgment
 
 from . import policies
-from .loop import EvalData, LabelMap, TrainData
+from .config import EvalData, LabelMap, TrainData
 from .models import TrainingJob
 
 

@@ -16,15 +16,7 @@ from django.db.models.functions import Concat
 from django.utils import timezone
 
 from . import policies
-from .loop import (
-    Cancelled,
-    Progress,
-    TrainConfig,
-    checkpoint_bytes,
-    evaluate,
-    human_cross_entropy,
-    train_model,
-)
+from .config import Cancelled, Progress, TrainConfig
 from .models import SeedResult, TrainingJob
 from .selectors import job_data
 
@@ -207,6 +199,9 @@ def run_job(job_id: int) -> str:
 
 
 def _run_seed(job: TrainingJob, seed: int, index: int) -> SeedResult:
+    # PyTorch is imported here, on the worker that trains, not in every web process.
+    from .loop import checkpoint_bytes, evaluate, human_cross_entropy, train_model
+
     data = job_data(job, seed)
     for note in data.notes:
         _append_log(job.pk, f"seed {seed}: {note}")
