@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,7 +27,6 @@ class TrainResult:
     device: str
     train_seconds: float
     images_seen: int
-    losses: list[float] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -94,7 +93,7 @@ def train_model(
         optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch
     )
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    losses, seen = [], 0
+    seen = 0
     start = time.perf_counter()
     model.train()
     for epoch in range(cfg.epochs):
@@ -125,12 +124,10 @@ def train_model(
             scheduler.step()
             seen += len(index)
             if on_progress is not None and (step == steps_per_epoch - 1 or step % 20 == 0):
-                value = float(loss.detach())
-                losses.append(value)
-                on_progress(Progress(epoch, step, steps_per_epoch, value, seen))
+                on_progress(Progress(epoch, step, steps_per_epoch, float(loss.detach()), seen))
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return TrainResult(model, device.type, time.perf_counter() - start, seen, losses)
+    return TrainResult(model, device.type, time.perf_counter() - start, seen)
 
 
 @torch.no_grad()
