@@ -1,13 +1,20 @@
 """Load: simulated participants doing whole sessions against gunicorn + PostgreSQL.
 
-For 50 and 200 concurrent participants (asyncio + httpx, each with its own cookies)
-every participant enters with Prolific ids, consents, reads the instructions, passes
-the quiz, fetches and answers every trial (Construct, 11 trials with a repeat) and
-sends feedback. Printed: judgments per second, p50/p99 latency of saving a judgment
-and of fetching the next trial, and errors; next to the same load on a minimal
-Django view that writes one row on the same server (the framework's floor).
+Every participant (asyncio + httpx, each with its own cookies) enters with Prolific
+ids, consents, reads the instructions, passes the quiz, fetches the first trial,
+answers all 32 (Construct, as long as an H-Mix Construct session; each save's reply
+carries the next trial, as on the real page) and sends feedback.
 
-    .venv/bin/python bench/load.py [--participants 50 200] [--workers 4]
+Two phases, each next to a minimal Django view that writes one row on the same
+server (the framework's floor), driven the same way:
+  * as fast as the server allows, 50 and 200 participants at once: judgments per
+    second, the ratio to the floor's writes per second, latencies and errors.
+    With every client always waiting, latency is participants / throughput.
+  * at a participant's pace: 200 participants arriving over 20 s and pausing
+    --think-ms (0.5x to 1.5x) before each answer; H-Mix people took 10 to 20 s.
+    Here the latencies are what a participant feels.
+
+    .venv/bin/python bench/load.py [--participants 50 200] [--paced 200] [--think-ms 5000]
     BENCH_PG=postgres://postgres@127.0.0.1:5432 (default) selects the server.
 """
 
@@ -16,7 +23,6 @@ import asyncio
 import os
 import random
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -31,6 +37,7 @@ DB_NAME = "hillmix_bench_load"
 PORT = 8765
 BASE = f"http://127.0.0.1:{PORT}"
 SLUG = "load-construct"
+TRIALS = 32  # 120 pairs over 4 conditions, 2 repeats
 
 
 def server_env() -> dict:
@@ -62,12 +69,12 @@ from datasets.services import create_stimulus_set, import_dataset
 from elicitation.models import Study
 from elicitation.services import build_conditions
 dataset = import_dataset(name="digits", kind="demo")
-grid = create_stimulus_set(name="load-grid", dataset=dataset, kind="grid", n_pairs=40, seed=1)
+grid = create_stimulus_set(name="load-grid", dataset=dataset, kind="grid", n_pairs=120, seed=1)
 study = Study.objects.create(
     slug="{SLUG}", title="Load", interface="construct", stimulus_set=grid, status="live",
     consent_text="-", consent_items=["yes", "yes"], instruction_pages=["read me"],
     quiz=[{{"question": "q", "options": ["a", "b"], "answer": 1}}],
-    feedback_questions=["any?"], repeat_trials=1, condition_count=4, ask_confidence=True)
+    feedback_questions=["any?"], repeat_trials=2, condition_count=4, ask_confidence=True)
 build_conditions(study)
 with connection.cursor() as cur:
     cur.execute("CREATE TABLE bench_floor (id bigserial primary key, body bytea, "
@@ -123,8 +130,14 @@ async def timed(stats_list: list[float], call):
     return response
 
 
-async def participant(i: int, stats: Stats, think_s: float) -> None:
-    async with httpx.AsyncClient(base_url=BASE, timeout=30, follow_redirects=False) as web:
+async def think(think_s: float) -> None:
+    if think_s:  # people differ: 0.5x to 1.5x the mean think time
+        await asyncio.sleep(think_s * random.uniform(0.5, 1.5))
+
+
+async def participant(i: int, stats: Stats, think_s: float, arrive_s: float) -> None:
+    await asyncio.sleep(arrive_s)
+    async with httpx.AsyncClient(base_url=BASE, timeout=60, follow_redirects=False) as web:
         try:
             await web.get(
                 f"/s/{SLUG}/",
@@ -148,14 +161,14 @@ async def participant(i: int, stats: Stats, think_s: float) -> None:
                     stats.errors.append(f"{step}: {response.status_code}")
                     return
             headers = {"X-CSRFToken": token}
-            while True:
-                response = await timed(stats.next_ms, web.get(f"/s/{SLUG}/trial/"))
-                body = response.json()
-                if response.status_code != 200:
-                    stats.errors.append(f"trial: {response.status_code}")
-                    return
-                if body["done"]:
-                    break
+            # As the trial page does: fetch the first trial on load; every save's
+            # reply then carries the next one.
+            response = await timed(stats.next_ms, web.get(f"/s/{SLUG}/trial/"))
+            if response.status_code != 200:
+                stats.errors.append(f"trial: {response.status_code}")
+                return
+            body = response.json()
+            while not body["done"]:
                 trial = body["trial"]
                 start = trial["start_lam"]
                 final = round(min(1.0, start + 0.1), 1) if start < 0.5 else round(start - 0.1, 1)
@@ -167,8 +180,7 @@ async def participant(i: int, stats: Stats, think_s: float) -> None:
                     "confidence": 60,
                     "response": {"start_lam": start, "final_lam": final, "history": [start, final]},
                 }
-                if think_s:  # people differ: 0.5x to 1.5x the mean think time
-                    await asyncio.sleep(think_s * random.uniform(0.5, 1.5))
+                await think(think_s)
                 response = await timed(
                     stats.save_ms, web.post(f"/s/{SLUG}/judgments/", json=answer, headers=headers)
                 )
@@ -176,6 +188,7 @@ async def participant(i: int, stats: Stats, think_s: float) -> None:
                     stats.errors.append(f"save: {response.status_code} {response.text[:80]}")
                     return
                 stats.judgments += 1
+                body = response.json()
             response = await web.post(f"/s/{SLUG}/feedback/", data={**form, "f0": "fine"})
             if response.status_code != 302:
                 stats.errors.append(f"feedback: {response.status_code}")
@@ -183,12 +196,12 @@ async def participant(i: int, stats: Stats, think_s: float) -> None:
             stats.errors.append(f"{type(exc).__name__}")
 
 
-async def floor_client(requests: int, stats: Stats, think_s: float) -> None:
-    async with httpx.AsyncClient(base_url=BASE, timeout=30) as web:
+async def floor_client(requests: int, stats: Stats, think_s: float, arrive_s: float) -> None:
+    await asyncio.sleep(arrive_s)
+    async with httpx.AsyncClient(base_url=BASE, timeout=60) as web:
         for _ in range(requests):
             try:
-                if think_s:  # people differ: 0.5x to 1.5x the mean think time
-                    await asyncio.sleep(think_s * random.uniform(0.5, 1.5))
+                await think(think_s)
                 response = await timed(stats.save_ms, web.post("/bench/floor/", content=b"x"))
                 if response.status_code != 201:
                     stats.errors.append(str(response.status_code))
@@ -205,59 +218,72 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run(n: int, think_s: float) -> tuple[Stats, float, Stats, float]:
-    stats = Stats()
+async def run(n: int, think_s: float, arrival_s: float, floor_requests: int) -> tuple:
+    """Participants, then floor clients, each started at a random moment of arrival_s."""
+    stats, floor = Stats(), Stats()
     start = time.perf_counter()
-    await asyncio.gather(*(participant(i, stats, think_s) for i in range(n)))
+    await asyncio.gather(
+        *(participant(i, stats, think_s, random.uniform(0, arrival_s)) for i in range(n))
+    )
     platform_s = time.perf_counter() - start
-    per_client = max(1, stats.judgments // max(n, 1))
-    floor = Stats()
     start = time.perf_counter()
-    await asyncio.gather(*(floor_client(per_client, floor, think_s) for _ in range(n)))
+    await asyncio.gather(
+        *(
+            floor_client(floor_requests, floor, think_s, random.uniform(0, arrival_s))
+            for _ in range(n)
+        )
+    )
     return stats, platform_s, floor, time.perf_counter() - start
+
+
+def report(n: int, stats: Stats, seconds: float, floor: Stats, floor_s: float) -> None:
+    rate, floor_rate = stats.judgments / seconds, floor.judgments / floor_s
+    first = f" (first: {stats.errors[0]})" if stats.errors else ""
+    print(
+        f"  {n} participants, whole sessions: {stats.judgments} judgments in {seconds:.1f} s, "
+        f"errors {len(stats.errors)}{first}"
+    )
+    print(
+        f"    judgments/s {rate:7.1f}   save (+ next trial) p50 {pct(stats.save_ms, 0.5):6.1f} ms"
+        f"  p99 {pct(stats.save_ms, 0.99):6.1f} ms   first-trial GET p50 "
+        f"{pct(stats.next_ms, 0.5):6.1f} ms  p99 {pct(stats.next_ms, 0.99):6.1f} ms"
+    )
+    print(
+        f"    floor (one-row view): {floor_rate:7.1f} writes/s  p50 "
+        f"{pct(floor.save_ms, 0.5):6.1f} ms  p99 {pct(floor.save_ms, 0.99):6.1f} ms  "
+        f"errors {len(floor.errors)}"
+    )
+    print(f"    throughput ratio platform / floor: {rate / floor_rate:.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--participants", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--participants", type=int, nargs="*", default=[50, 200])
+    parser.add_argument("--paced", type=int, nargs="*", default=[200])
+    parser.add_argument("--think-ms", type=float, default=5000.0, help="paced phase")
+    parser.add_argument("--arrival-s", type=float, default=20.0, help="paced phase")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument(
-        "--think-ms",
-        type=float,
-        default=0.0,
-        help="pause before each answer (0: as fast as the server allows)",
-    )
     args = parser.parse_args()
-    prepare(max(args.participants))
+    prepare(max(args.participants + args.paced))
     server = start_server(args.workers, args.threads)
     try:
         print(
             f"gunicorn gthread {args.workers} workers x {args.threads} threads, "
-            f"PostgreSQL, {os.cpu_count()} cores, think time {args.think_ms:.0f} ms"
+            f"PostgreSQL, {os.cpu_count()} cores (the load generator runs on them too)"
         )
+        if args.participants:
+            print("\nAs fast as the server allows:")
         for n in args.participants:
-            stats, seconds, floor, floor_s = asyncio.run(run(n, args.think_ms / 1000))
-            rate, floor_rate = stats.judgments / seconds, floor.judgments / floor_s
+            # floor clients write as many rows as participants give answers
+            report(n, *asyncio.run(run(n, 0.0, 0.0, TRIALS)))
+        for n in args.paced:
             print(
-                f"\n{n} participants, whole sessions: {stats.judgments} judgments in "
-                f"{seconds:.1f} s, errors {len(stats.errors)}"
-                + (f" (first: {stats.errors[0]})" if stats.errors else "")
+                f"\nAt a participant's pace: arrivals over {args.arrival_s:.0f} s, "
+                f"{args.think_ms / 1000:.1f} s (0.5x-1.5x) before each answer:"
             )
-            print(
-                f"  judgments/s {rate:8.1f}   save p50 {pct(stats.save_ms, 0.5):6.1f} ms  "
-                f"p99 {pct(stats.save_ms, 0.99):6.1f} ms   next-trial p50 "
-                f"{pct(stats.next_ms, 0.5):6.1f} ms  p99 {pct(stats.next_ms, 0.99):6.1f} ms"
-            )
-            print(
-                f"  floor (one-row view): {floor_rate:8.1f} writes/s  p50 "
-                f"{pct(floor.save_ms, 0.5):6.1f} ms  p99 {pct(floor.save_ms, 0.99):6.1f} ms  "
-                f"errors {len(floor.errors)}"
-            )
-            print(
-                f"  throughput ratio platform / floor: {rate / floor_rate:.2f}  "
-                f"(save p50 {statistics.median(stats.save_ms):.1f} ms)"
-            )
+            # the floor at the same pace; fewer rows per client keep the run short
+            report(n, *asyncio.run(run(n, args.think_ms / 1000, args.arrival_s, 8)))
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

@@ -67,6 +67,9 @@ class Study(models.Model):
         default=60, help_text="In-progress sessions idle this long no longer hold a place."
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Bumped by every save: per-process caches of a study (selectors.study_catalog)
+    # compare it to know when to reload.
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from datetime import timedelta
 
+from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
@@ -16,13 +19,13 @@ def study_by_slug(slug: str) -> Study | None:
     return Study.objects.select_related("stimulus_set__dataset").filter(slug=slug).first()
 
 
-def session_by_id(slug: str, session_id: int | None) -> Session | None:
+def session_by_token(slug: str, token: str | None) -> Session | None:
     """A session of the study `slug`, with its study, stimulus set and dataset."""
-    if session_id is None:
+    if not token:
         return None
     return (
         Session.objects.select_related("study__stimulus_set__dataset")
-        .filter(pk=session_id, study__slug=slug)
+        .filter(token=token, study__slug=slug)
         .first()
     )
 
@@ -52,42 +55,151 @@ def grid_lams(study: Study) -> list[float]:
     return sorted(float(x) for x in study.stimulus_set.lams)
 
 
-def trial_item(session: Session, trial_index: int) -> tuple[dict, ConditionItem]:
-    spec = session.trial_order[trial_index]
-    item = ConditionItem.objects.select_related("pair", "stimulus").get(
-        condition_id=session.condition_id, position=spec["item"]
+# --- The trial hot path ------------------------------------------------------------
+# Showing a trial and saving its answer happen for every participant every few
+# seconds. They read the session row with one hand-written query and everything else
+# from a per-process catalog of the study: building an ORM query costs about 1 ms
+# here, several times the query itself.
+
+
+@dataclass(frozen=True)
+class TrialItem:
+    """One condition item as the trial page shows it."""
+
+    pair_id: int
+    stimulus_id: int | None
+    class1: str
+    class2: str
+    images: dict[float, str]  # lam -> URL: the pair's grid, or the one stimulus shown
+
+
+class StudyCatalog:
+    """A study with its grid and its conditions' items, loaded once per process and
+    version of the study row. Stimulus sets are immutable once ready, and conditions
+    cannot change once sessions exist, so only the study row itself can go stale."""
+
+    def __init__(self, study: Study, version: object) -> None:
+        self.study = study
+        self.version = version
+        self.grid = grid_lams(study)
+        self._conditions: dict[int, dict[int, TrialItem]] = {}
+
+    def item(self, condition_id: int, position: int) -> TrialItem:
+        items = self._conditions.get(condition_id)
+        if items is None:
+            items = self._conditions[condition_id] = self._load_condition(condition_id)
+        return items[position]
+
+    def _load_condition(self, condition_id: int) -> dict[int, TrialItem]:
+        rows = list(
+            ConditionItem.objects.filter(condition_id=condition_id).select_related(
+                "pair", "stimulus"
+            )
+        )
+        grids: dict[int, dict[float, str]] = {}
+        if self.study.is_grid:
+            stimuli = Stimulus.objects.filter(pair_id__in={r.pair_id for r in rows})
+            for stimulus in stimuli.only("pair_id", "lam", "image"):
+                grids.setdefault(stimulus.pair_id, {})[round(stimulus.lam, 4)] = stimulus.image.url
+        return {
+            row.position: TrialItem(
+                pair_id=row.pair_id,
+                stimulus_id=row.stimulus_id,
+                class1=row.pair.class1,
+                class2=row.pair.class2,
+                images=grids.get(row.pair_id)
+                or {round(row.stimulus.lam, 4): row.stimulus.image.url},
+            )
+            for row in rows
+        }
+
+
+_catalogs: dict[int, StudyCatalog] = {}
+
+
+def study_catalog(study_id: int, version: object) -> StudyCatalog:
+    catalog = _catalogs.get(study_id)
+    if catalog is None or catalog.version != version:
+        study = Study.objects.select_related("stimulus_set__dataset").get(pk=study_id)
+        catalog = _catalogs[study_id] = StudyCatalog(study, version)
+    return catalog
+
+
+@dataclass
+class LiveSession:
+    """The columns of a session the trial endpoints need, with its study's catalog."""
+
+    session: Session
+    catalog: StudyCatalog
+
+
+# In the model's field order, as Model.from_db expects them.
+_LIVE_COLUMNS = tuple(
+    field.attname
+    for field in Session._meta.concrete_fields
+    if field.name in {"id", "study", "condition", "token", "state", "position", "trial_order"}
+)
+_TRIAL_ORDER = _LIVE_COLUMNS.index("trial_order")
+
+
+def _live_session(where: str, params: list, lock: bool) -> LiveSession | None:
+    columns = ", ".join(f"s.{name}" for name in _LIVE_COLUMNS)
+    sql = (
+        f"SELECT {columns}, st.updated_at FROM {Session._meta.db_table} s "
+        f"JOIN {Study._meta.db_table} st ON st.id = s.study_id WHERE {where}"
     )
-    return spec, item
+    if lock and connection.features.has_select_for_update_of:
+        sql += " FOR UPDATE OF s"  # the session row only: other participants go on
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    *values, version = row
+    if isinstance(values[_TRIAL_ORDER], str | bytes):  # JSON as the driver hands it over
+        values[_TRIAL_ORDER] = json.loads(values[_TRIAL_ORDER])
+    session = Session.from_db(connection.alias, _LIVE_COLUMNS, values)
+    catalog = study_catalog(session.study_id, version)
+    session.study = catalog.study
+    return LiveSession(session, catalog)
 
 
-def next_trial(session: Session) -> dict | None:
+def live_session(
+    token: str | None, slug: str | None = None, lock: bool = False
+) -> LiveSession | None:
+    """The session holding `token` (in the study `slug`, when given), for the trial
+    endpoints. With lock=True the row stays locked until the transaction ends."""
+    if not token:
+        return None
+    if slug is None:
+        return _live_session("s.token = %s", [token], lock)
+    return _live_session("s.token = %s AND st.slug = %s", [token, slug], lock)
+
+
+def next_trial(live: LiveSession) -> dict | None:
     """What the trial page needs to show the next trial, or None when all are done."""
+    session, study = live.session, live.catalog.study
     if session.state != Session.State.TRIALS or session.position >= session.trial_count:
         return None
-    spec, item = trial_item(session, session.position)
-    pair = item.pair
+    spec = session.trial_order[session.position]
+    item = live.catalog.item(session.condition_id, spec["item"])
     trial = {
         "index": session.position,
         "total": session.trial_count,
-        "interface": session.study.interface,
-        "class1": pair.class1,
-        "class2": pair.class2,
-        "ask_confidence": session.study.ask_confidence,
+        "interface": study.interface,
+        "class1": item.class1,
+        "class2": item.class2,
+        "ask_confidence": study.ask_confidence,
     }
-    if session.study.is_grid:
-        urls = {
-            round(s.lam, 4): s.image.url
-            for s in Stimulus.objects.filter(pair=pair).only("lam", "image")
-        }
+    if study.is_grid:
+        order = sorted(item.images) if "start_lam" in spec else spec["order"]
+        trial["images"] = [{"lam": lam, "url": item.images[round(lam, 4)]} for lam in order]
         if "start_lam" in spec:
             trial["start_lam"] = spec["start_lam"]
-            trial["images"] = [{"lam": lam, "url": urls[round(lam, 4)]} for lam in sorted(urls)]
-        else:
-            trial["images"] = [{"lam": lam, "url": urls[round(lam, 4)]} for lam in spec["order"]]
     else:
-        trial["image"] = item.stimulus.image.url
-        if session.study.interface == Interface.SOFT_LABEL:
-            trial["class_names"] = session.study.stimulus_set.dataset.class_names
+        [trial["image"]] = item.images.values()
+        if study.interface == Interface.SOFT_LABEL:
+            trial["class_names"] = study.stimulus_set.dataset.class_names
     return trial
 
 

@@ -6,7 +6,7 @@ import hashlib
 import random
 import secrets
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -27,8 +27,16 @@ from .models import (
     Session,
     Study,
 )
-from .selectors import condition_loads, grid_lams, session_by_recruiter_pid, trial_item
+from .selectors import (
+    LiveSession,
+    condition_loads,
+    grid_lams,
+    live_session,
+    session_by_recruiter_pid,
+)
 from .serializers import RESPONSE_SERIALIZERS, JudgmentEnvelope, first_error
+
+NO_SESSION = "No session for this study in this browser."
 
 
 class FlowError(Exception):
@@ -245,12 +253,16 @@ def submit_feedback(session: Session, answers: dict[str, str]) -> None:
 class SaveResult:
     judgment: Judgment
     created: bool
-    next_position: int
-    finished: bool = field(default=False)
+    live: LiveSession  # the session after the save, for the next trial
+
+    @property
+    def finished(self) -> bool:
+        session = self.live.session
+        return session.position >= session.trial_count
 
 
-def record_judgment(session: Session, payload: dict) -> SaveResult:
-    """Validate and store one answer exactly once.
+def record_judgment(token: str, payload: dict, slug: str | None = None) -> SaveResult:
+    """Validate and store one answer of the session holding `token`, exactly once.
 
     A replay of a stored idempotency key returns the stored row; an answer for any
     trial but the next expected one, or one that fails its interface's schema, is
@@ -260,80 +272,92 @@ def record_judgment(session: Session, payload: dict) -> SaveResult:
     if not envelope.is_valid():
         raise FlowError(first_error(envelope.errors))
     data = envelope.validated_data
-    if data["session"] != session.token:
+    if data["session"] != token:
         raise FlowError("This answer belongs to another session.", status=403)
+    try:
+        with transaction.atomic():
+            # Lock only the session row: answers of one session go one at a time,
+            # while other participants' answers proceed in parallel.
+            live = live_session(token, slug, lock=True)
+            if live is None:
+                raise FlowError(NO_SESSION, status=403)
+            locked = live.session
+            if locked.state != Session.State.TRIALS or data["trial_index"] != locked.position:
+                return _replay_or_refuse(live, data)
+            judgment = _store_judgment(live, data)
+    except IntegrityError:
+        # The key is taken (the row lock rules out a second answer to this trial on
+        # PostgreSQL; on SQLite a concurrent duplicate can land here too).
+        return _replay_or_refuse(live_session(token, slug), data)
+    return SaveResult(judgment, True, live)
 
-    with transaction.atomic():
-        # Lock only the session row: answers of one session go one at a time, while
-        # other participants' answers proceed in parallel.
-        locked = (
-            Session.objects.select_for_update()
-            .only("id", "state", "position", "trial_order", "condition_id", "completed_at")
-            .get(pk=session.pk)
+
+def _replay_or_refuse(live: LiveSession, data: dict) -> SaveResult:
+    """An answer that is not for the next open trial: a retry of a stored one, or a 409."""
+    locked = live.session
+    replay = Judgment.objects.filter(idempotency_key=data["idempotency_key"]).first()
+    if replay is not None:
+        if replay.session_id != locked.pk or replay.trial_index != data["trial_index"]:
+            raise FlowError("This idempotency key was used for another answer.", status=409)
+        return SaveResult(replay, False, live)
+    if locked.state != Session.State.TRIALS:
+        raise FlowError(f"Trials are not open now (you are at: {locked.state}).", status=409)
+    raise FlowError(
+        f"Trial {data['trial_index']} is not the next one expected ({locked.position}).",
+        status=409,
+    )
+
+
+def _store_judgment(live: LiveSession, data: dict) -> Judgment:
+    """Validate the answer against what the trial showed, store it, advance the session."""
+    locked, catalog = live.session, live.catalog
+    study = catalog.study
+    spec = locked.trial_order[locked.position]
+    item = catalog.item(locked.condition_id, spec["item"])
+    serializer_class = RESPONSE_SERIALIZERS[study.interface]
+    confidence = data.get("confidence")
+    if serializer_class.has_own_confidence or not study.ask_confidence:
+        if confidence is not None:
+            raise FlowError("confidence: this study does not ask for a separate confidence")
+    elif confidence is None:
+        raise FlowError("confidence: this study asks for a confidence between 0 and 100")
+    response = serializer_class(
+        data=data["response"],
+        context={
+            "trial": spec,
+            "grid": catalog.grid,
+            "study": study,
+            "class_names": study.stimulus_set.dataset.class_names,
+        },
+    )
+    if not response.is_valid():
+        raise FlowError("response: " + first_error(response.errors))
+    judgment = Judgment.objects.create(
+        session_id=locked.pk,
+        study_id=study.pk,
+        trial_index=locked.position,
+        interface=study.interface,
+        pair_id=item.pair_id,
+        stimulus_id=item.stimulus_id,
+        is_repeat=bool(spec.get("repeat")),
+        response=response.validated_data,
+        rt_ms=data["rt_ms"],
+        client_started_at=data.get("client_started_at"),
+        client_answered_at=data.get("client_answered_at"),
+        idempotency_key=data["idempotency_key"],
+        **{"confidence": None if confidence is None else confidence / 100.0, **response.derived()},
+    )
+    now = timezone.now()
+    locked.position += 1
+    changes = {"position": locked.position, "last_seen_at": now}
+    if locked.position >= locked.trial_count:
+        locked.state = changes["state"] = (
+            Session.State.FEEDBACK if study.feedback_questions else Session.State.COMPLETE
         )
-        locked.study = session.study
-        replay = Judgment.objects.filter(idempotency_key=data["idempotency_key"]).first()
-        if replay is not None:
-            if replay.session_id != locked.pk:
-                raise FlowError("This idempotency key was used by another session.", status=409)
-            return SaveResult(replay, False, locked.position, locked.position >= locked.trial_count)
-        if locked.state != Session.State.TRIALS:
-            raise FlowError(f"Trials are not open now (you are at: {locked.state}).", status=409)
-        if data["trial_index"] != locked.position:
-            raise FlowError(
-                f"Trial {data['trial_index']} is not the next one expected ({locked.position}).",
-                status=409,
-            )
-        study = locked.study
-        spec, item = trial_item(locked, locked.position)
-        serializer_class = RESPONSE_SERIALIZERS[study.interface]
-        confidence = data.get("confidence")
-        if serializer_class.has_own_confidence or not study.ask_confidence:
-            if confidence is not None:
-                raise FlowError("confidence: this study does not ask for a separate confidence")
-        elif confidence is None:
-            raise FlowError("confidence: this study asks for a confidence between 0 and 100")
-        response = serializer_class(
-            data=data["response"],
-            context={
-                "trial": spec,
-                "grid": grid_lams(study),
-                "study": study,
-                "class_names": study.stimulus_set.dataset.class_names,
-            },
-        )
-        if not response.is_valid():
-            raise FlowError("response: " + first_error(response.errors))
-        derived = {
-            "confidence": None if confidence is None else confidence / 100.0,
-            **response.derived(),
-        }
-        judgment = Judgment.objects.create(
-            session=locked,
-            study=study,
-            trial_index=locked.position,
-            interface=study.interface,
-            pair_id=item.pair_id,
-            stimulus_id=item.stimulus_id,
-            is_repeat=bool(spec.get("repeat")),
-            response=response.validated_data,
-            rt_ms=data["rt_ms"],
-            client_started_at=data.get("client_started_at"),
-            client_answered_at=data.get("client_answered_at"),
-            idempotency_key=data["idempotency_key"],
-            **derived,
-        )
-        locked.position += 1
-        locked.last_seen_at = timezone.now()
-        finished = locked.position >= locked.trial_count
-        if finished:
-            locked.state = (
-                Session.State.FEEDBACK if study.feedback_questions else Session.State.COMPLETE
-            )
-            if locked.state == Session.State.COMPLETE:
-                locked.completed_at = timezone.now()
-        locked.save(update_fields=["position", "last_seen_at", "state", "completed_at"])
-    return SaveResult(judgment, True, locked.position, finished)
+        if locked.state == Session.State.COMPLETE:
+            changes["completed_at"] = now
+    Session.objects.filter(pk=locked.pk).update(**changes)
+    return judgment
 
 
 # --- Importing the published H-Mix data ----------------------------------------
@@ -506,4 +530,4 @@ def set_excluded(session: Session, excluded: bool) -> None:
 def set_study_status(study: Study, status: str) -> None:
     if status not in Study.Status.values:
         raise FlowError(f"status must be one of {Study.Status.values}")
-    Study.objects.filter(pk=study.pk).update(status=status)
+    Study.objects.filter(pk=study.pk).update(status=status, updated_at=timezone.now())

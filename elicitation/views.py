@@ -1,27 +1,31 @@
 """Participant pages. Plain Django views (CSRF enforced on every POST); the study's
-state lives in the Session row, the link to it in the participant's cookie."""
+state lives in the Session row, the link to it in a cookie holding the session's
+secret token, scoped to the study's address."""
 
 from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from . import services
 from .models import Session, Study
 from .selectors import (
+    LiveSession,
+    live_session,
     next_trial,
     progress,
-    session_by_id,
     session_by_recruiter_pid,
+    session_by_token,
     study_by_slug,
 )
-from .services import FlowError, RecruiterIds
+from .services import NO_SESSION, FlowError, RecruiterIds
 
-SESSION_KEY = "hillmix_sessions"
 RECRUITER_PARAMS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")
 RECRUITER_KEY = "hillmix_recruiter"
 
@@ -37,16 +41,29 @@ def _study_or_404(slug: str) -> Study:
     return study
 
 
+def _session_cookie(slug: str) -> str:
+    return f"hillmix_{slug}"
+
+
 def _bound_session(request: HttpRequest, slug: str) -> Session | None:
     """The session this browser holds in the study, with its study loaded (one query)."""
-    return session_by_id(slug, request.session.get(SESSION_KEY, {}).get(slug))
+    return session_by_token(slug, request.COOKIES.get(_session_cookie(slug)))
 
 
-def _bind(request: HttpRequest, study: Study, session: Session) -> None:
-    ids = dict(request.session.get(SESSION_KEY, {}))
-    if ids.get(study.slug) != session.pk:
-        ids[study.slug] = session.pk
-        request.session[SESSION_KEY] = ids
+def _bind(request: HttpRequest, response: HttpResponse, session: Session) -> HttpResponse:
+    """Remember the session in this browser (a cookie sent only to the study's pages)."""
+    slug = session.study.slug
+    if request.COOKIES.get(_session_cookie(slug)) != session.token:
+        response.set_cookie(
+            _session_cookie(slug),
+            session.token,
+            max_age=settings.SESSION_COOKIE_AGE,
+            path=reverse("elicitation:study", args=[slug]),
+            secure=settings.SESSION_COOKIE_SECURE,
+            httponly=True,
+            samesite="Lax",
+        )
+    return response
 
 
 def _flow_error_page(request: HttpRequest, study: Study, error: FlowError) -> HttpResponse:
@@ -85,12 +102,11 @@ def study_page(request: HttpRequest, slug: str) -> HttpResponse:
             request.session[RECRUITER_KEY] = pending
             return redirect("elicitation:study", slug=slug)
         return render(request, "elicitation/consent.html", {"study": study})
-    _bind(request, study, session)
     if any(key in request.GET for key in RECRUITER_PARAMS):
-        return redirect("elicitation:study", slug=slug)
+        return _bind(request, redirect("elicitation:study", slug=slug), session)
     services.touch(session)
     context = {"study": study, "session": session, "progress": progress(session)}
-    return render(request, STATE_TEMPLATES[session.state], context)
+    return _bind(request, render(request, STATE_TEMPLATES[session.state], context), session)
 
 
 def _closed_message(study: Study) -> str:
@@ -119,15 +135,14 @@ def consent(request: HttpRequest, slug: str) -> HttpResponse:
         )
     except FlowError as error:
         return _flow_error_page(request, study, error)
-    _bind(request, study, session)
-    return redirect("elicitation:study", slug=slug)
+    return _bind(request, redirect("elicitation:study", slug=slug), session)
 
 
 def _session_or_error(request: HttpRequest, slug: str) -> Session:
     session = _bound_session(request, slug)
     if session is None:
         _study_or_404(slug)  # an unknown study is a 404, a known one without session a 403
-        raise FlowError("No session for this study in this browser.", status=403)
+        raise FlowError(NO_SESSION, status=403)
     return session
 
 
@@ -176,37 +191,44 @@ def _json_error(error: FlowError) -> JsonResponse:
     return JsonResponse({"error": error.message}, status=error.status)
 
 
+def _trial_body(live: LiveSession) -> dict:
+    upcoming = next_trial(live)
+    return {"session": live.session.token, "done": upcoming is None, "trial": upcoming}
+
+
 @require_GET
 def trial(request: HttpRequest, slug: str) -> JsonResponse:
     """The next trial to show, or done=true when the trials are over."""
-    try:
-        session = _session_or_error(request, slug)
-    except FlowError as error:
-        return _json_error(error)
-    upcoming = next_trial(session)
-    return JsonResponse({"session": session.token, "done": upcoming is None, "trial": upcoming})
+    live = live_session(request.COOKIES.get(_session_cookie(slug)), slug)
+    if live is None:
+        return _json_error(FlowError(NO_SESSION, status=403))
+    return JsonResponse(_trial_body(live))
 
 
 @require_POST
 def judgments(request: HttpRequest, slug: str) -> JsonResponse:
-    """Save one answer. 201 stored, 200 already stored (a retry), 4xx refused."""
+    """Save one answer. 201 stored, 200 already stored (a retry), 4xx refused.
+    The reply carries the next trial, so the page needs no second request."""
     try:
-        session = _session_or_error(request, slug)
+        token = request.COOKIES.get(_session_cookie(slug))
+        if not token:
+            raise FlowError(NO_SESSION, status=403)
         try:
             payload = json.loads(request.body)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise FlowError("The body must be JSON.") from None
         if not isinstance(payload, dict):
             raise FlowError("The body must be a JSON object.")
-        result = services.record_judgment(session, payload)
+        result = services.record_judgment(token, payload, slug)
     except FlowError as error:
         return _json_error(error)
     return JsonResponse(
         {
             "saved": True,
             "trial_index": result.judgment.trial_index,
-            "next": result.next_position,
+            "next": result.live.session.position,
             "finished": result.finished,
+            **_trial_body(result.live),
         },
         status=201 if result.created else 200,
     )

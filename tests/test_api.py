@@ -43,7 +43,7 @@ def answered_study(make_study):
         session = to_trials(start_session(study, RecruiterIds(pid, "prolific-study", f"s-{pid}")))
         for _ in range(2):
             session.refresh_from_db()
-            record_judgment(session, construct_answer(session))
+            record_judgment(session.token, construct_answer(session))
         sessions.append(session)
     return study, sessions
 

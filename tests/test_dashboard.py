@@ -19,7 +19,7 @@ def answer_all(session, rt_ms=2000.0):
         session.refresh_from_db()
         if session.position >= session.trial_count:
             return session
-        record_judgment(session, construct_answer(session, rt_ms=rt_ms))
+        record_judgment(session.token, construct_answer(session, rt_ms=rt_ms))
 
 
 def test_dashboard_shows_progress_plots_and_flags(make_study, staff):
@@ -84,7 +84,7 @@ def test_infer_dashboard_plots(make_study, staff):
     study = make_study("infer", n_pairs=2)
     session = to_trials(start_session(study, RecruiterIds()))
     record_judgment(
-        session,
+        session.token,
         {
             "session": session.token,
             "trial_index": 0,

@@ -51,7 +51,7 @@ def test_whole_construct_session(make_study):
     assert session.trial_count == 2 + 1  # 4 pairs over 2 conditions, one repeat
     for _ in range(session.trial_count):
         session.refresh_from_db()
-        result = record_judgment(session, construct_answer(session))
+        result = record_judgment(session.token, construct_answer(session))
         assert result.created
     session.refresh_from_db()
     assert session.state == Session.State.FEEDBACK
@@ -76,7 +76,7 @@ def test_select_shuffled_records_choice_and_order(make_study):
     payload = construct_answer(
         session, confidence=None, response={"chosen_lam": order[3], "order_shown": order}
     )
-    record_judgment(session, payload)
+    record_judgment(session.token, payload)
     judgment = Judgment.objects.get()
     assert judgment.lam == order[3] and judgment.response["order_shown"] == order
 
@@ -109,7 +109,7 @@ def test_bad_judgments_are_refused_and_store_nothing(make_study, change, status,
     payload = construct_answer(session)
     change(session, payload)
     with pytest.raises(FlowError, match=message) as err:
-        record_judgment(session, payload)
+        record_judgment(session.token, payload)
     assert err.value.status == status
     session.refresh_from_db()
     assert Judgment.objects.count() == 0 and session.position == 0
@@ -119,8 +119,8 @@ def test_replayed_key_is_stored_once(make_study):
     study = make_study("construct", ask_confidence=True)
     session = to_trials(start_session(study, RecruiterIds()))
     payload = construct_answer(session)
-    first = record_judgment(session, payload)
-    again = record_judgment(session, payload)
+    first = record_judgment(session.token, payload)
+    again = record_judgment(session.token, payload)
     assert first.created and not again.created
     assert again.judgment.pk == first.judgment.pk
     assert Judgment.objects.count() == 1
@@ -129,7 +129,7 @@ def test_replayed_key_is_stored_once(make_study):
 def test_judgments_before_trials_are_refused(make_study):
     session = start_session(make_study("construct", ask_confidence=True), RecruiterIds())
     with pytest.raises(FlowError, match="not open") as err:
-        record_judgment(session, construct_answer(session, index=0))
+        record_judgment(session.token, construct_answer(session, index=0))
     assert err.value.status == 409
 
 

@@ -27,7 +27,7 @@ INFER_OK = {"slider": 26, "confidence": 80, "slider_touched": True, "confidence_
 def test_infer_stores_raw_sliders_and_derived_values(make_study):
     session = to_trials(start_session(make_study("infer", n_pairs=2), RecruiterIds()))
     assert session.trial_count == 2 * 5 // 2 + 1  # 10 stimuli over 2 conditions, one repeat
-    record_judgment(session, envelope(session, INFER_OK))
+    record_judgment(session.token, envelope(session, INFER_OK))
     judgment = Judgment.objects.get()
     assert judgment.response["slider"] == 26 and judgment.response["confidence"] == 80
     assert judgment.lam == pytest.approx(0.74) and judgment.confidence == pytest.approx(0.8)
@@ -48,14 +48,14 @@ def test_infer_stores_raw_sliders_and_derived_values(make_study):
 def test_infer_rejections(make_study, change, message):
     session = to_trials(start_session(make_study("infer", n_pairs=2), RecruiterIds()))
     with pytest.raises(FlowError, match=message):
-        record_judgment(session, envelope(session, {**INFER_OK, **change}))
+        record_judgment(session.token, envelope(session, {**INFER_OK, **change}))
     assert Judgment.objects.count() == 0
 
 
 def test_infer_refuses_a_separate_confidence(make_study):
     session = to_trials(start_session(make_study("infer", n_pairs=2), RecruiterIds()))
     with pytest.raises(FlowError, match="separate confidence"):
-        record_judgment(session, envelope(session, INFER_OK, confidence=50))
+        record_judgment(session.token, envelope(session, INFER_OK, confidence=50))
     assert Judgment.objects.count() == 0
 
 
@@ -71,7 +71,7 @@ SOFT_OK = {
 def test_soft_label_stores_answers_and_top2_clamp(make_study):
     study = make_study("soft_label", n_pairs=2, soft_label_gamma=0.2)
     session = to_trials(start_session(study, RecruiterIds()))
-    record_judgment(session, envelope(session, SOFT_OK))
+    record_judgment(session.token, envelope(session, SOFT_OK))
     judgment = Judgment.objects.get()
     label = judgment.response["soft_label"]
     assert judgment.response["first_class"] == "Three" and judgment.response["gamma"] == 0.2
@@ -101,5 +101,5 @@ def test_soft_label_stores_answers_and_top2_clamp(make_study):
 def test_soft_label_rejections(make_study, change, message):
     session = to_trials(start_session(make_study("soft_label", n_pairs=2), RecruiterIds()))
     with pytest.raises(FlowError, match=message):
-        record_judgment(session, envelope(session, {**SOFT_OK, **change}))
+        record_judgment(session.token, envelope(session, {**SOFT_OK, **change}))
     assert Judgment.objects.count() == 0

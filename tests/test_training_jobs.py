@@ -33,7 +33,7 @@ def scripted_observers(study, count: int = 4, midpoint: float = 0.6) -> None:
                 for k in range(int(round(abs(midpoint - start) * 10)) + 1)
             ]
             record_judgment(
-                session,
+                session.token,
                 construct_answer(
                     session,
                     confidence=80,
@@ -241,7 +241,7 @@ def test_without_cifar10h_ce_uses_the_studies_soft_labels(
     for _ in range(session.trial_count):
         session.refresh_from_db()
         record_judgment(
-            session,
+            session.token,
             {
                 "session": session.token,
                 "trial_index": session.position,

@@ -1,5 +1,6 @@
 // The trial page: fetch the next trial, show it, save the answer the moment it is
-// given (one idempotency key per answer, retried until the server has it), repeat.
+// given (one idempotency key per answer, retried until the server has it); the
+// save's reply carries the trial after it.
 (function () {
   "use strict";
   const app = document.getElementById("trial-app");
@@ -247,10 +248,16 @@
   // --- the loop --------------------------------------------------------------------
   let sessionToken = null;
 
+  // On page load (and after a refusal) the next trial is fetched; after a saved
+  // answer it comes with the save's reply.
   async function loadNext() {
     app.replaceChildren(el("p", { class: "muted", id: "trial-status" }, "Loading…"));
     const { status, body } = await request(cfg.trialUrl, { method: "GET" });
     if (status !== 200) { fail(body.error || "Something went wrong."); return; }
+    showTrial(body);
+  }
+
+  async function showTrial(body) {
     sessionToken = body.session;
     if (body.done) { window.location.assign(cfg.studyUrl); return; }
     const trial = body.trial;
@@ -279,7 +286,7 @@
     });
     if (status === 200 || status === 201) {
       setProgress(trial.index + 1, trial.total);
-      loadNext();
+      showTrial(body);
     } else if (status === 409) {
       loadNext(); // the server knows better which trial is next
     } else {
