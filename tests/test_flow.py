@@ -213,8 +213,8 @@ def test_http_flow_and_consent_must_be_complete(make_study, client):
     assert trial["session"] == session.token and trial["trial"]["index"] == 0
     assert len(trial["trial"]["images"]) == 11
     save = reverse("elicitation:judgments", args=[study.slug])
+    shown = trial["trial"]
     for _ in range(trial["trial"]["total"]):
-        shown = client.get(reverse("elicitation:trial", args=[study.slug])).json()["trial"]
         order = [im["lam"] for im in shown["images"]]
         body = {
             "session": session.token,
@@ -225,7 +225,14 @@ def test_http_flow_and_consent_must_be_complete(make_study, client):
         }
         response = client.post(save, json.dumps(body), content_type="application/json")
         assert response.status_code == 201, response.content
-    assert client.get(reverse("elicitation:trial", args=[study.slug])).json()["done"]
+        # The reply carries the next trial: the same one a fresh fetch shows.
+        reply = response.json()
+        assert reply == {
+            **reply,
+            **client.get(reverse("elicitation:trial", args=[study.slug])).json(),
+        }
+        shown = reply["trial"]
+    assert reply["done"] and reply["finished"] and shown is None
     page = client.get(url)
     assert b"DONE-123" in page.content
     # Coming back later, even from another browser with the same PID: the completion page.
@@ -293,3 +300,23 @@ def test_control_characters_in_recruiter_ids_and_feedback_are_dropped(make_study
     Session.objects.filter(pk=session.pk).update(state="feedback")
     client.post(f"/s/{study.slug}/feedback/", {"f0": "fine\x00\nthanks"})
     assert Session.objects.get().feedback == {"Anything?": "fine\nthanks"}
+
+
+def test_study_edits_reach_sessions_already_running(make_study, client):
+    """Trial pages read the study from a per-process cache; saving the study renews it."""
+    study = make_study("construct", ask_confidence=False)
+    session = to_trials(start_session(study, RecruiterIds("edit")))
+    client.cookies[f"hillmix_{study.slug}"] = session.token
+    trial_url = reverse("elicitation:trial", args=[study.slug])
+    assert client.get(trial_url).json()["trial"]["ask_confidence"] is False
+    study.ask_confidence = True
+    study.save()
+    assert client.get(trial_url).json()["trial"]["ask_confidence"] is True
+    answer = construct_answer(session)
+    answer.pop("confidence")
+    response = client.post(
+        reverse("elicitation:judgments", args=[study.slug]),
+        json.dumps(answer),
+        content_type="application/json",
+    )
+    assert response.status_code == 400 and "asks for a confidence" in response.json()["error"]

@@ -95,6 +95,22 @@ def test_cookies_are_secure_when_debug_is_off(tmp_path):
     assert insecure.returncode != 0 and "SECRET_KEY" in insecure.stderr
 
 
+def test_participant_cookie_is_flagged_and_scoped_to_its_study(make_study, client, settings):
+    settings.SESSION_COOKIE_SECURE = True
+    study, other = make_study("construct", slug="one"), make_study("construct", slug="two")
+    client.get(f"/s/{study.slug}/")
+    client.post(f"/s/{study.slug}/consent/", {"consent_0": "on", "consent_1": "on"})
+    session = Session.objects.get()
+    cookie = client.cookies[f"hillmix_{study.slug}"]
+    assert cookie.value == session.token and cookie["path"] == f"/s/{study.slug}/"
+    assert cookie["secure"] and cookie["httponly"] and cookie["samesite"] == "Lax"
+    # The token opens its own study only, and a made-up one opens nothing.
+    client.cookies[f"hillmix_{other.slug}"] = session.token
+    assert client.get(f"/s/{other.slug}/trial/").status_code == 403
+    client.cookies[f"hillmix_{study.slug}"] = "made-up"
+    assert client.get(f"/s/{study.slug}/trial/").status_code == 403
+
+
 def test_session_starts_are_rate_limited_per_address(make_study, settings):
     settings.HILLMIX_SESSION_STARTS_PER_MINUTE = 3
     study = make_study("construct")
