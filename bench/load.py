@@ -74,7 +74,8 @@ study = Study.objects.create(
     slug="{SLUG}", title="Load", interface="construct", stimulus_set=grid, status="live",
     consent_text="-", consent_items=["yes", "yes"], instruction_pages=["read me"],
     quiz=[{{"question": "q", "options": ["a", "b"], "answer": 1}}],
-    feedback_questions=["any?"], repeat_trials=2, condition_count=4, ask_confidence=True)
+    feedback_questions=["any?"], repeat_trials=2, condition_count=4, ask_confidence=True,
+    completion_code="LOAD-DONE")
 build_conditions(study)
 with connection.cursor() as cur:
     cur.execute("CREATE TABLE bench_floor (id bigserial primary key, body bytea, "
@@ -137,27 +138,21 @@ async def think(think_s: float) -> None:
 
 async def participant(i: int, stats: Stats, think_s: float, arrive_s: float) -> None:
     await asyncio.sleep(arrive_s)
-    async with httpx.AsyncClient(base_url=BASE, timeout=60, follow_redirects=False) as web:
+    # Redirects are followed, so every page a browser would load is loaded.
+    async with httpx.AsyncClient(base_url=BASE, timeout=60, follow_redirects=True) as web:
         try:
-            await web.get(
-                f"/s/{SLUG}/",
-                params={
-                    "PROLIFIC_PID": f"load-{uuid.uuid4().hex}",
-                    "STUDY_ID": "bench",
-                    "SESSION_ID": str(i),
-                },
-            )
-            await web.get(f"/s/{SLUG}/")  # where the ids-stripping redirect leads
+            entry = {"PROLIFIC_PID": f"load-{uuid.uuid4().hex}", "STUDY_ID": "b", "SESSION_ID": "1"}
+            response = await web.get(f"/s/{SLUG}/", params=entry)  # then the consent page
             token = web.cookies["csrftoken"]
             form = {"csrfmiddlewaretoken": token}
             steps = [
-                ("consent", {"consent_0": "on", "consent_1": "on"}),
-                ("instructions", {}),
-                ("quiz", {"q0": "1"}),
+                ("consent", {"consent_0": "on", "consent_1": "on"}, 'id="instructions"'),
+                ("instructions", {}, 'id="quiz-submit"'),
+                ("quiz", {"q0": "1"}, 'id="trial-app"'),
             ]
-            for step, fields in steps:
+            for step, fields, next_page in steps:
                 response = await web.post(f"/s/{SLUG}/{step}/", data={**form, **fields})
-                if response.status_code != 302:
+                if response.status_code != 200 or next_page not in response.text:
                     stats.errors.append(f"{step}: {response.status_code}")
                     return
             headers = {"X-CSRFToken": token}
@@ -190,7 +185,7 @@ async def participant(i: int, stats: Stats, think_s: float, arrive_s: float) -> 
                 stats.judgments += 1
                 body = response.json()
             response = await web.post(f"/s/{SLUG}/feedback/", data={**form, "f0": "fine"})
-            if response.status_code != 302:
+            if response.status_code != 200 or "LOAD-DONE" not in response.text:
                 stats.errors.append(f"feedback: {response.status_code}")
         except httpx.HTTPError as exc:
             stats.errors.append(f"{type(exc).__name__}")

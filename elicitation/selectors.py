@@ -19,17 +19,6 @@ def study_by_slug(slug: str) -> Study | None:
     return Study.objects.select_related("stimulus_set__dataset").filter(slug=slug).first()
 
 
-def session_by_token(slug: str, token: str | None) -> Session | None:
-    """A session of the study `slug`, with its study, stimulus set and dataset."""
-    if not token:
-        return None
-    return (
-        Session.objects.select_related("study__stimulus_set__dataset")
-        .filter(token=token, study__slug=slug)
-        .first()
-    )
-
-
 def session_by_recruiter_pid(study: Study, pid: str) -> Session | None:
     if not pid:
         return None
@@ -75,8 +64,9 @@ class TrialItem:
 
 class StudyCatalog:
     """A study with its grid and its conditions' items, loaded once per process and
-    version of the study row. Stimulus sets are immutable once ready, and conditions
-    cannot change once sessions exist, so only the study row itself can go stale."""
+    version of the study row, and shared by its requests: read it, never change it.
+    Stimulus sets are immutable once ready, and conditions cannot change once
+    sessions exist, so only the study row itself can go stale."""
 
     def __init__(self, study: Study, version: object) -> None:
         self.study = study

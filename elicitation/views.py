@@ -21,7 +21,6 @@ from .selectors import (
     next_trial,
     progress,
     session_by_recruiter_pid,
-    session_by_token,
     study_by_slug,
 )
 from .services import NO_SESSION, FlowError, RecruiterIds
@@ -45,9 +44,14 @@ def _session_cookie(slug: str) -> str:
     return f"hillmix_{slug}"
 
 
+def _live_session(request: HttpRequest, slug: str) -> LiveSession | None:
+    """The session this browser holds in the study (one query; the study is cached)."""
+    return live_session(request.COOKIES.get(_session_cookie(slug)), slug)
+
+
 def _bound_session(request: HttpRequest, slug: str) -> Session | None:
-    """The session this browser holds in the study, with its study loaded (one query)."""
-    return session_by_token(slug, request.COOKIES.get(_session_cookie(slug)))
+    live = _live_session(request, slug)
+    return live.session if live else None
 
 
 def _bind(request: HttpRequest, response: HttpResponse, session: Session) -> HttpResponse:
@@ -199,7 +203,7 @@ def _trial_body(live: LiveSession) -> dict:
 @require_GET
 def trial(request: HttpRequest, slug: str) -> JsonResponse:
     """The next trial to show, or done=true when the trials are over."""
-    live = live_session(request.COOKIES.get(_session_cookie(slug)), slug)
+    live = _live_session(request, slug)
     if live is None:
         return _json_error(FlowError(NO_SESSION, status=403))
     return JsonResponse(_trial_body(live))
