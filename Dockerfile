@@ -11,5 +11,5 @@ RUN pip install .
 COPY . .
 RUN DATABASE_URL=sqlite:////tmp/build.sqlite3 python manage.py collectstatic --noinput
 EXPOSE 8000
-# The access log format leaves out query strings (recruiter ids arrive in them).
-CMD ["gunicorn", "hillmix_site.wsgi", "--bind", "0.0.0.0:8000", "--workers", "4", "--threads", "4", "--worker-class", "gthread", "--access-logfile", "-", "--access-logformat", "%(h)s %(t)s \"%(m)s %(U)s\" %(s)s %(b)s %(L)s"]
+# Settings (workers, threads, an access log without query strings): gunicorn.conf.py
+CMD ["gunicorn", "hillmix_site.wsgi"]

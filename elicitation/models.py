@@ -183,8 +183,15 @@ class Session(models.Model):
 class Judgment(models.Model):
     """One answer to one trial, saved the moment it is given."""
 
-    session = models.ForeignKey(Session, on_delete=models.PROTECT, related_name="judgments")
-    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="judgments")
+    # No single-column indexes on session and study: the (session, trial_index) and
+    # (study, interface) indexes below serve those lookups, and every index is paid
+    # for on each saved answer.
+    session = models.ForeignKey(
+        Session, on_delete=models.PROTECT, related_name="judgments", db_index=False
+    )
+    study = models.ForeignKey(
+        Study, on_delete=models.PROTECT, related_name="judgments", db_index=False
+    )
     trial_index = models.PositiveIntegerField()
     interface = models.CharField(max_length=20, choices=Interface.choices)
     pair = models.ForeignKey(Pair, on_delete=models.PROTECT)

@@ -3,9 +3,15 @@
 import json
 import logging
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -13,6 +19,8 @@ from django.test import Client
 
 from elicitation.models import Judgment, Session
 from tests.test_flow import construct_answer
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def consent(client, study, **extra):
@@ -127,6 +135,50 @@ def test_session_starts_are_rate_limited_per_address(make_study, settings):
     elsewhere.get(f"/s/{study.slug}/")
     assert consent(elsewhere, study).status_code == 302
     assert "10.1.2.3" not in str(list(Session.objects.values_list("start_address", flat=True)))
+
+
+def test_deployed_access_log_leaves_out_query_strings(tmp_path):
+    """gunicorn as deployed (gunicorn.conf.py) logs requests without recruiter ids."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "WEB_BIND": f"127.0.0.1:{port}",
+        "WEB_WORKERS": "1",
+        "DEBUG": "false",
+        "SECRET_KEY": "x" * 50,
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECURE_COOKIES": "false",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db'}",
+        "DJANGO_SETTINGS_MODULE": "hillmix_site.settings",
+    }
+    log = tmp_path / "access.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "hillmix_site.wsgi"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}/no-such-page/?PROLIFIC_PID=PID-SECRET-7&STUDY_ID=ST-SECRET"
+        deadline = time.monotonic() + 60
+        while "no-such-page" not in log.read_text() and time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(url, timeout=5)
+            except urllib.error.HTTPError as error:
+                assert error.code == 404
+            except OSError:
+                time.sleep(0.3)  # not listening yet
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    text = log.read_text()
+    assert '"GET /no-such-page/" 404' in text
+    assert "SECRET" not in text and "PROLIFIC_PID" not in text
 
 
 def test_recruiter_ids_stay_out_of_pages_logs_and_default_exports(make_study, caplog, admin_client):
