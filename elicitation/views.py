@@ -54,9 +54,10 @@ def _bound_session(request: HttpRequest, slug: str) -> Session | None:
     return live.session if live else None
 
 
-def _bind(request: HttpRequest, response: HttpResponse, session: Session) -> HttpResponse:
+def _bind(
+    request: HttpRequest, response: HttpResponse, slug: str, session: Session
+) -> HttpResponse:
     """Remember the session in this browser (a cookie sent only to the study's pages)."""
-    slug = session.study.slug
     if request.COOKIES.get(_session_cookie(slug)) != session.token:
         response.set_cookie(
             _session_cookie(slug),
@@ -107,10 +108,11 @@ def study_page(request: HttpRequest, slug: str) -> HttpResponse:
             return redirect("elicitation:study", slug=slug)
         return render(request, "elicitation/consent.html", {"study": study})
     if any(key in request.GET for key in RECRUITER_PARAMS):
-        return _bind(request, redirect("elicitation:study", slug=slug), session)
+        return _bind(request, redirect("elicitation:study", slug=slug), slug, session)
     services.touch(session)
     context = {"study": study, "session": session, "progress": progress(session)}
-    return _bind(request, render(request, STATE_TEMPLATES[session.state], context), session)
+    page = render(request, STATE_TEMPLATES[session.state], context)
+    return _bind(request, page, slug, session)
 
 
 def _closed_message(study: Study) -> str:
@@ -139,7 +141,7 @@ def consent(request: HttpRequest, slug: str) -> HttpResponse:
         )
     except FlowError as error:
         return _flow_error_page(request, study, error)
-    return _bind(request, redirect("elicitation:study", slug=slug), session)
+    return _bind(request, redirect("elicitation:study", slug=slug), slug, session)
 
 
 def _session_or_error(request: HttpRequest, slug: str) -> Session:
