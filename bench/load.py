@@ -13,6 +13,7 @@ server (the framework's floor), driven the same way:
   * at a participant's pace: 200 participants arriving over 60 s and pausing
     --think-ms (0.5x to 1.5x) before each answer; H-Mix people took 10 to 20 s.
     Here the latencies are what a participant feels.
+The generator's cycle collector is off during a phase (see without_gc_pauses).
 
     .venv/bin/python bench/load.py [--participants 50 200] [--paced 200] [--think-ms 5000]
     BENCH_PG=postgres://postgres@127.0.0.1:5432 (default) selects the server.
@@ -20,6 +21,7 @@ server (the framework's floor), driven the same way:
 
 import argparse
 import asyncio
+import gc
 import os
 import random
 import signal
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Coroutine
 from pathlib import Path
 
 import httpx
@@ -229,6 +232,18 @@ async def run(n: int, think_s: float, arrival_s: float, floor_requests: int) -> 
     return stats, platform_s, floor, time.perf_counter() - start
 
 
+def without_gc_pauses(phase: Coroutine) -> tuple:
+    """Run a phase with the generator's cycle collector off: one process plays every
+    participant, so each of its pauses (tens of ms) would be added to every request in
+    flight, which no participant's own browser would do."""
+    gc.collect()
+    gc.disable()
+    try:
+        return asyncio.run(phase)
+    finally:
+        gc.enable()
+
+
 def report(n: int, stats: Stats, seconds: float, floor: Stats, floor_s: float) -> None:
     rate, floor_rate = stats.judgments / seconds, floor.judgments / floor_s
     first = f" (first: {stats.errors[0]})" if stats.errors else ""
@@ -269,14 +284,14 @@ def main() -> None:
             print("\nAs fast as the server allows:")
         for n in args.participants:
             # floor clients write as many rows as participants give answers
-            report(n, *asyncio.run(run(n, 0.0, 0.0, TRIALS)))
+            report(n, *without_gc_pauses(run(n, 0.0, 0.0, TRIALS)))
         for n in args.paced:
             print(
                 f"\nAt a participant's pace: arrivals over {args.arrival_s:.0f} s, "
                 f"{args.think_ms / 1000:.1f} s (0.5x-1.5x) before each answer:"
             )
             # the floor at the same pace; fewer rows per client keep the run short
-            report(n, *asyncio.run(run(n, args.think_ms / 1000, args.arrival_s, 8)))
+            report(n, *without_gc_pauses(run(n, args.think_ms / 1000, args.arrival_s, 8)))
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
