@@ -278,9 +278,7 @@ def record_judgment(token: str, payload: dict, slug: str | None = None) -> SaveR
         with transaction.atomic():
             # Lock only the session row: answers of one session go one at a time,
             # while other participants' answers proceed in parallel.
-            live = live_session(token, slug, lock=True)
-            if live is None:
-                raise FlowError(NO_SESSION, status=403)
+            live = _live_or_refuse(token, slug, lock=True)
             locked = live.session
             if locked.state != Session.State.TRIALS or data["trial_index"] != locked.position:
                 return _replay_or_refuse(live, data)
@@ -288,8 +286,15 @@ def record_judgment(token: str, payload: dict, slug: str | None = None) -> SaveR
     except IntegrityError:
         # The key is taken (the row lock rules out a second answer to this trial on
         # PostgreSQL; on SQLite a concurrent duplicate can land here too).
-        return _replay_or_refuse(live_session(token, slug), data)
+        return _replay_or_refuse(_live_or_refuse(token, slug), data)
     return SaveResult(judgment, True, live)
+
+
+def _live_or_refuse(token: str, slug: str | None, lock: bool = False) -> LiveSession:
+    live = live_session(token, slug, lock=lock)
+    if live is None:
+        raise FlowError(NO_SESSION, status=403)
+    return live
 
 
 def _replay_or_refuse(live: LiveSession, data: dict) -> SaveResult:
@@ -332,6 +337,10 @@ def _store_judgment(live: LiveSession, data: dict) -> Judgment:
     )
     if not response.is_valid():
         raise FlowError("response: " + first_error(response.errors))
+    derived = {
+        "confidence": None if confidence is None else confidence / 100.0,
+        **response.derived(),  # an Infer answer brings its own confidence
+    }
     judgment = Judgment.objects.create(
         session_id=locked.pk,
         study_id=study.pk,
@@ -345,7 +354,7 @@ def _store_judgment(live: LiveSession, data: dict) -> Judgment:
         client_started_at=data.get("client_started_at"),
         client_answered_at=data.get("client_answered_at"),
         idempotency_key=data["idempotency_key"],
-        **{"confidence": None if confidence is None else confidence / 100.0, **response.derived()},
+        **derived,
     )
     now = timezone.now()
     locked.position += 1
