@@ -170,7 +170,10 @@ class Session(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["study", "participant"], name="one_session_per_study"),
         ]
-        indexes = [models.Index(fields=["condition", "state", "last_seen_at"])]
+        # Not last_seen_at: every saved answer moves it, and with it in an index
+        # PostgreSQL rewrites all of this table's indexes per answer instead of
+        # updating the row in place (a HOT update).
+        indexes = [models.Index(fields=["condition", "state"], name="session_condition_state")]
 
     def __str__(self) -> str:
         return f"{self.study.slug}:{self.participant.public_id}"
