@@ -1,7 +1,7 @@
 """Reading the published H-Mix jsPsych exports into plain trials. Pure Python.
 
 Each reader returns the trials of one interface in file order, in the shape our
-Judgment rows use (response payloads of elicitation.serializers), plus what is
+Judgment rows use (response payloads of elicitation.answers), plus what is
 needed to write them back in the H-Mix column layout.
 """
 

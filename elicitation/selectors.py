@@ -132,14 +132,12 @@ _LIVE_COLUMNS = tuple(
 _TRIAL_ORDER = _LIVE_COLUMNS.index("trial_order")
 
 
-def _live_session(where: str, params: list, lock: bool) -> LiveSession | None:
+def _live_session(where: str, params: list) -> LiveSession | None:
     columns = ", ".join(f"s.{name}" for name in _LIVE_COLUMNS)
     sql = (
         f"SELECT {columns}, st.updated_at FROM {Session._meta.db_table} s "
         f"JOIN {Study._meta.db_table} st ON st.id = s.study_id WHERE {where}"
     )
-    if lock and connection.features.has_select_for_update_of:
-        sql += " FOR UPDATE OF s"  # the session row only: other participants go on
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
@@ -154,16 +152,14 @@ def _live_session(where: str, params: list, lock: bool) -> LiveSession | None:
     return LiveSession(session, catalog)
 
 
-def live_session(
-    token: str | None, slug: str | None = None, lock: bool = False
-) -> LiveSession | None:
+def live_session(token: str | None, slug: str | None = None) -> LiveSession | None:
     """The session holding `token` (in the study `slug`, when given), for the trial
-    endpoints. With lock=True the row stays locked until the transaction ends."""
+    endpoints."""
     if not token:
         return None
     if slug is None:
-        return _live_session("s.token = %s", [token], lock)
-    return _live_session("s.token = %s AND st.slug = %s", [token, slug], lock)
+        return _live_session("s.token = %s", [token])
+    return _live_session("s.token = %s AND st.slug = %s", [token, slug])
 
 
 def next_trial(live: LiveSession) -> dict | None:

@@ -6,7 +6,7 @@ import hashlib
 import random
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -17,6 +17,15 @@ from django.utils import timezone
 
 from datasets.selectors import pairs_of_set, stimuli_of_set
 
+from .answers import (
+    ANSWER_READERS,
+    OWN_CONFIDENCE,
+    Answer,
+    AnswerError,
+    Envelope,
+    TrialContext,
+    read_envelope,
+)
 from .models import (
     GRID_INTERFACES,
     Condition,
@@ -34,7 +43,6 @@ from .selectors import (
     live_session,
     session_by_recruiter_pid,
 )
-from .serializers import RESPONSE_SERIALIZERS, JudgmentEnvelope, first_error
 
 NO_SESSION = "No session for this study in this browser."
 
@@ -265,107 +273,117 @@ def record_judgment(token: str, payload: dict, slug: str | None = None) -> SaveR
     """Validate and store one answer of the session holding `token`, exactly once.
 
     A replay of a stored idempotency key returns the stored row; an answer for any
-    trial but the next expected one, or one that fails its interface's schema, is
+    trial but the next expected one, or one that fails its interface's checks, is
     refused with nothing stored.
     """
-    envelope = JudgmentEnvelope(data=payload)
-    if not envelope.is_valid():
-        raise FlowError(first_error(envelope.errors))
-    data = envelope.validated_data
-    if data["session"] != token:
-        raise FlowError("This answer belongs to another session.", status=403)
     try:
-        with transaction.atomic():
-            # Lock only the session row: answers of one session go one at a time,
-            # while other participants' answers proceed in parallel.
-            live = _live_or_refuse(token, slug, lock=True)
-            locked = live.session
-            if locked.state != Session.State.TRIALS or data["trial_index"] != locked.position:
-                return _replay_or_refuse(live, data)
-            judgment = _store_judgment(live, data)
+        envelope = read_envelope(payload)
+    except AnswerError as error:
+        raise FlowError(str(error)) from None
+    if envelope.session != token:
+        raise FlowError("This answer belongs to another session.", status=403)
+    live = _live_or_refuse(token, slug)
+    session = live.session
+    if session.state != Session.State.TRIALS or envelope.trial_index != session.position:
+        return _replay_or_refuse(live, envelope)
+    answer = _read_answer(live, envelope)
+    try:
+        judgment = _store_judgment(live, envelope, answer)
     except IntegrityError:
-        # The key is taken (the row lock rules out a second answer to this trial on
-        # PostgreSQL; on SQLite a concurrent duplicate can land here too).
-        return _replay_or_refuse(_live_or_refuse(token, slug), data)
+        judgment = None  # the key was used before (or just now, by a concurrent request)
+    if judgment is None:
+        return _replay_or_refuse(_live_or_refuse(token, slug), envelope)
     return SaveResult(judgment, True, live)
 
 
-def _live_or_refuse(token: str, slug: str | None, lock: bool = False) -> LiveSession:
-    live = live_session(token, slug, lock=lock)
+def _live_or_refuse(token: str, slug: str | None) -> LiveSession:
+    live = live_session(token, slug)
     if live is None:
         raise FlowError(NO_SESSION, status=403)
     return live
 
 
-def _replay_or_refuse(live: LiveSession, data: dict) -> SaveResult:
+def _replay_or_refuse(live: LiveSession, envelope: Envelope) -> SaveResult:
     """An answer that is not for the next open trial: a retry of a stored one, or a 409."""
-    locked = live.session
-    replay = Judgment.objects.filter(idempotency_key=data["idempotency_key"]).first()
+    session = live.session
+    replay = Judgment.objects.filter(idempotency_key=envelope.idempotency_key).first()
     if replay is not None:
-        if replay.session_id != locked.pk or replay.trial_index != data["trial_index"]:
+        if replay.session_id != session.pk or replay.trial_index != envelope.trial_index:
             raise FlowError("This idempotency key was used for another answer.", status=409)
         return SaveResult(replay, False, live)
-    if locked.state != Session.State.TRIALS:
-        raise FlowError(f"Trials are not open now (you are at: {locked.state}).", status=409)
+    if session.state != Session.State.TRIALS:
+        raise FlowError(f"Trials are not open now (you are at: {session.state}).", status=409)
     raise FlowError(
-        f"Trial {data['trial_index']} is not the next one expected ({locked.position}).",
+        f"Trial {envelope.trial_index} is not the next one expected ({session.position}).",
         status=409,
     )
 
 
-def _store_judgment(live: LiveSession, data: dict) -> Judgment:
-    """Validate the answer against what the trial showed, store it, advance the session."""
-    locked, catalog = live.session, live.catalog
-    study = catalog.study
-    spec = locked.trial_order[locked.position]
-    item = catalog.item(locked.condition_id, spec["item"])
-    serializer_class = RESPONSE_SERIALIZERS[study.interface]
-    confidence = data.get("confidence")
-    if serializer_class.has_own_confidence or not study.ask_confidence:
-        if confidence is not None:
+def _read_answer(live: LiveSession, envelope: Envelope) -> Answer:
+    """The answer checked against what its trial showed, or a 400."""
+    session, study = live.session, live.catalog.study
+    own_confidence = study.interface in OWN_CONFIDENCE
+    if own_confidence or not study.ask_confidence:
+        if envelope.confidence is not None:
             raise FlowError("confidence: this study does not ask for a separate confidence")
-    elif confidence is None:
+    elif envelope.confidence is None:
         raise FlowError("confidence: this study asks for a confidence between 0 and 100")
-    response = serializer_class(
-        data=data["response"],
-        context={
-            "trial": spec,
-            "grid": catalog.grid,
-            "study": study,
-            "class_names": study.stimulus_set.dataset.class_names,
-        },
+    context = TrialContext(
+        trial=session.trial_order[session.position],
+        grid=live.catalog.grid,
+        class_names=study.stimulus_set.dataset.class_names,
+        soft_label_gamma=study.soft_label_gamma,
     )
-    if not response.is_valid():
-        raise FlowError("response: " + first_error(response.errors))
-    derived = {
-        "confidence": None if confidence is None else confidence / 100.0,
-        **response.derived(),  # an Infer answer brings its own confidence
-    }
-    judgment = Judgment.objects.create(
-        session_id=locked.pk,
-        study_id=study.pk,
-        trial_index=locked.position,
-        interface=study.interface,
-        pair_id=item.pair_id,
-        stimulus_id=item.stimulus_id,
-        is_repeat=bool(spec.get("repeat")),
-        response=response.validated_data,
-        rt_ms=data["rt_ms"],
-        client_started_at=data.get("client_started_at"),
-        client_answered_at=data.get("client_answered_at"),
-        idempotency_key=data["idempotency_key"],
-        **derived,
-    )
+    try:
+        answer = ANSWER_READERS[study.interface](envelope.response, context)
+    except AnswerError as error:
+        raise FlowError(f"response: {error}") from None
+    if not own_confidence and envelope.confidence is not None:
+        answer = replace(answer, confidence=envelope.confidence / 100.0)
+    return answer
+
+
+def _store_judgment(live: LiveSession, envelope: Envelope, answer: Answer) -> Judgment | None:
+    """Store the answer and advance the session, or store nothing (None) when the
+    session moved on since it was read: a concurrent save of the same trial won."""
+    session, catalog = live.session, live.catalog
+    study = catalog.study
+    spec = session.trial_order[session.position]
+    item = catalog.item(session.condition_id, spec["item"])
     now = timezone.now()
-    locked.position += 1
-    changes = {"position": locked.position, "last_seen_at": now}
-    if locked.position >= locked.trial_count:
-        locked.state = changes["state"] = (
+    changes = {"position": session.position + 1, "last_seen_at": now}
+    if changes["position"] >= session.trial_count:
+        changes["state"] = (
             Session.State.FEEDBACK if study.feedback_questions else Session.State.COMPLETE
         )
-        if locked.state == Session.State.COMPLETE:
+        if changes["state"] == Session.State.COMPLETE:
             changes["completed_at"] = now
-    Session.objects.filter(pk=locked.pk).update(**changes)
+    with transaction.atomic():
+        # The position check makes the update the lock: answers of one session go one
+        # at a time, and a second answer to the same trial finds nothing to update.
+        advanced = Session.objects.filter(
+            pk=session.pk, state=Session.State.TRIALS, position=session.position
+        ).update(**changes)
+        if not advanced:
+            return None
+        judgment = Judgment.objects.create(
+            session_id=session.pk,
+            study_id=study.pk,
+            trial_index=session.position,
+            interface=study.interface,
+            pair_id=item.pair_id,
+            stimulus_id=item.stimulus_id,
+            is_repeat=bool(spec.get("repeat")),
+            response=answer.response,
+            lam=answer.lam,
+            confidence=answer.confidence,
+            rt_ms=envelope.rt_ms,
+            client_started_at=envelope.client_started_at,
+            client_answered_at=envelope.client_answered_at,
+            idempotency_key=envelope.idempotency_key,
+        )
+    for field, value in changes.items():
+        setattr(session, field, value)
     return judgment
 
 

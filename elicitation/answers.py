@@ -1,0 +1,324 @@
+"""Validation of what participants send with each answer: the envelope every
+interface shares, and one reader per interface that checks the answer against what
+its trial showed and returns what is stored.
+
+Plain functions rather than DRF serializers: this runs for every saved answer, and a
+serializer deep-copies its fields each time one is built, which was a quarter of a
+save's CPU under load. Messages name the field first ("rt_ms: ..."), as the page and
+the analysts read them.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .models import Interface
+from .soft_labels import top2_clamp
+
+LAM_TOLERANCE = 1e-6
+MAX_RT_MS = 24 * 3600 * 1000
+MISSING = object()
+
+
+class AnswerError(ValueError):
+    """An answer refused as it stands; the message says which field and why."""
+
+
+# --- Fields ------------------------------------------------------------------------
+
+
+def _value(data: dict, name: str, required: bool, nullable: bool) -> Any:
+    value = data.get(name, MISSING)
+    if value is MISSING and required:
+        raise AnswerError(f"{name}: This field is required.")
+    if value is None and not nullable:
+        raise AnswerError(f"{name}: This field may not be null.")
+    return value
+
+
+def _bounded(name: str, value: float, low: float | None, high: float | None) -> None:
+    if low is not None and value < low:
+        raise AnswerError(f"{name}: Ensure this value is greater than or equal to {low}.")
+    if high is not None and value > high:
+        raise AnswerError(f"{name}: Ensure this value is less than or equal to {high}.")
+
+
+def _as_number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise AnswerError(f"{name}: A valid number is required.")
+    if not math.isfinite(value):
+        raise AnswerError(f"{name}: A finite number is required.")
+    return float(value)
+
+
+def number(
+    data: dict,
+    name: str,
+    low: float | None = None,
+    high: float | None = None,
+    required: bool = True,
+    nullable: bool = False,
+) -> float | None:
+    value = _value(data, name, required, nullable)
+    if value is MISSING or value is None:
+        return None
+    result = _as_number(name, value)
+    _bounded(name, result, low, high)
+    return result
+
+
+def integer(
+    data: dict,
+    name: str,
+    low: int | None = None,
+    high: int | None = None,
+    required: bool = True,
+    nullable: bool = False,
+) -> int | None:
+    value = _value(data, name, required, nullable)
+    if value is MISSING or value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON numbers from a page: 60.0 is 60
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise AnswerError(f"{name}: A valid integer is required.")
+    _bounded(name, value, low, high)
+    return value
+
+
+def text(
+    data: dict, name: str, max_length: int, required: bool = True, nullable: bool = False
+) -> str | None:
+    value = _value(data, name, required, nullable)
+    if value is MISSING or value is None:
+        return None
+    return _as_text(name, value, max_length)
+
+
+def _as_text(name: str, value: Any, max_length: int) -> str:
+    if not isinstance(value, str):
+        raise AnswerError(f"{name}: Not a valid string.")
+    if not value.strip():
+        raise AnswerError(f"{name}: This field may not be blank.")
+    if len(value) > max_length:
+        raise AnswerError(f"{name}: Ensure this field has no more than {max_length} characters.")
+    return value
+
+
+def boolean(data: dict, name: str) -> bool:
+    value = _value(data, name, required=True, nullable=False)
+    if not isinstance(value, bool):
+        raise AnswerError(f"{name}: Must be a valid boolean.")
+    return value
+
+
+def listing(
+    data: dict,
+    name: str,
+    item: Callable[[str, Any], Any],
+    min_length: int = 0,
+    max_length: int = 1000,
+    required: bool = True,
+) -> list | None:
+    """A list whose items pass `item(name, value)`."""
+    value = _value(data, name, required, nullable=False)
+    if value is MISSING:
+        return None
+    if not isinstance(value, list):
+        raise AnswerError(f"{name}: Expected a list of items.")
+    if not min_length <= len(value) <= max_length:
+        raise AnswerError(f"{name}: Expected between {min_length} and {max_length} items.")
+    return [item(name, entry) for entry in value]
+
+
+# --- The envelope --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What every interface sends around its answer."""
+
+    session: str
+    trial_index: int
+    idempotency_key: uuid.UUID
+    rt_ms: float
+    client_started_at: int | None
+    client_answered_at: int | None
+    confidence: int | None  # 0-100, for studies that ask for a separate confidence
+    response: dict
+
+
+def read_envelope(payload: dict) -> Envelope:
+    key = _value(payload, "idempotency_key", required=True, nullable=False)
+    try:
+        idempotency_key = uuid.UUID(key) if isinstance(key, str) else None
+    except ValueError:
+        idempotency_key = None
+    if idempotency_key is None:
+        raise AnswerError("idempotency_key: Must be a valid UUID.")
+    response = _value(payload, "response", required=True, nullable=False)
+    if not isinstance(response, dict):
+        raise AnswerError("response: Expected a dictionary of items.")
+    return Envelope(
+        session=text(payload, "session", max_length=64),
+        trial_index=integer(payload, "trial_index", low=0),
+        idempotency_key=idempotency_key,
+        rt_ms=number(payload, "rt_ms", low=0.001, high=MAX_RT_MS),
+        client_started_at=integer(
+            payload, "client_started_at", low=0, required=False, nullable=True
+        ),
+        client_answered_at=integer(
+            payload, "client_answered_at", low=0, required=False, nullable=True
+        ),
+        confidence=integer(payload, "confidence", 0, 100, required=False, nullable=True),
+        response=response,
+    )
+
+
+# --- The interfaces' answers -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What the trial showed: its entry in the session's trial order, the stimulus
+    set's lam grid, the dataset's class names and the study's soft-label gamma."""
+
+    trial: dict
+    grid: list[float]
+    class_names: list[str]
+    soft_label_gamma: float
+
+
+@dataclass(frozen=True)
+class Answer:
+    response: dict  # stored as Judgment.response
+    lam: float | None  # chosen (grid) or perceived (Infer) lam of the pair's first image
+    confidence: float | None = None  # 0-1, for answers with their own confidence slider
+
+
+def grid_index(value: float, grid: list[float]) -> int:
+    """Position of value on the stimulus set's lam grid."""
+    for i, lam in enumerate(grid):
+        if abs(lam - value) < LAM_TOLERANCE:
+            return i
+    raise AnswerError(f"lam {value} is not on the grid {grid}")
+
+
+def read_construct(data: dict, context: TrialContext) -> Answer:
+    start = number(data, "start_lam")
+    final = number(data, "final_lam")
+    history = listing(data, "history", _as_number, min_length=1, max_length=500)
+    grid = context.grid
+    steps = [grid_index(lam, grid) for lam in history]
+    if abs(start - context.trial["start_lam"]) > LAM_TOLERANCE:
+        raise AnswerError("start_lam is not the lam this trial started at")
+    if steps[0] != grid_index(start, grid):
+        raise AnswerError("history must begin at start_lam")
+    if steps[-1] != grid_index(final, grid):
+        raise AnswerError("history must end at final_lam")
+    if any(abs(b - a) != 1 for a, b in zip(steps, steps[1:], strict=False)):
+        raise AnswerError("history may only move one grid step at a time")
+    final = grid[steps[-1]]
+    return Answer(
+        {"start_lam": start, "final_lam": final, "history": [grid[i] for i in steps]}, final
+    )
+
+
+def read_select_shuffled(data: dict, context: TrialContext) -> Answer:
+    chosen = number(data, "chosen_lam")
+    order_shown = listing(data, "order_shown", _as_number, max_length=100)
+    shown = context.trial["order"]
+    if len(order_shown) != len(shown) or any(
+        abs(a - b) > LAM_TOLERANCE for a, b in zip(order_shown, shown, strict=True)
+    ):
+        raise AnswerError("order_shown is not the order this trial showed")
+    chosen = context.grid[grid_index(chosen, context.grid)]
+    return Answer({"chosen_lam": chosen, "order_shown": order_shown}, chosen)
+
+
+def read_infer(data: dict, context: TrialContext) -> Answer:
+    """Slider from "100% class 1" (0) to "100% class 2" (100), and a confidence slider.
+    The page sends `touched` flags; an untouched slider is refused, as the participant
+    was asked to move it."""
+    slider = integer(data, "slider", 0, 100)
+    confidence = integer(data, "confidence", 0, 100)
+    slider_touched = boolean(data, "slider_touched")
+    confidence_touched = boolean(data, "confidence_touched")
+    if not (slider_touched and confidence_touched):
+        raise AnswerError("both sliders must be moved before answering")
+    perceived = round(1.0 - slider / 100.0, 4)
+    response = {
+        "slider": slider,
+        "confidence": confidence,
+        "slider_touched": slider_touched,
+        "confidence_touched": confidence_touched,
+        "perceived_lam": perceived,
+    }
+    return Answer(response, perceived, confidence / 100.0)
+
+
+def _class_name(name: str, value: Any) -> str:
+    return _as_text(name, value, max_length=50)
+
+
+def read_soft_label(data: dict, context: TrialContext) -> Answer:
+    """Most probable class and its probability, an optional second class, the
+    impossible classes; stored with its Top-2 Clamp soft label."""
+    first = text(data, "first_class", max_length=50)
+    first_prob = number(data, "first_prob", 0, 100)
+    second = text(data, "second_class", max_length=50, required=False, nullable=True)
+    second_prob = number(data, "second_prob", 0, 100, required=False, nullable=True)
+    impossible = listing(data, "impossible", _class_name, required=False) or []
+    names = list(context.class_names)
+    unknown = [c for c in [first, second, *impossible] if c and c not in names]
+    if unknown:
+        raise AnswerError(f"unknown classes: {unknown}")
+    if first_prob <= 0:
+        raise AnswerError("the most probable class needs a probability > 0")
+    if second is None and second_prob not in (None, 0):
+        raise AnswerError("a second probability needs a second class")
+    if second is not None:
+        if second == first:
+            raise AnswerError("the second class must differ from the first")
+        if second_prob is None:
+            raise AnswerError("give the second class a probability")
+        if second_prob > first_prob:
+            raise AnswerError("the second class cannot be more probable than the first")
+    if {first, second} & set(impossible):
+        raise AnswerError("a chosen class cannot also be impossible")
+    if len(set(impossible)) != len(impossible):
+        raise AnswerError("an impossible class is listed twice")
+    gamma = context.soft_label_gamma
+    label = top2_clamp(
+        len(names),
+        names.index(first),
+        first_prob / 100.0,
+        names.index(second) if second else None,
+        (second_prob or 0.0) / 100.0,
+        [names.index(c) for c in impossible],
+        gamma=gamma,
+    )
+    response = {
+        "first_class": first,
+        "first_prob": first_prob,
+        "second_class": second,
+        "second_prob": second_prob if second else None,
+        "impossible": impossible,
+        "soft_label": [round(float(x), 10) for x in label],
+        "gamma": gamma,
+    }
+    return Answer(response, None)
+
+
+ANSWER_READERS: dict[str, Callable[[dict, TrialContext], Answer]] = {
+    Interface.CONSTRUCT: read_construct,
+    Interface.SELECT_SHUFFLED: read_select_shuffled,
+    Interface.INFER: read_infer,
+    Interface.SOFT_LABEL: read_soft_label,
+}
+# Interfaces whose answer carries its own confidence slider.
+OWN_CONFIDENCE = {Interface.INFER}
