@@ -126,6 +126,22 @@ def test_replayed_key_is_stored_once(make_study):
     assert Judgment.objects.count() == 1
 
 
+def test_a_key_reused_for_the_next_trial_is_refused_and_changes_nothing(make_study):
+    study = make_study("construct", ask_confidence=True)
+    session = to_trials(start_session(study, RecruiterIds()))
+    first = construct_answer(session)
+    record_judgment(session.token, first)
+    session.refresh_from_db()
+    reused = {**construct_answer(session), "idempotency_key": first["idempotency_key"]}
+    with pytest.raises(FlowError, match="used for another answer") as err:
+        record_judgment(session.token, reused)
+    assert err.value.status == 409
+    session.refresh_from_db()
+    assert Judgment.objects.count() == 1 and session.position == 1
+    # The refusal left the connection usable and the session open for a fresh key.
+    assert record_judgment(session.token, construct_answer(session)).created
+
+
 def test_judgments_before_trials_are_refused(make_study):
     session = start_session(make_study("construct", ask_confidence=True), RecruiterIds())
     with pytest.raises(FlowError, match="not open") as err:
