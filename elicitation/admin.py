@@ -120,11 +120,13 @@ class StudyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Open (make live)")
     def open_study(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:
-        queryset.update(status=Study.Status.LIVE)
+        for study in queryset:
+            services.set_study_status(study, Study.Status.LIVE)
 
     @admin.action(description="Close")
     def close_study(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:
-        queryset.update(status=Study.Status.CLOSED)
+        for study in queryset:
+            services.set_study_status(study, Study.Status.CLOSED)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

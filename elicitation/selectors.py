@@ -16,7 +16,12 @@ from .models import Condition, ConditionItem, Interface, Session, Study
 
 
 def study_by_slug(slug: str) -> Study | None:
-    return Study.objects.select_related("stimulus_set__dataset").filter(slug=slug).first()
+    """The study at this address, from the per-process catalog (one small query checks
+    it is current). Shared by requests: read it, never change it."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id, updated_at FROM {Study._meta.db_table} WHERE slug = %s", [slug])
+        row = cursor.fetchone()
+    return study_catalog(*row).study if row else None
 
 
 def session_by_recruiter_pid(study: Study, pid: str) -> Session | None:

@@ -68,6 +68,24 @@ def test_close_study_from_dashboard(make_study, staff, client):
     assert Study.objects.get(pk=study.pk).status == "closed"
 
 
+def test_admin_list_actions_close_and_reopen_a_study_participants_already_saw(
+    make_study, django_user_model
+):
+    from django.test import Client
+
+    study = make_study("construct")
+    staff = Client()
+    staff.force_login(django_user_model.objects.create_superuser("admin", password="pw"))
+    participant = Client()
+    assert participant.get(reverse("elicitation:study", args=[study.slug])).status_code == 200
+    changelist = reverse("admin:elicitation_study_changelist")
+    staff.post(changelist, {"action": "close_study", "_selected_action": [study.pk]})
+    closed = participant.get(reverse("elicitation:study", args=[study.slug]))
+    assert closed.status_code == 403 and b"closed" in closed.content
+    staff.post(changelist, {"action": "open_study", "_selected_action": [study.pk]})
+    assert participant.get(reverse("elicitation:study", args=[study.slug])).status_code == 200
+
+
 def test_dashboard_needs_staff(make_study, client, django_user_model):
     study = make_study("infer", n_pairs=2)
     url = reverse("admin:elicitation_study_dashboard", args=[study.pk])
