@@ -11,7 +11,7 @@ workers = int(os.environ.get("WEB_WORKERS", "4"))
 threads = int(os.environ.get("WEB_THREADS", "4"))
 accesslog = "-"
 # The path without its query string: recruiter ids arrive in it (the study page moves
-# them server-side and redirects to the bare address at once).
+# them into a signed cookie and redirects to the bare address at once).
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(b)s %(L)s'
 # Participants pause 5 to 20 s between answers; keep their connection open that long
 # rather than reconnecting for every answer (and racing a closing connection).

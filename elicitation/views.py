@@ -8,6 +8,7 @@ import json
 
 from django.conf import settings
 from django.contrib import messages
+from django.core import signing
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -26,7 +27,8 @@ from .selectors import (
 from .services import NO_SESSION, FlowError, RecruiterIds
 
 RECRUITER_PARAMS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")
-RECRUITER_KEY = "hillmix_recruiter"
+RECRUITER_SALT = "elicitation.recruiter-ids"
+ENTRY_COOKIE_AGE = 24 * 3600  # from following the recruiter's link to consenting
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -54,21 +56,55 @@ def _bound_session(request: HttpRequest, slug: str) -> Session | None:
     return live.session if live else None
 
 
+def _set_study_cookie(
+    response: HttpResponse, slug: str, name: str, value: str, max_age: int
+) -> None:
+    """A cookie only the study's own pages receive, out of reach of page scripts."""
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path=reverse("elicitation:study", args=[slug]),
+        secure=settings.SESSION_COOKIE_SECURE,
+        httponly=True,
+        samesite="Lax",
+    )
+
+
 def _bind(
     request: HttpRequest, response: HttpResponse, slug: str, session: Session
 ) -> HttpResponse:
-    """Remember the session in this browser (a cookie sent only to the study's pages)."""
+    """Remember the session in this browser."""
     if request.COOKIES.get(_session_cookie(slug)) != session.token:
-        response.set_cookie(
-            _session_cookie(slug),
-            session.token,
-            max_age=settings.SESSION_COOKIE_AGE,
-            path=reverse("elicitation:study", args=[slug]),
-            secure=settings.SESSION_COOKIE_SECURE,
-            httponly=True,
-            samesite="Lax",
+        _set_study_cookie(
+            response, slug, _session_cookie(slug), session.token, settings.SESSION_COOKIE_AGE
         )
     return response
+
+
+def _entry_cookie(slug: str) -> str:
+    return f"hillmix_{slug}_entry"
+
+
+def _hold_recruiter_ids(response: HttpResponse, slug: str, recruiter: RecruiterIds) -> None:
+    """Keep the recruiter's ids until consent in a signed cookie: they leave the address
+    bar at once, so they never reach a page, the history, a Referer header or an
+    access log, and nothing is written to the database for a visit that goes no
+    further."""
+    signed = signing.dumps(recruiter.__dict__, salt=RECRUITER_SALT)
+    _set_study_cookie(response, slug, _entry_cookie(slug), signed, ENTRY_COOKIE_AGE)
+
+
+def _held_recruiter_ids(request: HttpRequest, slug: str) -> RecruiterIds:
+    try:
+        held = signing.loads(
+            request.COOKIES.get(_entry_cookie(slug), ""),
+            salt=RECRUITER_SALT,
+            max_age=ENTRY_COOKIE_AGE,
+        )
+    except signing.BadSignature:  # absent, expired or tampered with: no ids
+        return RecruiterIds()
+    return RecruiterIds(**held)
 
 
 def _flow_error_page(request: HttpRequest, study: Study, error: FlowError) -> HttpResponse:
@@ -100,12 +136,9 @@ def study_page(request: HttpRequest, slug: str) -> HttpResponse:
         if study.status != Study.Status.LIVE:
             return _flow_error_page(request, study, FlowError(_closed_message(study), status=403))
         if any(key in request.GET for key in RECRUITER_PARAMS):
-            # Kept server-side until consent, and dropped from the address bar so they
-            # never reach a page, the history, a Referer header or an access log.
-            pending = dict(request.session.get(RECRUITER_KEY, {}))
-            pending[str(study.pk)] = recruiter.__dict__
-            request.session[RECRUITER_KEY] = pending
-            return redirect("elicitation:study", slug=slug)
+            response = redirect("elicitation:study", slug=slug)
+            _hold_recruiter_ids(response, slug, recruiter)
+            return response
         return render(request, "elicitation/consent.html", {"study": study})
     if any(key in request.GET for key in RECRUITER_PARAMS):
         return _bind(request, redirect("elicitation:study", slug=slug), slug, session)
@@ -134,14 +167,19 @@ def consent(request: HttpRequest, slug: str) -> HttpResponse:
             {"study": study, "error": "Please tick every box to take part."},
             status=400,
         )
-    pending = request.session.get(RECRUITER_KEY, {}).get(str(study.pk), {})
     try:
         session = services.start_session(
-            study, RecruiterIds(**pending), address=request.META.get("REMOTE_ADDR", "")
+            study,
+            _held_recruiter_ids(request, slug),
+            address=request.META.get("REMOTE_ADDR", ""),
         )
     except FlowError as error:
         return _flow_error_page(request, study, error)
-    return _bind(request, redirect("elicitation:study", slug=slug), slug, session)
+    response = redirect("elicitation:study", slug=slug)
+    response.delete_cookie(
+        _entry_cookie(slug), path=reverse("elicitation:study", args=[slug]), samesite="Lax"
+    )
+    return _bind(request, response, slug, session)
 
 
 def _session_or_error(request: HttpRequest, slug: str) -> Session:

@@ -210,7 +210,7 @@ def enter(client, study, query="?PROLIFIC_PID=pp1&STUDY_ID=st1&SESSION_ID=se1"):
     response = client.get(url + query, follow=True)
     assert response.status_code == 200 and b"Consent" in response.content
     assert response.redirect_chain == [(url, 302)]  # the ids leave the address bar at once
-    assert b"pp1" not in response.content  # recruiter ids stay server-side
+    assert b"pp1" not in response.content  # recruiter ids stay out of pages
     return url
 
 

@@ -119,6 +119,27 @@ def test_participant_cookie_is_flagged_and_scoped_to_its_study(make_study, clien
     assert client.get(f"/s/{study.slug}/trial/").status_code == 403
 
 
+def test_recruiter_ids_wait_for_consent_in_a_signed_scoped_cookie(make_study, settings):
+    settings.SESSION_COOKIE_SECURE = True
+    study = make_study("construct")
+    entry = f"/s/{study.slug}/?PROLIFIC_PID=pid-1&STUDY_ID=st-1&SESSION_ID=se-1"
+    browser = Client()
+    browser.get(entry)
+    held = browser.cookies[f"hillmix_{study.slug}_entry"]
+    assert held["path"] == f"/s/{study.slug}/" and held["httponly"] and held["secure"]
+    # A forged cookie is ignored: the session starts without recruiter ids.
+    forger = Client()
+    forger.get(entry)
+    forger.cookies[f"hillmix_{study.slug}_entry"] = held.value + "x"
+    assert consent(forger, study).status_code == 302
+    assert Session.objects.get().participant.recruiter_pid is None
+    # The genuine one carries the ids into the session and is then dropped.
+    assert consent(browser, study).status_code == 302
+    session = Session.objects.get(participant__recruiter_pid="pid-1")
+    assert (session.recruiter_study_id, session.recruiter_session_id) == ("st-1", "se-1")
+    assert browser.cookies[f"hillmix_{study.slug}_entry"].value == ""
+
+
 def test_session_starts_are_rate_limited_per_address(make_study, settings):
     settings.HILLMIX_SESSION_STARTS_PER_MINUTE = 3
     study = make_study("construct")
