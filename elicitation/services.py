@@ -199,8 +199,21 @@ def start_session(study: Study, recruiter: RecruiterIds, address: str = "") -> S
         raise
 
 
+TOUCH_EVERY = timedelta(seconds=30)
+
+
 def touch(session: Session) -> None:
-    Session.objects.filter(pk=session.pk).update(last_seen_at=timezone.now())
+    """Mark the session active (condition balancing counts recently seen sessions).
+    A page shown right after a step (which marks it too) writes nothing, and the
+    statement is hand-written: pages are shown several times per participant."""
+    now = timezone.now()
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Session._meta.db_table} SET last_seen_at = %s "
+            "WHERE id = %s AND last_seen_at < %s",
+            [adapt(now), session.pk, adapt(now - TOUCH_EVERY)],
+        )
 
 
 def _advance(session: Session, expected: str, new_state: str, **fields) -> None:

@@ -214,6 +214,25 @@ def enter(client, study, query="?PROLIFIC_PID=pp1&STUDY_ID=st1&SESSION_ID=se1"):
     return url
 
 
+def test_showing_a_page_marks_the_session_active_at_most_every_30_seconds(make_study, client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    study = make_study("construct")
+    url = enter(client, study)
+    client.post(
+        reverse("elicitation:consent", args=[study.slug]), {"consent_0": "on", "consent_1": "on"}
+    )
+    hour_ago = timezone.now() - timedelta(hours=1)
+    Session.objects.update(last_seen_at=hour_ago)
+    client.get(url)
+    marked = Session.objects.get().last_seen_at
+    assert timezone.now() - marked < timedelta(seconds=5)
+    client.get(url)
+    assert Session.objects.get().last_seen_at == marked  # seen just now: nothing written
+
+
 def test_http_flow_and_consent_must_be_complete(make_study, client):
     study = make_study("select_shuffled", feedback_questions=[])
     url = enter(client, study)
