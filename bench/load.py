@@ -214,22 +214,63 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run(n: int, think_s: float, arrival_s: float, floor_requests: int) -> tuple:
-    """Participants, then floor clients, each started at a random moment of arrival_s."""
-    stats, floor = Stats(), Stats()
-    start = time.perf_counter()
-    await asyncio.gather(
-        *(participant(i, stats, think_s, random.uniform(0, arrival_s)) for i in range(n))
-    )
-    platform_s = time.perf_counter() - start
-    start = time.perf_counter()
-    await asyncio.gather(
-        *(
-            floor_client(floor_requests, floor, think_s, random.uniform(0, arrival_s))
-            for _ in range(n)
-        )
-    )
-    return stats, platform_s, floor, time.perf_counter() - start
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(server: subprocess.Popen) -> tuple[float, float, float]:
+    """CPU used so far by gunicorn (the master and its workers), PostgreSQL's
+    processes and this load generator, read from /proc."""
+    gunicorn = postgres = 0.0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                name, rest = stat.read().rsplit(")", 1)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        fields = rest.split()  # state, ppid, ... utime (12th), stime (13th)
+        used = (int(fields[11]) + int(fields[12])) / TICKS
+        if server.pid in (int(pid), int(fields[1])):
+            gunicorn += used
+        elif name.endswith("(postgres"):
+            postgres += used
+    return gunicorn, postgres, time.process_time()
+
+
+class Phase:
+    """Throughput, latencies and CPU split of one set of clients."""
+
+    def __init__(self, stats: Stats, seconds: float, cpu: tuple) -> None:
+        self.stats, self.seconds = stats, seconds
+        self.rate = stats.judgments / seconds
+        self.cpu_ms = [1000 * used / max(1, stats.judgments) for used in cpu]
+
+
+async def measured(server: subprocess.Popen, clients) -> Phase:
+    stats = Stats()
+    before, start = cpu_seconds(server), time.perf_counter()
+    await asyncio.gather(*clients(stats))
+    seconds, after = time.perf_counter() - start, cpu_seconds(server)
+    return Phase(stats, seconds, [b - a for a, b in zip(before, after, strict=True)])
+
+
+async def run(
+    server: subprocess.Popen, n: int, think_s: float, arrival_s: float, floor_requests: int
+) -> tuple[Phase, Phase, Phase]:
+    """The floor, the participants, the floor again (this machine's speed drifts between
+    phases; the ratio uses the mean of the two floor runs). Each client starts at a
+    random moment of arrival_s."""
+
+    def floor(stats: Stats) -> list:
+        arrive = [random.uniform(0, arrival_s) for _ in range(n)]
+        return [floor_client(floor_requests, stats, think_s, t) for t in arrive]
+
+    def participants(stats: Stats) -> list:
+        return [participant(i, stats, think_s, random.uniform(0, arrival_s)) for i in range(n)]
+
+    before = await measured(server, floor)
+    platform = await measured(server, participants)
+    after = await measured(server, floor)
+    return platform, before, after
 
 
 def without_gc_pauses(phase: Coroutine) -> tuple:
@@ -244,24 +285,32 @@ def without_gc_pauses(phase: Coroutine) -> tuple:
         gc.enable()
 
 
-def report(n: int, stats: Stats, seconds: float, floor: Stats, floor_s: float) -> None:
-    rate, floor_rate = stats.judgments / seconds, floor.judgments / floor_s
+def report(n: int, platform: Phase, before: Phase, after: Phase) -> None:
+    stats = platform.stats
+    floor_rate = (before.rate + after.rate) / 2
+    floor_ms = before.stats.save_ms + after.stats.save_ms
+    floor_errors = len(before.stats.errors) + len(after.stats.errors)
     first = f" (first: {stats.errors[0]})" if stats.errors else ""
     print(
-        f"  {n} participants, whole sessions: {stats.judgments} judgments in {seconds:.1f} s, "
-        f"errors {len(stats.errors)}{first}"
+        f"  {n} participants, whole sessions: {stats.judgments} judgments in "
+        f"{platform.seconds:.1f} s, errors {len(stats.errors)}{first}"
     )
     print(
-        f"    judgments/s {rate:7.1f}   save (+ next trial) p50 {pct(stats.save_ms, 0.5):6.1f} ms"
-        f"  p99 {pct(stats.save_ms, 0.99):6.1f} ms   first-trial GET p50 "
-        f"{pct(stats.next_ms, 0.5):6.1f} ms  p99 {pct(stats.next_ms, 0.99):6.1f} ms"
+        f"    judgments/s {platform.rate:7.1f}   save (+ next trial) p50 "
+        f"{pct(stats.save_ms, 0.5):6.1f} ms  p99 {pct(stats.save_ms, 0.99):6.1f} ms   "
+        f"first-trial GET p50 {pct(stats.next_ms, 0.5):6.1f} ms  "
+        f"p99 {pct(stats.next_ms, 0.99):6.1f} ms"
     )
     print(
-        f"    floor (one-row view): {floor_rate:7.1f} writes/s  p50 "
-        f"{pct(floor.save_ms, 0.5):6.1f} ms  p99 {pct(floor.save_ms, 0.99):6.1f} ms  "
-        f"errors {len(floor.errors)}"
+        f"    floor (one-row view): {floor_rate:7.1f} writes/s (before {before.rate:.1f}, "
+        f"after {after.rate:.1f})  p50 {pct(floor_ms, 0.5):6.1f} ms  "
+        f"p99 {pct(floor_ms, 0.99):6.1f} ms  errors {floor_errors}"
     )
-    print(f"    throughput ratio platform / floor: {rate / floor_rate:.2f}")
+    split = "gunicorn {:.2f}, PostgreSQL {:.2f}, load generator {:.2f}"
+    print(f"    CPU ms per judgment: {split.format(*platform.cpu_ms)}")
+    floor_cpu = [(a + b) / 2 for a, b in zip(before.cpu_ms, after.cpu_ms, strict=True)]
+    print(f"    CPU ms per floor write: {split.format(*floor_cpu)}")
+    print(f"    throughput ratio platform / floor: {platform.rate / floor_rate:.2f}")
 
 
 def main() -> None:
@@ -280,18 +329,21 @@ def main() -> None:
             f"gunicorn gthread {args.workers} workers x {args.threads} threads, "
             f"PostgreSQL, {os.cpu_count()} cores (the load generator runs on them too)"
         )
+        # Unmeasured: every worker imports its lazy modules, opens its database
+        # connection and loads the study before the first measured phase.
+        without_gc_pauses(run(server, 32, 0.0, 0.0, TRIALS))
         if args.participants:
             print("\nAs fast as the server allows:")
         for n in args.participants:
             # floor clients write as many rows as participants give answers
-            report(n, *without_gc_pauses(run(n, 0.0, 0.0, TRIALS)))
+            report(n, *without_gc_pauses(run(server, n, 0.0, 0.0, TRIALS)))
         for n in args.paced:
             print(
                 f"\nAt a participant's pace: arrivals over {args.arrival_s:.0f} s, "
                 f"{args.think_ms / 1000:.1f} s (0.5x-1.5x) before each answer:"
             )
             # the floor at the same pace; fewer rows per client keep the run short
-            report(n, *without_gc_pauses(run(n, args.think_ms / 1000, args.arrival_s, 8)))
+            report(n, *without_gc_pauses(run(server, n, args.think_ms / 1000, args.arrival_s, 8)))
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
