@@ -40,19 +40,40 @@ def _value(data: dict, name: str, required: bool, nullable: bool) -> Any:
     return value
 
 
-def _bounded(name: str, value: float, low: float | None, high: float | None) -> None:
-    if low is not None and value < low:
-        raise AnswerError(f"{name}: Ensure this value is greater than or equal to {low}.")
-    if high is not None and value > high:
-        raise AnswerError(f"{name}: Ensure this value is less than or equal to {high}.")
-
-
 def _as_number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise AnswerError(f"{name}: A valid number is required.")
     if not math.isfinite(value):
         raise AnswerError(f"{name}: A finite number is required.")
     return float(value)
+
+
+def _as_integer(name: str, value: Any) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON numbers from a page: 60.0 is 60
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise AnswerError(f"{name}: A valid integer is required.")
+    return value
+
+
+def _bounded(
+    data: dict,
+    name: str,
+    convert: Callable[[str, Any], float],
+    low: float | None,
+    high: float | None,
+    required: bool,
+    nullable: bool,
+) -> Any:
+    value = _value(data, name, required, nullable)
+    if value is MISSING or value is None:
+        return None
+    value = convert(name, value)
+    if low is not None and value < low:
+        raise AnswerError(f"{name}: Ensure this value is greater than or equal to {low}.")
+    if high is not None and value > high:
+        raise AnswerError(f"{name}: Ensure this value is less than or equal to {high}.")
+    return value
 
 
 def number(
@@ -63,12 +84,7 @@ def number(
     required: bool = True,
     nullable: bool = False,
 ) -> float | None:
-    value = _value(data, name, required, nullable)
-    if value is MISSING or value is None:
-        return None
-    result = _as_number(name, value)
-    _bounded(name, result, low, high)
-    return result
+    return _bounded(data, name, _as_number, low, high, required, nullable)
 
 
 def integer(
@@ -79,15 +95,7 @@ def integer(
     required: bool = True,
     nullable: bool = False,
 ) -> int | None:
-    value = _value(data, name, required, nullable)
-    if value is MISSING or value is None:
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # JSON numbers from a page: 60.0 is 60
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise AnswerError(f"{name}: A valid integer is required.")
-    _bounded(name, value, low, high)
-    return value
+    return _bounded(data, name, _as_integer, low, high, required, nullable)
 
 
 def text(
