@@ -13,6 +13,9 @@ server (the framework's floor), driven the same way:
   * at a participant's pace: 200 participants arriving over 60 s and pausing
     --think-ms (0.5x to 1.5x) before each answer; H-Mix people took 10 to 20 s.
     Here the latencies are what a participant feels.
+The floor runs before and after the participants (this shared machine's speed drifts;
+the ratio uses the mean), after an unmeasured warm-up. Saturated phases also print the
+CPU per judgment and per floor write of gunicorn, PostgreSQL and the generator.
 The generator's cycle collector is off during a phase (see without_gc_pauses).
 
     .venv/bin/python bench/load.py [--participants 50 200] [--paced 200] [--think-ms 5000]
@@ -285,7 +288,7 @@ def without_gc_pauses(phase: Coroutine) -> tuple:
         gc.enable()
 
 
-def report(n: int, platform: Phase, before: Phase, after: Phase) -> None:
+def report(n: int, platform: Phase, before: Phase, after: Phase, saturated: bool) -> None:
     stats = platform.stats
     floor_rate = (before.rate + after.rate) / 2
     floor_ms = before.stats.save_ms + after.stats.save_ms
@@ -306,6 +309,8 @@ def report(n: int, platform: Phase, before: Phase, after: Phase) -> None:
         f"after {after.rate:.1f})  p50 {pct(floor_ms, 0.5):6.1f} ms  "
         f"p99 {pct(floor_ms, 0.99):6.1f} ms  errors {floor_errors}"
     )
+    if not saturated:  # the pace sets the throughput, and idle time the CPU
+        return
     split = "gunicorn {:.2f}, PostgreSQL {:.2f}, load generator {:.2f}"
     print(f"    CPU ms per judgment: {split.format(*platform.cpu_ms)}")
     floor_cpu = [(a + b) / 2 for a, b in zip(before.cpu_ms, after.cpu_ms, strict=True)]
@@ -336,14 +341,16 @@ def main() -> None:
             print("\nAs fast as the server allows:")
         for n in args.participants:
             # floor clients write as many rows as participants give answers
-            report(n, *without_gc_pauses(run(server, n, 0.0, 0.0, TRIALS)))
+            report(n, *without_gc_pauses(run(server, n, 0.0, 0.0, TRIALS)), saturated=True)
         for n in args.paced:
             print(
                 f"\nAt a participant's pace: arrivals over {args.arrival_s:.0f} s, "
                 f"{args.think_ms / 1000:.1f} s (0.5x-1.5x) before each answer:"
             )
-            # the floor at the same pace; fewer rows per client keep the run short
-            report(n, *without_gc_pauses(run(server, n, args.think_ms / 1000, args.arrival_s, 8)))
+            # the floor at the same pace, before and after; 4 rows per client each
+            # time keep the run short
+            phases = without_gc_pauses(run(server, n, args.think_ms / 1000, args.arrival_s, 4))
+            report(n, *phases, saturated=False)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
