@@ -5,11 +5,14 @@ ids, consents, reads the instructions, passes the quiz, fetches the first trial,
 answers all 32 (Construct, as long as an H-Mix Construct session; each save's reply
 carries the next trial, as on the real page) and sends feedback.
 
-Two phases, each next to a minimal Django view that writes one row on the same
+Three phases, each next to a minimal Django view that writes one row on the same
 server (the framework's floor), driven the same way:
   * as fast as the server allows, 50 and 200 participants at once: judgments per
     second, the ratio to the floor's writes per second, latencies and errors.
     With every client always waiting, latency is participants / throughput.
+  * the same with only the trials measured (--trials-only 200): everyone has entered
+    and passed the quiz first, unmeasured. Next to the whole-session figure it shows
+    what the session's pages cost.
   * at a participant's pace: 200 participants arriving over 60 s and pausing
     --think-ms (0.5x to 1.5x) before each answer; H-Mix people took 10 to 20 s.
     Here the latencies are what a participant feels.
@@ -18,7 +21,8 @@ the ratio uses the mean), after an unmeasured warm-up. Saturated phases also pri
 CPU per judgment and per floor write of gunicorn, PostgreSQL and the generator.
 The generator's cycle collector is off during a phase (see without_gc_pauses).
 
-    .venv/bin/python bench/load.py [--participants 50 200] [--paced 200] [--think-ms 5000]
+    .venv/bin/python bench/load.py [--participants 50 200] [--trials-only 200] [--paced 200]
+        [--think-ms 5000]
     BENCH_PG=postgres://postgres@127.0.0.1:5432 (default) selects the server.
 """
 
@@ -34,6 +38,7 @@ import sys
 import time
 import uuid
 from collections.abc import Coroutine
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import httpx
@@ -139,58 +144,78 @@ async def think(think_s: float) -> None:
         await asyncio.sleep(think_s * random.uniform(0.5, 1.5))
 
 
-async def participant(i: int, stats: Stats, think_s: float, arrive_s: float) -> None:
-    await asyncio.sleep(arrive_s)
+def new_client() -> httpx.AsyncClient:
     # Redirects are followed, so every page a browser would load is loaded.
-    client = httpx.AsyncClient(base_url=BASE, verify=TLS, timeout=60, follow_redirects=True)
-    async with client as web:
+    return httpx.AsyncClient(base_url=BASE, verify=TLS, timeout=60, follow_redirects=True)
+
+
+async def enter(web: httpx.AsyncClient, stats: Stats) -> dict | None:
+    """Entry with Prolific ids, consent, instructions, quiz and the first trial, as the
+    pages do; the first trial's body, or None after an error."""
+    entry = {"PROLIFIC_PID": f"load-{uuid.uuid4().hex}", "STUDY_ID": "b", "SESSION_ID": "1"}
+    await web.get(f"/s/{SLUG}/", params=entry)  # then the consent page
+    form = {"csrfmiddlewaretoken": web.cookies["csrftoken"]}
+    steps = [
+        ("consent", {"consent_0": "on", "consent_1": "on"}, 'id="instructions"'),
+        ("instructions", {}, 'id="quiz-submit"'),
+        ("quiz", {"q0": "1"}, 'id="trial-app"'),
+    ]
+    for step, fields, next_page in steps:
+        response = await web.post(f"/s/{SLUG}/{step}/", data={**form, **fields})
+        if response.status_code != 200 or next_page not in response.text:
+            stats.errors.append(f"{step}: {response.status_code}")
+            return None
+    # As the trial page does: fetch the first trial on load; every save's reply then
+    # carries the next one.
+    response = await timed(stats.next_ms, web.get(f"/s/{SLUG}/trial/"))
+    if response.status_code != 200:
+        stats.errors.append(f"trial: {response.status_code}")
+        return None
+    return response.json()
+
+
+async def answer_trials(web: httpx.AsyncClient, stats: Stats, body: dict, think_s: float) -> bool:
+    """Answer every trial (Construct); False after an error."""
+    headers = {"X-CSRFToken": web.cookies["csrftoken"]}
+    while not body["done"]:
+        trial = body["trial"]
+        start = trial["start_lam"]
+        final = round(min(1.0, start + 0.1), 1) if start < 0.5 else round(start - 0.1, 1)
+        answer = {
+            "session": body["session"],
+            "trial_index": trial["index"],
+            "idempotency_key": str(uuid.uuid4()),
+            "rt_ms": 1500,
+            "confidence": 60,
+            "response": {"start_lam": start, "final_lam": final, "history": [start, final]},
+        }
+        await think(think_s)
+        response = await timed(
+            stats.save_ms, web.post(f"/s/{SLUG}/judgments/", json=answer, headers=headers)
+        )
+        if response.status_code != 201:
+            stats.errors.append(f"save: {response.status_code} {response.text[:80]}")
+            return False
+        stats.judgments += 1
+        body = response.json()
+    return True
+
+
+async def leave(web: httpx.AsyncClient, stats: Stats) -> None:
+    form = {"csrfmiddlewaretoken": web.cookies["csrftoken"], "f0": "fine"}
+    response = await web.post(f"/s/{SLUG}/feedback/", data=form)
+    if response.status_code != 200 or "LOAD-DONE" not in response.text:
+        stats.errors.append(f"feedback: {response.status_code}")
+
+
+async def participant(stats: Stats, think_s: float, arrive_s: float) -> None:
+    """One whole session."""
+    await asyncio.sleep(arrive_s)
+    async with new_client() as web:
         try:
-            entry = {"PROLIFIC_PID": f"load-{uuid.uuid4().hex}", "STUDY_ID": "b", "SESSION_ID": "1"}
-            response = await web.get(f"/s/{SLUG}/", params=entry)  # then the consent page
-            token = web.cookies["csrftoken"]
-            form = {"csrfmiddlewaretoken": token}
-            steps = [
-                ("consent", {"consent_0": "on", "consent_1": "on"}, 'id="instructions"'),
-                ("instructions", {}, 'id="quiz-submit"'),
-                ("quiz", {"q0": "1"}, 'id="trial-app"'),
-            ]
-            for step, fields, next_page in steps:
-                response = await web.post(f"/s/{SLUG}/{step}/", data={**form, **fields})
-                if response.status_code != 200 or next_page not in response.text:
-                    stats.errors.append(f"{step}: {response.status_code}")
-                    return
-            headers = {"X-CSRFToken": token}
-            # As the trial page does: fetch the first trial on load; every save's
-            # reply then carries the next one.
-            response = await timed(stats.next_ms, web.get(f"/s/{SLUG}/trial/"))
-            if response.status_code != 200:
-                stats.errors.append(f"trial: {response.status_code}")
-                return
-            body = response.json()
-            while not body["done"]:
-                trial = body["trial"]
-                start = trial["start_lam"]
-                final = round(min(1.0, start + 0.1), 1) if start < 0.5 else round(start - 0.1, 1)
-                answer = {
-                    "session": body["session"],
-                    "trial_index": trial["index"],
-                    "idempotency_key": str(uuid.uuid4()),
-                    "rt_ms": 1500,
-                    "confidence": 60,
-                    "response": {"start_lam": start, "final_lam": final, "history": [start, final]},
-                }
-                await think(think_s)
-                response = await timed(
-                    stats.save_ms, web.post(f"/s/{SLUG}/judgments/", json=answer, headers=headers)
-                )
-                if response.status_code != 201:
-                    stats.errors.append(f"save: {response.status_code} {response.text[:80]}")
-                    return
-                stats.judgments += 1
-                body = response.json()
-            response = await web.post(f"/s/{SLUG}/feedback/", data={**form, "f0": "fine"})
-            if response.status_code != 200 or "LOAD-DONE" not in response.text:
-                stats.errors.append(f"feedback: {response.status_code}")
+            body = await enter(web, stats)
+            if body is not None and await answer_trials(web, stats, body, think_s):
+                await leave(web, stats)
         except httpx.HTTPError as exc:
             stats.errors.append(f"{type(exc).__name__}")
 
@@ -230,8 +255,11 @@ def cpu_seconds(server: subprocess.Popen) -> tuple[float, float, float]:
                 name, rest = stat.read().rsplit(")", 1)
         except (FileNotFoundError, ProcessLookupError):
             continue
-        fields = rest.split()  # state, ppid, ... utime (12th), stime (13th)
-        used = (int(fields[11]) + int(fields[12])) / TICKS
+        # state, ppid, ... utime (12th), stime (13th), then the same for reaped
+        # children: backends that exit mid-phase (connections live 60 s) and their CPU
+        # move to the postmaster's
+        fields = rest.split()
+        used = sum(int(tick) for tick in fields[11:15]) / TICKS
         if server.pid in (int(pid), int(fields[1])):
             gunicorn += used
         elif name.endswith("(postgres"):
@@ -256,6 +284,14 @@ async def measured(server: subprocess.Popen, clients) -> Phase:
     return Phase(stats, seconds, [b - a for a, b in zip(before, after, strict=True)])
 
 
+def floor_clients(n: int, requests: int, think_s: float = 0.0, arrival_s: float = 0.0):
+    def clients(stats: Stats) -> list:
+        arrive = [random.uniform(0, arrival_s) for _ in range(n)]
+        return [floor_client(requests, stats, think_s, t) for t in arrive]
+
+    return clients
+
+
 async def run(
     server: subprocess.Popen, n: int, think_s: float, arrival_s: float, floor_requests: int
 ) -> tuple[Phase, Phase, Phase]:
@@ -263,16 +299,41 @@ async def run(
     phases; the ratio uses the mean of the two floor runs). Each client starts at a
     random moment of arrival_s."""
 
-    def floor(stats: Stats) -> list:
-        arrive = [random.uniform(0, arrival_s) for _ in range(n)]
-        return [floor_client(floor_requests, stats, think_s, t) for t in arrive]
-
     def participants(stats: Stats) -> list:
-        return [participant(i, stats, think_s, random.uniform(0, arrival_s)) for i in range(n)]
+        return [participant(stats, think_s, random.uniform(0, arrival_s)) for _ in range(n)]
 
+    floor = floor_clients(n, floor_requests, think_s, arrival_s)
     before = await measured(server, floor)
     platform = await measured(server, participants)
     after = await measured(server, floor)
+    return platform, before, after
+
+
+async def run_trials_only(server: subprocess.Popen, n: int) -> tuple[Phase, Phase, Phase]:
+    """Like run, saturated, but only the trials are measured: every participant first
+    enters, consents and passes the quiz (unmeasured), and sends feedback after.
+    Set against the whole-session figure, it shows what the session's pages cost."""
+    setup = Stats()
+    async with AsyncExitStack() as stack:
+        webs = [await stack.enter_async_context(new_client()) for _ in range(n)]
+        bodies = await asyncio.gather(*(enter(web, setup) for web in webs))
+
+        async def trials(web: httpx.AsyncClient, stats: Stats, body: dict | None) -> None:
+            try:
+                if body is not None:
+                    await answer_trials(web, stats, body, 0.0)
+            except httpx.HTTPError as exc:
+                stats.errors.append(f"{type(exc).__name__}")
+
+        def participants(stats: Stats) -> list:
+            stats.errors += setup.errors
+            return [trials(web, stats, body) for web, body in zip(webs, bodies, strict=True)]
+
+        floor = floor_clients(n, TRIALS)
+        before = await measured(server, floor)
+        platform = await measured(server, participants)
+        after = await measured(server, floor)
+        await asyncio.gather(*(leave(web, setup) for web in webs))
     return platform, before, after
 
 
@@ -288,14 +349,21 @@ def without_gc_pauses(phase: Coroutine) -> tuple:
         gc.enable()
 
 
-def report(n: int, platform: Phase, before: Phase, after: Phase, saturated: bool) -> None:
+def report(
+    n: int,
+    platform: Phase,
+    before: Phase,
+    after: Phase,
+    saturated: bool,
+    what: str = "whole sessions",
+) -> None:
     stats = platform.stats
     floor_rate = (before.rate + after.rate) / 2
     floor_ms = before.stats.save_ms + after.stats.save_ms
     floor_errors = len(before.stats.errors) + len(after.stats.errors)
     first = f" (first: {stats.errors[0]})" if stats.errors else ""
     print(
-        f"  {n} participants, whole sessions: {stats.judgments} judgments in "
+        f"  {n} participants, {what}: {stats.judgments} judgments in "
         f"{platform.seconds:.1f} s, errors {len(stats.errors)}{first}"
     )
     print(
@@ -321,6 +389,7 @@ def report(n: int, platform: Phase, before: Phase, after: Phase, saturated: bool
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--participants", type=int, nargs="*", default=[50, 200])
+    parser.add_argument("--trials-only", type=int, nargs="*", default=[200])
     parser.add_argument("--paced", type=int, nargs="*", default=[200])
     parser.add_argument("--think-ms", type=float, default=5000.0, help="paced phase")
     parser.add_argument("--arrival-s", type=float, default=60.0, help="paced phase")
@@ -342,6 +411,10 @@ def main() -> None:
         for n in args.participants:
             # floor clients write as many rows as participants give answers
             report(n, *without_gc_pauses(run(server, n, 0.0, 0.0, TRIALS)), saturated=True)
+        for n in args.trials_only:
+            print("\nTrials only, as fast as the server allows (sessions started unmeasured):")
+            phases = without_gc_pauses(run_trials_only(server, n))
+            report(n, *phases, saturated=True, what="trials only")
         for n in args.paced:
             print(
                 f"\nAt a participant's pace: arrivals over {args.arrival_s:.0f} s, "
