@@ -37,9 +37,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 from _pg import SERVER, recreate_database
@@ -208,16 +209,22 @@ async def leave(web: httpx.AsyncClient, stats: Stats) -> None:
         stats.errors.append(f"feedback: {response.status_code}")
 
 
+async def recorded(stats: Stats, step: Coroutine) -> Any:
+    """The step's result, or None with the transport error counted."""
+    try:
+        return await step
+    except httpx.HTTPError as exc:
+        stats.errors.append(type(exc).__name__)
+        return None
+
+
 async def participant(stats: Stats, think_s: float, arrive_s: float) -> None:
     """One whole session."""
     await asyncio.sleep(arrive_s)
     async with new_client() as web:
-        try:
-            body = await enter(web, stats)
-            if body is not None and await answer_trials(web, stats, body, think_s):
-                await leave(web, stats)
-        except httpx.HTTPError as exc:
-            stats.errors.append(f"{type(exc).__name__}")
+        body = await recorded(stats, enter(web, stats))
+        if body is not None and await recorded(stats, answer_trials(web, stats, body, think_s)):
+            await recorded(stats, leave(web, stats))
 
 
 async def floor_client(requests: int, stats: Stats, think_s: float, arrive_s: float) -> None:
@@ -284,7 +291,9 @@ async def measured(server: subprocess.Popen, clients) -> Phase:
     return Phase(stats, seconds, [b - a for a, b in zip(before, after, strict=True)])
 
 
-def floor_clients(n: int, requests: int, think_s: float = 0.0, arrival_s: float = 0.0):
+def floor_clients(
+    n: int, requests: int, think_s: float = 0.0, arrival_s: float = 0.0
+) -> Callable[[Stats], list]:
     def clients(stats: Stats) -> list:
         arrive = [random.uniform(0, arrival_s) for _ in range(n)]
         return [floor_client(requests, stats, think_s, t) for t in arrive]
@@ -316,24 +325,18 @@ async def run_trials_only(server: subprocess.Popen, n: int) -> tuple[Phase, Phas
     setup = Stats()
     async with AsyncExitStack() as stack:
         webs = [await stack.enter_async_context(new_client()) for _ in range(n)]
-        bodies = await asyncio.gather(*(enter(web, setup) for web in webs))
-
-        async def trials(web: httpx.AsyncClient, stats: Stats, body: dict | None) -> None:
-            try:
-                if body is not None:
-                    await answer_trials(web, stats, body, 0.0)
-            except httpx.HTTPError as exc:
-                stats.errors.append(f"{type(exc).__name__}")
+        bodies = await asyncio.gather(*(recorded(setup, enter(web, setup)) for web in webs))
+        entered = [(web, body) for web, body in zip(webs, bodies, strict=True) if body]
 
         def participants(stats: Stats) -> list:
-            stats.errors += setup.errors
-            return [trials(web, stats, body) for web, body in zip(webs, bodies, strict=True)]
+            return [recorded(stats, answer_trials(web, stats, body, 0.0)) for web, body in entered]
 
         floor = floor_clients(n, TRIALS)
         before = await measured(server, floor)
         platform = await measured(server, participants)
         after = await measured(server, floor)
-        await asyncio.gather(*(leave(web, setup) for web in webs))
+        await asyncio.gather(*(recorded(setup, leave(web, setup)) for web, _ in entered))
+    platform.stats.errors += setup.errors  # entering and leaving must not fail either
     return platform, before, after
 
 

@@ -46,14 +46,19 @@ def _session_cookie(slug: str) -> str:
     return f"hillmix_{slug}"
 
 
-def _live_session(request: HttpRequest, slug: str) -> LiveSession | None:
+def _browser_session(request: HttpRequest, slug: str) -> LiveSession | None:
     """The session this browser holds in the study (one query; the study is cached)."""
     return live_session(request.COOKIES.get(_session_cookie(slug)), slug)
 
 
 def _bound_session(request: HttpRequest, slug: str) -> Session | None:
-    live = _live_session(request, slug)
+    live = _browser_session(request, slug)
     return live.session if live else None
+
+
+def _study_path(slug: str) -> str:
+    """Where the study's cookies apply: its own pages only."""
+    return reverse("elicitation:study", args=[slug])
 
 
 def _set_study_cookie(
@@ -64,7 +69,7 @@ def _set_study_cookie(
         name,
         value,
         max_age=max_age,
-        path=reverse("elicitation:study", args=[slug]),
+        path=_study_path(slug),
         secure=settings.SESSION_COOKIE_SECURE,
         httponly=True,
         samesite="Lax",
@@ -176,9 +181,7 @@ def consent(request: HttpRequest, slug: str) -> HttpResponse:
     except FlowError as error:
         return _flow_error_page(request, study, error)
     response = redirect("elicitation:study", slug=slug)
-    response.delete_cookie(
-        _entry_cookie(slug), path=reverse("elicitation:study", args=[slug]), samesite="Lax"
-    )
+    response.delete_cookie(_entry_cookie(slug), path=_study_path(slug), samesite="Lax")
     return _bind(request, response, slug, session)
 
 
@@ -243,7 +246,7 @@ def _trial_body(live: LiveSession) -> dict:
 @require_GET
 def trial(request: HttpRequest, slug: str) -> JsonResponse:
     """The next trial to show, or done=true when the trials are over."""
-    live = _live_session(request, slug)
+    live = _browser_session(request, slug)
     if live is None:
         return _json_error(FlowError(NO_SESSION, status=403))
     return JsonResponse(_trial_body(live))
