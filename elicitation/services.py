@@ -42,6 +42,7 @@ from .selectors import (
     condition_loads,
     grid_lams,
     live_session,
+    presumed_live_session,
     session_by_recruiter_pid,
 )
 
@@ -296,6 +297,12 @@ def record_judgment(token: str, payload: dict, slug: str | None = None) -> SaveR
         raise FlowError(str(error)) from None
     if envelope.session != token:
         raise FlowError("This answer belongs to another session.", status=403)
+    presumed = presumed_live_session(token, slug, envelope.trial_index)
+    if presumed is not None:
+        saved = _save_presumed(presumed, envelope)
+        if saved is not None:
+            return saved
+    # Not remembered, or not as remembered: from the session as it is now.
     live = _live_or_refuse(token, slug)
     session = live.session
     if session.state != Session.State.TRIALS or envelope.trial_index != session.position:
@@ -308,6 +315,16 @@ def record_judgment(token: str, payload: dict, slug: str | None = None) -> SaveR
     if judgment is None:
         return _replay_or_refuse(_live_or_refuse(token, slug), envelope)
     return SaveResult(judgment, True, live)
+
+
+def _save_presumed(live: LiveSession, envelope: Envelope) -> SaveResult | None:
+    """The save from a remembered session, or None when anything was not as presumed
+    (the checked path then stores it or says what is wrong)."""
+    try:
+        judgment = _store_judgment(live, envelope, _read_answer(live, envelope))
+    except (FlowError, IntegrityError):
+        return None
+    return SaveResult(judgment, True, live) if judgment is not None else None
 
 
 def _live_or_refuse(token: str, slug: str | None) -> LiveSession:
@@ -389,7 +406,10 @@ def _store_judgment(live: LiveSession, envelope: Envelope, answer: Answer) -> Ju
     adapt = connection.ops.adapt_datetimefield_value
     # The position check makes the update the lock: answers of one session go one at a
     # time, and a second answer to the same trial finds nothing to update.
-    advance = [state, adapt(now), adapt(completed_at), session.pk, session.position]
+    advance = [
+        *(state, adapt(now), adapt(completed_at)),
+        *(session.pk, session.position, study.pk, adapt(catalog.version)),
+    ]
     row = [
         field.get_db_prep_save(getattr(judgment, field.attname), connection)
         for field in _JUDGMENT_FIELDS
@@ -423,7 +443,9 @@ def _store_judgment(live: LiveSession, envelope: Envelope, answer: Answer) -> Ju
 _ADVANCE_SESSION = (
     f"UPDATE {Session._meta.db_table} SET position = position + 1, state = %s, "
     f"last_seen_at = %s, completed_at = %s "
-    f"WHERE id = %s AND position = %s AND state = '{Session.State.TRIALS}'"
+    f"WHERE id = %s AND position = %s AND state = '{Session.State.TRIALS}' "
+    # the study is still the version the answer was checked against
+    f"AND EXISTS (SELECT 1 FROM {Study._meta.db_table} WHERE id = %s AND updated_at = %s)"
 )
 _JUDGMENT_FIELDS = [field for field in Judgment._meta.concrete_fields if not field.primary_key]
 _JUDGMENT_COLUMNS = ", ".join(field.column for field in _JUDGMENT_FIELDS)

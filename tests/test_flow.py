@@ -355,3 +355,57 @@ def test_study_edits_reach_sessions_already_running(make_study, client):
         content_type="application/json",
     )
     assert response.status_code == 400 and "asks for a confidence" in response.json()["error"]
+
+
+# --- saves from a remembered session (no read before the write) --------------------
+
+
+def test_a_remembered_session_is_saved_without_reading_it(make_study):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    study = make_study("construct", ask_confidence=True)
+    session = to_trials(start_session(study, RecruiterIds("known")))
+    record_judgment(session.token, construct_answer(session), study.slug)  # reads, remembers
+    session.refresh_from_db()
+    with CaptureQueriesContext(connection) as queries:
+        result = record_judgment(session.token, construct_answer(session), study.slug)
+    assert result.created and result.live.session.position == 2
+    assert not [q for q in queries if q["sql"].lstrip().upper().startswith("SELECT")]
+    assert list(Judgment.objects.values_list("trial_index", flat=True).order_by("trial_index")) == [
+        0,
+        1,
+    ]
+
+
+def test_a_study_edit_reaches_a_remembered_session_at_its_next_save(make_study):
+    study = make_study("construct", ask_confidence=False)
+    session = to_trials(start_session(study, RecruiterIds("edited")))
+    answer = construct_answer(session)
+    answer.pop("confidence")
+    record_judgment(session.token, answer, study.slug)  # remembered with the old study
+    study.ask_confidence = True
+    study.save()
+    session.refresh_from_db()
+    answer = construct_answer(session)
+    answer.pop("confidence")
+    with pytest.raises(FlowError, match="asks for a confidence"):
+        record_judgment(session.token, answer, study.slug)
+    assert Judgment.objects.count() == 1
+    assert record_judgment(session.token, construct_answer(session), study.slug).created
+
+
+def test_a_remembered_session_still_refuses_what_the_session_refuses(make_study):
+    study = make_study("construct", ask_confidence=True)
+    session = to_trials(start_session(study, RecruiterIds("refused")))
+    first = construct_answer(session)
+    stored = record_judgment(session.token, first, study.slug).judgment
+    assert record_judgment(session.token, first, study.slug).judgment.pk == stored.pk  # a retry
+    with pytest.raises(FlowError, match="not the next one") as skipped:
+        record_judgment(session.token, construct_answer(session, index=2), study.slug)
+    assert skipped.value.status == 409
+    Session.objects.filter(pk=session.pk).update(state=Session.State.FEEDBACK)
+    session.refresh_from_db()
+    with pytest.raises(FlowError, match="Trials are not open"):
+        record_judgment(session.token, construct_answer(session, index=1), study.slug)
+    assert Judgment.objects.count() == 1
