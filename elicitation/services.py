@@ -239,6 +239,9 @@ def finish_instructions(session: Session) -> None:
 def submit_quiz(session: Session, answers: list[int | None]) -> bool:
     """Record an attempt; all correct opens the trials, any wrong sends back to the
     instructions."""
+    # A session read for the participant pages leaves these out: one query, not one each.
+    if unread := session.get_deferred_fields() & {"quiz_attempts", "quiz_log"}:
+        session.refresh_from_db(fields=unread)
     quiz = session.study.quiz
     correct = [a == q["answer"] for a, q in zip(answers, quiz, strict=False)]
     passed = len(answers) == len(quiz) and all(correct)

@@ -134,7 +134,8 @@ STATE_TEMPLATES = {
 def study_page(request: HttpRequest, slug: str) -> HttpResponse:
     """The one address a participant uses: shows whatever step they are at."""
     recruiter = RecruiterIds.from_query(request.GET)
-    session = _bound_session(request, slug)  # loads the study with it
+    live = _browser_session(request, slug)  # loads the study with it
+    session = live.session if live else None
     study = session.study if session else _study_or_404(slug)
     session = session or session_by_recruiter_pid(study, recruiter.pid)
     if session is None:
@@ -149,6 +150,8 @@ def study_page(request: HttpRequest, slug: str) -> HttpResponse:
         return _bind(request, redirect("elicitation:study", slug=slug), slug, session)
     services.touch(session)
     context = {"study": study, "session": session, "progress": progress(session)}
+    if live and session.state == Session.State.TRIALS:
+        context["first_trial"] = _trial_body(live)  # shown at once, without a request
     page = render(request, STATE_TEMPLATES[session.state], context)
     return _bind(request, page, slug, session)
 

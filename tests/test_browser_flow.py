@@ -15,6 +15,8 @@ def shown_index(page) -> int:
 
 def test_construct_session_by_keyboard_with_reload_and_quiz_retry(page, live_server, make_study):
     study = make_study("construct", ask_confidence=True, n_pairs=6)
+    trial_fetches = []
+    page.on("request", lambda r: "/trial/" in r.url and trial_fetches.append(r.url))
     enter_study(page, live_server.url, study.slug, "kb-person", wrong_first=True)
     session = Session.objects.get()
     assert session.quiz_attempts == 2
@@ -37,6 +39,7 @@ def test_construct_session_by_keyboard_with_reload_and_quiz_retry(page, live_ser
     page.wait_for_selector("#f0")
     finish_feedback(page)
     assert page.inner_text("#completion-code") == "DONE-123"
+    assert trial_fetches == []  # each trial came with its page or the save before it
 
     session.refresh_from_db()
     assert session.state == "complete"

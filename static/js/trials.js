@@ -1,4 +1,4 @@
-// The trial page: fetch the next trial, show it, save the answer the moment it is
+// The trial page: show the trial the page came with, save the answer the moment it is
 // given (one idempotency key per answer, retried until the server has it); the
 // save's reply carries the trial after it.
 (function () {
@@ -248,8 +248,8 @@
   // --- the loop --------------------------------------------------------------------
   let sessionToken = null;
 
-  // On page load (and after a refusal) the next trial is fetched; after a saved
-  // answer it comes with the save's reply.
+  // After a refusal the next trial is fetched; after a saved answer it comes with
+  // the save's reply.
   async function loadNext() {
     app.replaceChildren(el("p", { class: "muted", id: "trial-status" }, "Loading…"));
     const { status, body } = await request(cfg.trialUrl, { method: "GET" });
@@ -306,5 +306,7 @@
     if (next && !next.disabled) { ev.preventDefault(); next.click(); }
   });
 
-  loadNext();
+  // The page arrives with its first trial; fetched only when it did not.
+  const first = document.getElementById("first-trial");
+  if (first) showTrial(JSON.parse(first.textContent)); else loadNext();
 })();
