@@ -210,6 +210,12 @@ async def answer_trials(web: httpx.AsyncClient, stats: Stats, body: dict, think_
 
 
 async def leave(web: httpx.AsyncClient, stats: Stats) -> None:
+    """The feedback page (the trial page goes there after the last answer), then the
+    feedback and the completion page."""
+    page = await web.get(f"/s/{SLUG}/")
+    if page.status_code != 200 or 'id="feedback-submit"' not in page.text:
+        stats.errors.append(f"feedback page: {page.status_code}")
+        return
     form = {"csrfmiddlewaretoken": web.cookies["csrftoken"], "f0": "fine"}
     response = await web.post(f"/s/{SLUG}/feedback/", data=form)
     if response.status_code != 200 or "LOAD-DONE" not in response.text:
