@@ -305,19 +305,21 @@ def record_judgment(token: str, payload: dict, slug: str | None = None) -> SaveR
         saved = _save_presumed(presumed, envelope)
         if saved is not None:
             return saved
-    # Not remembered, or not as remembered: from the session as it is now.
-    live = _live_or_refuse(token, slug)
-    session = live.session
-    if session.state != Session.State.TRIALS or envelope.trial_index != session.position:
-        return _replay_or_refuse(live, envelope)
-    answer = _read_answer(live, envelope)
-    try:
-        judgment = _store_judgment(live, envelope, answer)
-    except IntegrityError:
-        judgment = None  # the key was used before (or just now, by a concurrent request)
-    if judgment is None:
-        return _replay_or_refuse(_live_or_refuse(token, slug), envelope)
-    return SaveResult(judgment, True, live)
+    # Not remembered, or not as remembered: from the session as it is now. Read twice
+    # only when the study was edited between the read and the write.
+    for _ in range(2):
+        live = _live_or_refuse(token, slug)
+        session = live.session
+        if session.state != Session.State.TRIALS or envelope.trial_index != session.position:
+            return _replay_or_refuse(live, envelope)
+        answer = _read_answer(live, envelope)
+        try:
+            judgment = _store_judgment(live, envelope, answer)
+        except IntegrityError:  # the key was used before (or just now, concurrently)
+            return _replay_or_refuse(_live_or_refuse(token, slug), envelope)
+        if judgment is not None:
+            return SaveResult(judgment, True, live)
+    raise FlowError("The study changed while this answer was saved; please send it again.", 409)
 
 
 def _save_presumed(live: LiveSession, envelope: Envelope) -> SaveResult | None:

@@ -409,3 +409,24 @@ def test_a_remembered_session_still_refuses_what_the_session_refuses(make_study)
     with pytest.raises(FlowError, match="Trials are not open"):
         record_judgment(session.token, construct_answer(session, index=1), study.slug)
     assert Judgment.objects.count() == 1
+
+
+def test_a_study_edit_between_the_read_and_the_write_rechecks_and_stores(make_study, monkeypatch):
+    from elicitation import services
+
+    study = make_study("construct", ask_confidence=True)
+    session = to_trials(start_session(study, RecruiterIds("raced")))  # not yet remembered
+    checks = []
+    read_answer = services._read_answer
+
+    def edited_during_the_first_check(live, envelope):
+        checks.append(live.catalog.version)
+        if len(checks) == 1:
+            study.save()  # a researcher saves the study meanwhile
+        return read_answer(live, envelope)
+
+    monkeypatch.setattr(services, "_read_answer", edited_during_the_first_check)
+    result = record_judgment(session.token, construct_answer(session), study.slug)
+    assert result.created and result.judgment.trial_index == 0
+    assert len(checks) == 2 and checks[0] != checks[1]  # checked again, against the edit
+    assert Judgment.objects.count() == 1
