@@ -1,9 +1,10 @@
 """Load: simulated participants doing whole sessions against gunicorn + PostgreSQL.
 
 Every participant (asyncio + httpx, each with its own cookies) enters with Prolific
-ids, consents, reads the instructions, passes the quiz (the trial page comes with the
-first trial), answers all 32 (Construct, as long as an H-Mix Construct session; each
-save's reply carries the next trial, as on the real page) and sends feedback.
+ids, consents, reads the instructions and passes the quiz at their end (the trial page
+comes with the first trial), answers all 32 (Construct, as long as an H-Mix Construct
+session; each save's reply carries the next trial, as on the real page) and sends
+feedback.
 
 Three phases, each next to a minimal Django view that writes one row on the same
 server (the framework's floor), driven the same way:
@@ -159,9 +160,8 @@ async def enter(web: httpx.AsyncClient, stats: Stats) -> dict | None:
     entry = {"PROLIFIC_PID": f"load-{uuid.uuid4().hex}", "STUDY_ID": "b", "SESSION_ID": "1"}
     await web.get(f"/s/{SLUG}/", params=entry)  # then the consent page
     form = {"csrfmiddlewaretoken": web.cookies["csrftoken"]}
-    steps = [
-        ("consent", {"consent_0": "on", "consent_1": "on"}, 'id="instructions"'),
-        ("instructions", {}, 'id="quiz-submit"'),
+    steps = [  # the quiz is the instructions page's last screen
+        ("consent", {"consent_0": "on", "consent_1": "on"}, 'id="quiz-submit"'),
         ("quiz", {"q0": "1"}, 'id="first-trial"'),
     ]
     for step, fields, next_page in steps:

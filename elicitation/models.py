@@ -133,8 +133,7 @@ class Participant(models.Model):
 
 class Session(models.Model):
     class State(models.TextChoices):
-        INSTRUCTIONS = "instructions"
-        QUIZ = "quiz"
+        INSTRUCTIONS = "instructions"  # the quiz, if any, is their last screen
         TRIALS = "trials"
         FEEDBACK = "feedback"
         COMPLETE = "complete"

@@ -228,21 +228,21 @@ def _advance(session: Session, expected: str, new_state: str, **fields) -> None:
 
 
 def finish_instructions(session: Session) -> None:
-    has_quiz = bool(session.study.quiz)
-    _advance(
-        session,
-        Session.State.INSTRUCTIONS,
-        Session.State.QUIZ if has_quiz else Session.State.TRIALS,
-    )
+    """Start the trials of a study without a quiz; with one, passing it does."""
+    if session.study.quiz:
+        raise FlowError("Answer the quiz to continue.", status=409)
+    _advance(session, Session.State.INSTRUCTIONS, Session.State.TRIALS)
 
 
 def submit_quiz(session: Session, answers: list[int | None]) -> bool:
-    """Record an attempt; all correct opens the trials, any wrong sends back to the
-    instructions."""
+    """Record an attempt (the quiz is the instructions page's last screen); all correct
+    opens the trials, any wrong sends back to the instructions."""
+    quiz = session.study.quiz
+    if not quiz:
+        raise FlowError("This study has no quiz.", status=409)
     # A session read for the participant pages leaves these out: one query, not one each.
     if unread := session.get_deferred_fields() & {"quiz_attempts", "quiz_log"}:
         session.refresh_from_db(fields=unread)
-    quiz = session.study.quiz
     correct = [a == q["answer"] for a, q in zip(answers, quiz, strict=False)]
     passed = len(answers) == len(quiz) and all(correct)
     log = [
@@ -251,7 +251,7 @@ def submit_quiz(session: Session, answers: list[int | None]) -> bool:
     ]
     _advance(
         session,
-        Session.State.QUIZ,
+        Session.State.INSTRUCTIONS,
         Session.State.TRIALS if passed else Session.State.INSTRUCTIONS,
         quiz_attempts=session.quiz_attempts + 1,
         quiz_log=log,

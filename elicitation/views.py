@@ -123,7 +123,6 @@ def _flow_error_page(request: HttpRequest, study: Study, error: FlowError) -> Ht
 
 STATE_TEMPLATES = {
     Session.State.INSTRUCTIONS: "elicitation/instructions.html",
-    Session.State.QUIZ: "elicitation/quiz.html",
     Session.State.TRIALS: "elicitation/trials.html",
     Session.State.FEEDBACK: "elicitation/feedback.html",
     Session.State.COMPLETE: "elicitation/complete.html",

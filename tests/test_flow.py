@@ -19,7 +19,6 @@ from elicitation.services import (
 
 
 def to_trials(session):
-    finish_instructions(session)
     assert submit_quiz(session, [1])
     session.refresh_from_db()
     assert session.state == Session.State.TRIALS
@@ -151,14 +150,27 @@ def test_judgments_before_trials_are_refused(make_study):
 
 def test_wrong_quiz_answer_returns_to_instructions(make_study):
     session = start_session(make_study("construct"), RecruiterIds())
-    finish_instructions(session)
     assert not submit_quiz(session, [0])
     session.refresh_from_db()
     assert session.state == Session.State.INSTRUCTIONS and session.quiz_attempts == 1
-    finish_instructions(session)
     assert submit_quiz(session, [1])
     session.refresh_from_db()
     assert session.quiz_attempts == 2 and [a["passed"] for a in session.quiz_log] == [False, True]
+
+
+def test_instructions_start_the_trials_only_in_a_study_without_quiz(make_study):
+    with_quiz = start_session(make_study("construct"), RecruiterIds())
+    with pytest.raises(FlowError, match="quiz") as err:
+        finish_instructions(with_quiz)
+    assert err.value.status == 409
+    with_quiz.refresh_from_db()
+    assert with_quiz.state == Session.State.INSTRUCTIONS
+    without = start_session(make_study("construct", slug="no-quiz", quiz=[]), RecruiterIds())
+    with pytest.raises(FlowError, match="no quiz"):
+        submit_quiz(without, [])
+    finish_instructions(without)
+    without.refresh_from_db()
+    assert without.state == Session.State.TRIALS and without.quiz_log == []
 
 
 def test_same_recruiter_id_resumes_and_never_gets_second_session(make_study):
@@ -242,8 +254,14 @@ def test_http_flow_and_consent_must_be_complete(make_study, client):
     client.post(consent, {"consent_0": "on", "consent_1": "on"})
     session = Session.objects.get()
     assert session.participant.recruiter_pid == "pp1" and session.recruiter_study_id == "st1"
+    # The quiz is the instructions page's last screen, and the only way to the trials.
+    page = client.get(url)
+    assert b'id="instruction' in page.content and b'id="quiz-submit"' in page.content
     client.post(reverse("elicitation:instructions", args=[study.slug]))
-    client.post(reverse("elicitation:quiz", args=[study.slug]), {"q0": "1"})
+    session.refresh_from_db()
+    assert session.state == Session.State.INSTRUCTIONS and session.quiz_attempts == 0
+    quiz = reverse("elicitation:quiz", args=[study.slug])
+    assert b'id="first-trial"' in client.post(quiz, {"q0": "1"}, follow=True).content
     trial = client.get(reverse("elicitation:trial", args=[study.slug])).json()
     assert trial["session"] == session.token and trial["trial"]["index"] == 0
     assert len(trial["trial"]["images"]) == 11
