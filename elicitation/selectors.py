@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import connection
-from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from datasets.models import Stimulus
 
-from .models import Condition, ConditionItem, Interface, Session, Study
+from .models import Condition, ConditionItem, Interface, Participant, Session, Study
 
 
 def study_by_slug(slug: str) -> Study | None:
@@ -25,25 +24,51 @@ def study_by_slug(slug: str) -> Study | None:
     return study_catalog(*row).study if row else None
 
 
-def session_by_recruiter_pid(study: Study, pid: str) -> Session | None:
-    if not pid:
+def participant_by_recruiter_pid(pid: str) -> Participant | None:
+    return Participant.objects.filter(recruiter_pid=pid).first() if pid else None
+
+
+def session_of(study: Study, participant: Participant | None) -> Session | None:
+    if participant is None:
         return None
-    return (
-        Session.objects.select_related("participant", "condition")
-        .filter(study=study, participant__recruiter_pid=pid)
-        .first()
-    )
+    session = Session.objects.filter(study=study, participant=participant).first()
+    if session is not None:
+        session.participant = participant
+    return session
 
 
-def condition_loads(study: Study) -> QuerySet[Condition]:
-    """Conditions with `load`: completed sessions plus in-progress ones seen recently."""
+def session_by_recruiter_pid(study: Study, pid: str) -> Session | None:
+    # The participant first: a newcomer, the usual case, costs one small query.
+    return session_of(study, participant_by_recruiter_pid(pid))
+
+
+def least_filled_condition(study: Study) -> int | None:
+    """The id of the condition holding fewest sessions (completed ones plus those in
+    progress and seen recently), the first by position on a tie; None if it has none.
+
+    Hand-written: every new participant runs it, under the study's lock."""
     fresh_since = timezone.now() - timedelta(minutes=study.stale_after_minutes)
-    holding = Q(sessions__state=Session.State.COMPLETE) | Q(sessions__last_seen_at__gte=fresh_since)
-    return (
-        Condition.objects.filter(study=study)
-        .annotate(load=Count("sessions", filter=holding))
-        .order_by("load", "position", "pk")
+    sql = (
+        f"SELECT c.id FROM {Condition._meta.db_table} c "
+        f"LEFT JOIN {Session._meta.db_table} s ON s.condition_id = c.id "
+        "AND (s.state = %s OR s.last_seen_at >= %s) "
+        "WHERE c.study_id = %s GROUP BY c.id, c.position "
+        "ORDER BY COUNT(s.id), c.position, c.id LIMIT 1"
     )
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [Session.State.COMPLETE, adapt(fresh_since), study.pk])
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def lock_study(study: Study) -> None:
+    """Hold the study's row until the transaction ends, so new sessions are assigned one
+    at a time. Not FOR UPDATE: that also blocks the key-share lock every saved answer's
+    foreign key takes on the row. SQLite runs one writer at a time anyway."""
+    lock = " FOR NO KEY UPDATE" if connection.features.has_select_for_no_key_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {Study._meta.db_table} WHERE id = %s{lock}", [study.pk])
 
 
 def grid_lams(study: Study) -> list[float]:

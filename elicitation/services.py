@@ -39,11 +39,14 @@ from .models import (
 )
 from .selectors import (
     LiveSession,
-    condition_loads,
     grid_lams,
+    least_filled_condition,
     live_session,
+    lock_study,
+    participant_by_recruiter_pid,
     presumed_live_session,
     session_by_recruiter_pid,
+    session_of,
 )
 
 NO_SESSION = "No session for this study in this browser."
@@ -124,10 +127,11 @@ def build_conditions(study: Study, n_conditions: int | None = None) -> list[Cond
 # --- Starting and resuming ----------------------------------------------------
 
 
-def _trial_order(study: Study, condition: Condition, rng: random.Random) -> list[dict]:
+def _trial_order(study: Study, condition_id: int, rng: random.Random) -> list[dict]:
     """Items in a per-session random order, then repeats of earlier ones, with what each
     trial shows fixed now so a reload shows the same thing."""
-    positions = list(condition.items.values_list("position", flat=True))
+    items = ConditionItem.objects.filter(condition_id=condition_id).order_by()
+    positions = list(items.values_list("position", flat=True))
     rng.shuffle(positions)
     repeats = rng.sample(positions, min(study.repeat_trials, len(positions)))
     order = [{"item": p, "repeat": False} for p in positions]
@@ -154,7 +158,8 @@ def start_session(study: Study, recruiter: RecruiterIds, address: str = "") -> S
     The study row lock serialises assignment, so concurrent starts on PostgreSQL
     spread evenly over conditions.
     """
-    existing = session_by_recruiter_pid(study, recruiter.pid)
+    participant = participant_by_recruiter_pid(recruiter.pid)
+    existing = session_of(study, participant)
     if existing:
         return existing
     if study.status != Study.Status.LIVE:
@@ -173,24 +178,21 @@ def start_session(study: Study, recruiter: RecruiterIds, address: str = "") -> S
         )
     try:
         with transaction.atomic():
-            Study.objects.select_for_update().filter(pk=study.pk).first()
-            condition = condition_loads(study).first()
-            if condition is None:
+            lock_study(study)
+            condition_id = least_filled_condition(study)
+            if condition_id is None:
                 raise FlowError("This study has no conditions yet.", status=503)
-            participant = None
-            if recruiter.pid:
-                participant = Participant.objects.filter(recruiter_pid=recruiter.pid).first()
             participant = participant or Participant.objects.create(
                 recruiter_pid=recruiter.pid or None
             )
             return Session.objects.create(
                 study=study,
                 participant=participant,
-                condition=condition,
+                condition_id=condition_id,
                 recruiter_study_id=recruiter.study_id,
                 recruiter_session_id=recruiter.session_id,
                 start_address=key,
-                trial_order=_trial_order(study, condition, random.Random(secrets.randbits(64))),
+                trial_order=_trial_order(study, condition_id, random.Random(secrets.randbits(64))),
             )
     except IntegrityError:
         # The same recruiter id started twice at once: the other request won.

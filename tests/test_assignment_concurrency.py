@@ -36,3 +36,42 @@ def test_fifty_threads_spread_evenly_over_conditions(make_study):
     counts = Counter(Session.objects.values_list("condition_id", flat=True))
     assert sum(counts.values()) == 50
     assert max(counts.values()) - min(counts.values()) <= 1, counts
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_session_being_assigned_does_not_hold_up_answers(make_study):
+    """Assignment locks the study row; a saved answer's foreign key to the study must
+    not wait for that lock."""
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks need PostgreSQL (set DATABASE_URL)")
+    from django.db import transaction
+
+    from elicitation.selectors import lock_study
+    from elicitation.services import record_judgment
+    from tests.test_flow import construct_answer, to_trials
+
+    study = make_study("construct", ask_confidence=True)
+    session = to_trials(start_session(study, RecruiterIds("answering")))
+    locked, release = threading.Event(), threading.Event()
+
+    def assigning() -> None:
+        try:
+            with transaction.atomic():
+                lock_study(study)
+                locked.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=assigning)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        with connection.cursor() as cursor:  # fail rather than wait for the lock
+            cursor.execute("SET lock_timeout = '2s'")
+        assert record_judgment(session.token, construct_answer(session)).created
+    finally:
+        release.set()
+        holder.join()
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
