@@ -15,8 +15,9 @@ def shown_index(page) -> int:
 
 def test_construct_session_by_keyboard_with_reload_and_quiz_retry(page, live_server, make_study):
     study = make_study("construct", ask_confidence=True, n_pairs=6)
-    trial_fetches = []
+    trial_fetches, page_loads = [], []
     page.on("request", lambda r: "/trial/" in r.url and trial_fetches.append(r.url))
+    page.on("request", lambda r: r.resource_type == "document" and page_loads.append(r.url))
     enter_study(page, live_server.url, study.slug, "kb-person", wrong_first=True)
     session = Session.objects.get()
     assert session.quiz_attempts == 2
@@ -34,12 +35,18 @@ def test_construct_session_by_keyboard_with_reload_and_quiz_retry(page, live_ser
         page.focus("#confidence")
         for _ in range(5):
             page.keyboard.press("ArrowRight")
+        if i == total - 1:
+            page_loads.clear()  # from the last answer on
         page.keyboard.press("Enter")
         page.wait_for_function(f"!document.querySelector('.trial[data-index=\"{i}\"]')")
     page.wait_for_selector("#f0")
     finish_feedback(page)
     assert page.inner_text("#completion-code") == "DONE-123"
     assert trial_fetches == []  # each trial came with its page or the save before it
+    # The feedback questions were the trial page's last screen: the only page loads
+    # after the last answer are sending them and the completion page.
+    study_url = f"{live_server.url}/s/{study.slug}/"
+    assert page_loads == [f"{study_url}feedback/", study_url]
 
     session.refresh_from_db()
     assert session.state == "complete"

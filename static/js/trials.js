@@ -257,9 +257,20 @@
     showTrial(body);
   }
 
+  // After the last answer: the feedback questions this page carries, else the study's
+  // address (the completion page).
+  function endTrials() {
+    const feedback = document.getElementById("feedback-step");
+    if (!feedback) { window.location.assign(cfg.studyUrl); return; }
+    app.replaceChildren();
+    app.hidden = true;
+    feedback.hidden = false;
+    feedback.querySelector("textarea, button").focus();
+  }
+
   async function showTrial(body) {
     sessionToken = body.session;
-    if (body.done) { window.location.assign(cfg.studyUrl); return; }
+    if (body.done) { endTrials(); return; }
     const trial = body.trial;
     setProgress(trial.index, trial.total);
     const urls = trial.images ? trial.images.map((im) => im.url) : [trial.image];
