@@ -163,6 +163,8 @@ def _closed_message(study: Study) -> str:
 
 @require_POST
 def consent(request: HttpRequest, slug: str) -> HttpResponse:
+    """Consent, sent with the instructions' end (and the quiz's first answers) by the
+    page that shows them all: starts the session and takes it as far as they allow."""
     if _bound_session(request, slug):
         return redirect("elicitation:study", slug=slug)
     study = _study_or_404(slug)
@@ -182,6 +184,13 @@ def consent(request: HttpRequest, slug: str) -> HttpResponse:
         )
     except FlowError as error:
         return _flow_error_page(request, study, error)
+    try:
+        if not study.quiz:
+            services.finish_instructions(session)
+        elif any(f"q{i}" in request.POST for i in range(len(study.quiz))):
+            _grade_quiz(request, session)
+    except FlowError:
+        pass  # a resumed session further on: the study page shows where it is
     response = redirect("elicitation:study", slug=slug)
     response.delete_cookie(_entry_cookie(slug), path=_study_path(slug), samesite="Lax")
     return _bind(request, response, slug, session)
@@ -204,19 +213,21 @@ def instructions_done(request: HttpRequest, slug: str) -> HttpResponse:
     return redirect("elicitation:study", slug=slug)
 
 
+def _grade_quiz(request: HttpRequest, session: Session) -> None:
+    answers = []
+    for i in range(len(session.study.quiz)):
+        value = request.POST.get(f"q{i}")
+        answers.append(int(value) if value is not None and value.isdigit() else None)
+    if not services.submit_quiz(session, answers):
+        messages.warning(
+            request, "Some answers were not right. Please read the instructions again."
+        )
+
+
 @require_POST
 def quiz(request: HttpRequest, slug: str) -> HttpResponse:
     try:
-        session = _session_or_error(request, slug)
-        answers = []
-        for i in range(len(session.study.quiz)):
-            value = request.POST.get(f"q{i}")
-            answers.append(int(value) if value is not None and value.isdigit() else None)
-        if not services.submit_quiz(session, answers):
-            messages.warning(
-                request,
-                "Some answers were not right. Please read the instructions again.",
-            )
+        _grade_quiz(request, _session_or_error(request, slug))
     except FlowError:
         pass
     return redirect("elicitation:study", slug=slug)

@@ -65,8 +65,21 @@ def test_construct_session_by_keyboard_with_reload_and_quiz_retry(page, live_ser
 
 def test_select_shuffled_session_by_mouse_survives_lost_connection(page, live_server, make_study):
     study = make_study("select_shuffled", ask_confidence=True)
+    page_loads = []
+    page.on("request", lambda r: r.resource_type == "document" and page_loads.append(r.url))
     enter_study(page, live_server.url, study.slug, "mouse-person")
+    page.wait_for_selector('.trial[data-index="0"]')
     session = Session.objects.get()
+    # Consent, instructions and quiz are one page, sent once: the recruiter's link, the
+    # address without its ids, sending them, and the trial page.
+    study_url = f"{live_server.url}/s/{study.slug}/"
+    assert [url.split("?")[0] for url in page_loads] == [
+        study_url,
+        study_url,
+        f"{study_url}consent/",
+        study_url,
+    ]
+    assert session.quiz_attempts == 1 and session.state == Session.State.TRIALS
     failures = {"left": 4}  # the banner then stays up for several seconds of retries
 
     def flaky(route):
@@ -109,7 +122,8 @@ def test_select_shuffled_works_on_a_phone(phone_page, live_server, make_study):
         box.tap()
     phone_page.tap("#consent-submit")
     phone_page.tap("#instr-next")
-    phone_page.tap("#instr-done")
+    phone_page.tap("#instr-done")  # sends the consent with the instructions' end
+    phone_page.wait_for_selector('.trial[data-index="0"]')
     for i in range(Session.objects.get().trial_count):
         phone_page.wait_for_selector(f'.trial[data-index="{i}"] .choice')
         width = phone_page.evaluate("document.documentElement.scrollWidth")

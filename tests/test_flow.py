@@ -296,6 +296,33 @@ def test_http_flow_and_consent_must_be_complete(make_study, client):
     assert Session.objects.count() == 1
 
 
+def test_consent_sent_with_the_quiz_answers_starts_the_trials_in_one_request(make_study):
+    from django.test import Client
+
+    study = make_study("construct")
+    consent = reverse("elicitation:consent", args=[study.slug])
+    ticked = {"consent_0": "on", "consent_1": "on"}
+    right, wrong = Client(), Client()
+    page = right.post(consent, {**ticked, "q0": "1"}, follow=True)
+    assert b'id="first-trial"' in page.content
+    assert page.redirect_chain == [(reverse("elicitation:study", args=[study.slug]), 302)]
+    page = wrong.post(consent, {**ticked, "q0": "0"}, follow=True)
+    assert b"read the instructions again" in page.content and b'id="quiz-submit"' in page.content
+    sessions = Session.objects.order_by("pk")
+    assert [(s.state, s.quiz_attempts) for s in sessions] == [("trials", 1), ("instructions", 1)]
+    # Without answers (the quiz not reached): the instructions and quiz, nothing graded.
+    Client().post(consent, ticked)
+    assert Session.objects.order_by("pk").last().quiz_attempts == 0
+
+
+def test_consent_in_a_study_without_quiz_goes_straight_to_the_trials(make_study, client):
+    study = make_study("construct", quiz=[])
+    consent = reverse("elicitation:consent", args=[study.slug])
+    page = client.post(consent, {"consent_0": "on", "consent_1": "on"}, follow=True)
+    assert b'id="first-trial"' in page.content
+    assert Session.objects.get().state == Session.State.TRIALS
+
+
 def test_http_rejects_other_browsers_and_bad_json(make_study, client):
     study = make_study("construct")
     save = reverse("elicitation:judgments", args=[study.slug])
