@@ -106,10 +106,17 @@ class StudyCatalog:
         self._conditions: dict[int, dict[int, TrialItem]] = {}
 
     def item(self, condition_id: int, position: int) -> TrialItem:
+        return self._items(condition_id)[position]
+
+    def positions(self, condition_id: int) -> list[int]:
+        """The positions of the condition's items."""
+        return list(self._items(condition_id))
+
+    def _items(self, condition_id: int) -> dict[int, TrialItem]:
         items = self._conditions.get(condition_id)
         if items is None:
             items = self._conditions[condition_id] = self._load_condition(condition_id)
-        return items[position]
+        return items
 
     def _load_condition(self, condition_id: int) -> dict[int, TrialItem]:
         rows = list(
@@ -144,6 +151,15 @@ def study_catalog(study_id: int, version: object) -> StudyCatalog:
         study = Study.objects.select_related("stimulus_set__dataset").get(pk=study_id)
         catalog = _catalogs[study_id] = StudyCatalog(study, version)
     return catalog
+
+
+def catalog_of(study: Study) -> StudyCatalog:
+    """The catalog `study` was read from, or, for a study read some other way (a script,
+    a test), one made for the occasion."""
+    catalog = _catalogs.get(study.pk)
+    if catalog is not None and catalog.study is study:
+        return catalog
+    return StudyCatalog(study, version=None)
 
 
 @dataclass

@@ -39,6 +39,7 @@ from .models import (
 )
 from .selectors import (
     LiveSession,
+    catalog_of,
     grid_lams,
     least_filled_condition,
     live_session,
@@ -127,11 +128,11 @@ def build_conditions(study: Study, n_conditions: int | None = None) -> list[Cond
 # --- Starting and resuming ----------------------------------------------------
 
 
-def _trial_order(study: Study, condition_id: int, rng: random.Random) -> list[dict]:
-    """Items in a per-session random order, then repeats of earlier ones, with what each
-    trial shows fixed now so a reload shows the same thing."""
-    items = ConditionItem.objects.filter(condition_id=condition_id).order_by()
-    positions = list(items.values_list("position", flat=True))
+def _trial_order(study: Study, positions: list[int], rng: random.Random) -> list[dict]:
+    """The condition's items (their positions) in a per-session random order, then
+    repeats of earlier ones, with what each trial shows fixed now so a reload shows the
+    same thing."""
+    positions = list(positions)
     rng.shuffle(positions)
     repeats = rng.sample(positions, min(study.repeat_trials, len(positions)))
     order = [{"item": p, "repeat": False} for p in positions]
@@ -156,7 +157,8 @@ def start_session(study: Study, recruiter: RecruiterIds, address: str = "") -> S
     in the least-filled condition.
 
     The study row lock serialises assignment, so concurrent starts on PostgreSQL
-    spread evenly over conditions.
+    spread evenly over conditions. It is held for two statements and the commit: new
+    participants arrive all at once when a study is posted.
     """
     participant = participant_by_recruiter_pid(recruiter.pid)
     existing = session_of(study, participant)
@@ -176,15 +178,17 @@ def start_session(study: Study, recruiter: RecruiterIds, address: str = "") -> S
         raise FlowError(
             "Too many new sessions from your network; please wait a minute.", status=429
         )
+    catalog = catalog_of(study)
+    rng = random.Random(secrets.randbits(64))
     try:
         with transaction.atomic():
+            participant = participant or Participant.objects.create(
+                recruiter_pid=recruiter.pid or None
+            )
             lock_study(study)
             condition_id = least_filled_condition(study)
             if condition_id is None:
                 raise FlowError("This study has no conditions yet.", status=503)
-            participant = participant or Participant.objects.create(
-                recruiter_pid=recruiter.pid or None
-            )
             return Session.objects.create(
                 study=study,
                 participant=participant,
@@ -192,7 +196,7 @@ def start_session(study: Study, recruiter: RecruiterIds, address: str = "") -> S
                 recruiter_study_id=recruiter.study_id,
                 recruiter_session_id=recruiter.session_id,
                 start_address=key,
-                trial_order=_trial_order(study, condition_id, random.Random(secrets.randbits(64))),
+                trial_order=_trial_order(study, catalog.positions(condition_id), rng),
             )
     except IntegrityError:
         # The same recruiter id started twice at once: the other request won.
