@@ -430,7 +430,10 @@ def _store_judgment(live: LiveSession, envelope: Envelope, answer: Answer) -> Ju
         # duplicate key from aborting it; a request runs in autocommit and needs none.
         savepoint = nullcontext() if transaction.get_autocommit() else transaction.atomic()
         with savepoint, connection.cursor() as cursor:
-            cursor.execute(_ADVANCE_AND_INSERT, [*advance, *row])
+            if not getattr(connection, "save_answer_prepared", False):
+                cursor.execute(_PREPARE_SAVE_ANSWER)
+                connection.save_answer_prepared = True
+            cursor.execute(_EXECUTE_SAVE_ANSWER, [*advance, *row])
             stored = cursor.fetchone()
     else:
         with transaction.atomic(), connection.cursor() as cursor:
@@ -469,6 +472,27 @@ _ADVANCE_AND_INSERT = (
     f"INSERT INTO {Judgment._meta.db_table} ({_JUDGMENT_COLUMNS}) "
     f"SELECT {_JUDGMENT_VALUES} FROM advanced RETURNING id"
 )
+
+
+# Prepared once per connection: parsing and planning it cost PostgreSQL as much as
+# running it, for every answer.
+def _numbered_params(sql: str) -> str:
+    """`sql` with its %s placeholders as $1, $2, ... (the form PREPARE takes)."""
+    pieces = sql.split("%s")
+    return "".join(f"{piece}${n}" for n, piece in enumerate(pieces[:-1], 1)) + pieces[-1]
+
+
+_SAVE_ANSWER = "hillmix_save_answer"
+_PREPARE_SAVE_ANSWER = f"PREPARE {_SAVE_ANSWER} AS {_numbered_params(_ADVANCE_AND_INSERT)}"
+_EXECUTE_SAVE_ANSWER = (
+    f"EXECUTE {_SAVE_ANSWER} ({', '.join(['%s'] * _ADVANCE_AND_INSERT.count('%s'))})"
+)
+
+
+def forget_prepared_statements(sender: object, connection: object, **kwargs: object) -> None:
+    """A new database connection has none of the statements prepared on the last one
+    (connected to Django's connection_created signal)."""
+    connection.save_answer_prepared = False
 
 
 # --- Importing the published H-Mix data ----------------------------------------

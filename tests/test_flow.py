@@ -423,6 +423,27 @@ def test_a_remembered_session_is_saved_without_reading_it(make_study):
     ]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_answers_are_saved_by_a_statement_prepared_per_connection(make_study):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's (set DATABASE_URL)")
+    study = make_study("construct", ask_confidence=True)
+    session = to_trials(start_session(study, RecruiterIds("prepared")))
+    # A new connection (as after a database restart) prepares it again.
+    for new_connection in (True, False, True):
+        if new_connection:
+            connection.close()
+        session.refresh_from_db()
+        with CaptureQueriesContext(connection) as queries:
+            assert record_judgment(session.token, construct_answer(session), study.slug).created
+        sql = [q["sql"].split()[0] for q in queries]
+        assert "EXECUTE" in sql and ("PREPARE" in sql) == new_connection
+    assert Judgment.objects.filter(session=session).count() == 3
+
+
 def test_a_study_edit_reaches_a_remembered_session_at_its_next_save(make_study):
     study = make_study("construct", ask_confidence=False)
     session = to_trials(start_session(study, RecruiterIds("edited")))
