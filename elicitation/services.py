@@ -474,14 +474,14 @@ _ADVANCE_AND_INSERT = (
 )
 
 
-# Prepared once per connection: parsing and planning it cost PostgreSQL as much as
-# running it, for every answer.
 def _numbered_params(sql: str) -> str:
     """`sql` with its %s placeholders as $1, $2, ... (the form PREPARE takes)."""
     pieces = sql.split("%s")
     return "".join(f"{piece}${n}" for n, piece in enumerate(pieces[:-1], 1)) + pieces[-1]
 
 
+# Prepared once per connection: parsing and planning the save cost PostgreSQL as much
+# as running it, for every answer.
 _SAVE_ANSWER = "hillmix_save_answer"
 _PREPARE_SAVE_ANSWER = f"PREPARE {_SAVE_ANSWER} AS {_numbered_params(_ADVANCE_AND_INSERT)}"
 _EXECUTE_SAVE_ANSWER = (
