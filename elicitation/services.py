@@ -152,9 +152,19 @@ def address_key(address: str) -> str:
     return hashlib.sha256(f"{settings.SECRET_KEY}:{address}".encode()).hexdigest()
 
 
-def start_session(study: Study, recruiter: RecruiterIds, address: str = "") -> Session:
+def start_session(
+    study: Study,
+    recruiter: RecruiterIds,
+    address: str = "",
+    quiz_answers: list[int | None] | None = None,
+) -> Session:
     """The participant's session in this study: resumed by recruiter id, else a new one
     in the least-filled condition.
+
+    `quiz_answers` come with the consent from the page whose last screen is the quiz
+    ([] in a study without one): a new session starts with them graded, in its trials
+    if they pass. None: the quiz was not reached, the session starts at the
+    instructions.
 
     The study row lock serialises assignment, so concurrent starts on PostgreSQL
     spread evenly over conditions. It is held for two statements and the commit: new
@@ -197,6 +207,7 @@ def start_session(study: Study, recruiter: RecruiterIds, address: str = "") -> S
                 recruiter_session_id=recruiter.session_id,
                 start_address=key,
                 trial_order=_trial_order(study, catalog.positions(condition_id), rng),
+                **_first_attempt(study, quiz_answers),
             )
     except IntegrityError:
         # The same recruiter id started twice at once: the other request won.
@@ -204,6 +215,28 @@ def start_session(study: Study, recruiter: RecruiterIds, address: str = "") -> S
         if existing:
             return existing
         raise
+
+
+def _first_attempt(study: Study, quiz_answers: list[int | None] | None) -> dict:
+    """A new session's fields for the quiz answers sent with the consent."""
+    if quiz_answers is None:
+        return {}
+    if not study.quiz:
+        return {"state": Session.State.TRIALS}
+    attempt = _graded(study.quiz, quiz_answers)
+    passed = attempt["passed"]
+    return {
+        "state": Session.State.TRIALS if passed else Session.State.INSTRUCTIONS,
+        "quiz_attempts": 1,
+        "quiz_log": [attempt],
+    }
+
+
+def _graded(quiz: list[dict], answers: list[int | None]) -> dict:
+    """One attempt at the quiz, as the session's quiz log keeps it."""
+    correct = [a == q["answer"] for a, q in zip(answers, quiz, strict=False)]
+    passed = len(answers) == len(quiz) and all(correct)
+    return {"answers": answers, "passed": passed, "at": timezone.now().isoformat()}
 
 
 TOUCH_EVERY = timedelta(seconds=30)
@@ -249,20 +282,15 @@ def submit_quiz(session: Session, answers: list[int | None]) -> bool:
     # A session read for the participant pages leaves these out: one query, not one each.
     if unread := session.get_deferred_fields() & {"quiz_attempts", "quiz_log"}:
         session.refresh_from_db(fields=unread)
-    correct = [a == q["answer"] for a, q in zip(answers, quiz, strict=False)]
-    passed = len(answers) == len(quiz) and all(correct)
-    log = [
-        *session.quiz_log,
-        {"answers": answers, "passed": passed, "at": timezone.now().isoformat()},
-    ]
+    attempt = _graded(quiz, answers)
     _advance(
         session,
         Session.State.INSTRUCTIONS,
-        Session.State.TRIALS if passed else Session.State.INSTRUCTIONS,
+        Session.State.TRIALS if attempt["passed"] else Session.State.INSTRUCTIONS,
         quiz_attempts=session.quiz_attempts + 1,
-        quiz_log=log,
+        quiz_log=[*session.quiz_log, attempt],
     )
-    return passed
+    return attempt["passed"]
 
 
 def submit_feedback(session: Session, answers: dict[str, str]) -> None:

@@ -176,21 +176,18 @@ def consent(request: HttpRequest, slug: str) -> HttpResponse:
             {"study": study, "error": "Please tick every box to take part."},
             status=400,
         )
+    answers = _quiz_answers(request, study) if _quiz_reached(request, study) else None
     try:
         session = services.start_session(
             study,
             _held_recruiter_ids(request, slug),
             address=request.META.get("REMOTE_ADDR", ""),
+            quiz_answers=answers,
         )
     except FlowError as error:
         return _flow_error_page(request, study, error)
-    try:
-        if not study.quiz:
-            services.finish_instructions(session)
-        elif any(f"q{i}" in request.POST for i in range(len(study.quiz))):
-            _grade_quiz(request, session)
-    except FlowError:
-        pass  # a resumed session further on: the study page shows where it is
+    if answers and session.state == Session.State.INSTRUCTIONS and session.quiz_attempts:
+        _warn_quiz_failed(request)
     response = redirect("elicitation:study", slug=slug)
     response.delete_cookie(_entry_cookie(slug), path=_study_path(slug), samesite="Lax")
     return _bind(request, response, slug, session)
@@ -213,21 +210,29 @@ def instructions_done(request: HttpRequest, slug: str) -> HttpResponse:
     return redirect("elicitation:study", slug=slug)
 
 
-def _grade_quiz(request: HttpRequest, session: Session) -> None:
+def _quiz_reached(request: HttpRequest, study: Study) -> bool:
+    """Whether the form carries the quiz's answers (always, in a study without one)."""
+    return not study.quiz or any(f"q{i}" in request.POST for i in range(len(study.quiz)))
+
+
+def _quiz_answers(request: HttpRequest, study: Study) -> list[int | None]:
     answers = []
-    for i in range(len(session.study.quiz)):
+    for i in range(len(study.quiz)):
         value = request.POST.get(f"q{i}")
         answers.append(int(value) if value is not None and value.isdigit() else None)
-    if not services.submit_quiz(session, answers):
-        messages.warning(
-            request, "Some answers were not right. Please read the instructions again."
-        )
+    return answers
+
+
+def _warn_quiz_failed(request: HttpRequest) -> None:
+    messages.warning(request, "Some answers were not right. Please read the instructions again.")
 
 
 @require_POST
 def quiz(request: HttpRequest, slug: str) -> HttpResponse:
     try:
-        _grade_quiz(request, _session_or_error(request, slug))
+        session = _session_or_error(request, slug)
+        if not services.submit_quiz(session, _quiz_answers(request, session.study)):
+            _warn_quiz_failed(request)
     except FlowError:
         pass
     return redirect("elicitation:study", slug=slug)

@@ -310,6 +310,10 @@ def test_consent_sent_with_the_quiz_answers_starts_the_trials_in_one_request(mak
     assert b"read the instructions again" in page.content and b'id="quiz-submit"' in page.content
     sessions = Session.objects.order_by("pk")
     assert [(s.state, s.quiz_attempts) for s in sessions] == [("trials", 1), ("instructions", 1)]
+    assert [[(a["answers"], a["passed"]) for a in s.quiz_log] for s in sessions] == [
+        [([1], True)],
+        [([0], False)],
+    ]
     # Without answers (the quiz not reached): the instructions and quiz, nothing graded.
     Client().post(consent, ticked)
     assert Session.objects.order_by("pk").last().quiz_attempts == 0
