@@ -62,15 +62,6 @@ def least_filled_condition(study: Study) -> int | None:
     return row[0] if row else None
 
 
-def lock_study(study: Study) -> None:
-    """Hold the study's row until the transaction ends, so new sessions are assigned one
-    at a time. Not FOR UPDATE: that also blocks the key-share lock every saved answer's
-    foreign key takes on the row. SQLite runs one writer at a time anyway."""
-    lock = " FOR NO KEY UPDATE" if connection.features.has_select_for_no_key_update else ""
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT 1 FROM {Study._meta.db_table} WHERE id = %s{lock}", [study.pk])
-
-
 def grid_lams(study: Study) -> list[float]:
     return sorted(float(x) for x in study.stimulus_set.lams)
 

@@ -43,7 +43,6 @@ from .selectors import (
     grid_lams,
     least_filled_condition,
     live_session,
-    lock_study,
     participant_by_recruiter_pid,
     presumed_live_session,
     session_by_recruiter_pid,
@@ -145,6 +144,15 @@ def _trial_order(study: Study, positions: list[int], rng: random.Random) -> list
         elif study.interface == Interface.SELECT_SHUFFLED:
             spec["order"] = rng.sample(grid, len(grid))
     return order
+
+
+def lock_study(study: Study) -> None:
+    """Hold the study's row until the transaction ends, so new sessions are assigned one
+    at a time. Not FOR UPDATE: that also blocks the key-share lock every saved answer's
+    foreign key takes on the row. SQLite runs one writer at a time anyway."""
+    lock = " FOR NO KEY UPDATE" if connection.features.has_select_for_no_key_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {Study._meta.db_table} WHERE id = %s{lock}", [study.pk])
 
 
 def address_key(address: str) -> str:

@@ -46,8 +46,7 @@ def test_a_session_being_assigned_does_not_hold_up_answers(make_study):
         pytest.skip("row locks need PostgreSQL (set DATABASE_URL)")
     from django.db import transaction
 
-    from elicitation.selectors import lock_study
-    from elicitation.services import record_judgment
+    from elicitation.services import lock_study, record_judgment
     from tests.test_flow import construct_answer, to_trials
 
     study = make_study("construct", ask_confidence=True)
