@@ -60,7 +60,7 @@ def main() -> None:
     from datasets.services import create_stimulus_set, import_dataset
 
     label, npz = source_images(Path(settings.SHARED_DATA_DIR))
-    dataset = import_dataset(name="bench", kind="npz", path=npz)
+    dataset = import_dataset(name="bench", kind="npz", path=npz, any_path=True)
     lams = list(GRID_LAMS)
     n = args.pairs * len(lams)
 

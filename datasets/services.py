@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -19,12 +21,50 @@ from .models import Dataset, Pair, Stimulus, StimulusSet
 from .naming import GRID_LAMS, SINGLE_LAMS, PairKey, parse_pair_name, stimulus_name
 from .pairing import locate_pairs, sample_balanced_pairs
 from .selectors import dataset_arrays, stimuli_of_set
-from .sources import ImageArrays, SourceError, download_cifar10, read_source
+from .sources import ImageArrays, ImportLimits, SourceError, download_cifar10, read_source
 
 logger = logging.getLogger(__name__)
 
 # Pairs mixed, encoded and stored per step; progress is written after each.
 GENERATION_CHUNK = 100
+
+
+def import_limits() -> ImportLimits:
+    """The import bounds of settings.HILLMIX_LIMITS."""
+    limits = settings.HILLMIX_LIMITS
+    return ImportLimits(
+        max_images=limits["max_images"],
+        max_image_pixels=limits["max_image_pixels"],
+        max_bytes=limits["max_import_bytes"],
+    )
+
+
+def resolve_import_path(path: str | Path, *, any_path: bool = False) -> Path:
+    """The real location of `path`, which must lie inside settings.HILLMIX_IMPORT_DIRS.
+
+    A relative path is looked up in each import folder in turn. Links are resolved
+    before the check, so none leads out of the folders. Missing, outside the folders
+    and unreadable all raise the same ValidationError, so the answer says nothing
+    about the server's other files. `any_path` (the import_dataset command, run from
+    a shell on the server) lifts the folder restriction only.
+    """
+    message = f"{path} does not exist in an import folder, or cannot be read"
+    roots = [Path(d) for d in settings.HILLMIX_IMPORT_DIRS]
+    given = Path(path)
+    if any_path or given.is_absolute():
+        candidates = [given]
+    else:
+        candidates = [root / given for root in roots]
+    for candidate in candidates:
+        try:
+            real = candidate.resolve(strict=True)
+            inside = any_path or any(real.is_relative_to(r.resolve()) for r in roots)
+            readable = (real.is_file() or real.is_dir()) and os.access(real, os.R_OK)
+        except (OSError, RuntimeError, ValueError):
+            continue
+        if inside and readable:
+            return real
+    raise ValidationError(message)
 
 
 def import_dataset(
@@ -34,14 +74,27 @@ def import_dataset(
     path: str | Path | None = None,
     split: str = "test",
     download: bool = False,
+    any_path: bool = False,
 ) -> Dataset:
-    """Read a source completely, then store it; on any error nothing is left behind."""
+    """Read a source completely, then store it; on any error nothing is left behind.
+
+    `path` must lie in an import folder (resolve_import_path) unless `any_path`; the
+    source must keep within settings.HILLMIX_LIMITS. Raises ValidationError.
+    """
     if Dataset.objects.filter(name=name).exists():
         raise ValidationError(f"a dataset named {name!r} already exists")
     try:
         if kind == "cifar10" and download:
-            path = download_cifar10(path or Path(default_storage.location) / "downloads")
-        arrays = read_source(kind, path, split)
+            dest = Path(default_storage.location) / "downloads"
+            if path:
+                dest = Path(path).resolve()
+                roots = [Path(d).resolve() for d in settings.HILLMIX_IMPORT_DIRS]
+                if not any_path and not any(dest.is_relative_to(r) for r in roots):
+                    raise ValidationError(f"{path} is not inside an import folder")
+            path = download_cifar10(dest)
+        elif path and kind != "demo":
+            path = resolve_import_path(path, any_path=any_path)
+        arrays = read_source(kind, path, split, import_limits())
     except SourceError as exc:
         raise ValidationError(str(exc)) from None
     return _store_dataset(name, kind, str(path or ""), split if kind == "cifar10" else "", arrays)

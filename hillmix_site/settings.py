@@ -169,6 +169,27 @@ HILLMIX_CIFAR10H_PROBS = Path(
 # A training task is stopped after this many seconds (soft limit a minute earlier).
 HILLMIX_TRAINING_TIME_LIMIT = env.int("HILLMIX_TRAINING_TIME_LIMIT", default=6 * 3600)
 
+# --- Import folders and bounds ----------------------------------------------
+# Server folders the admin may import datasets from (uploads need none); the
+# import_dataset command, run from a shell on the server, is not limited to them.
+HILLMIX_IMPORT_DIRS = [
+    Path(p)
+    for p in env.list(
+        "HILLMIX_IMPORT_DIRS", default=[str(SHARED_DATA_DIR), str(BASE_DIR / "imports")]
+    )
+]
+# What one import may hold and what one training job may ask for; above them the
+# admin form and the API answer with an error naming the bound.
+HILLMIX_LIMITS = {
+    "max_images": env.int("HILLMIX_MAX_IMAGES", default=100_000),
+    "max_image_pixels": env.int("HILLMIX_MAX_IMAGE_PIXELS", default=1024 * 1024),
+    "max_import_bytes": env.int("HILLMIX_MAX_IMPORT_BYTES", default=512 * 1024 * 1024),
+    "max_epochs": env.int("HILLMIX_MAX_EPOCHS", default=500),
+    "max_seeds": env.int("HILLMIX_MAX_SEEDS", default=20),
+    "min_batch_size": env.int("HILLMIX_MIN_BATCH_SIZE", default=8),
+    "max_batch_size": env.int("HILLMIX_MAX_BATCH_SIZE", default=4096),
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -16,6 +16,12 @@ from datasets.services import import_dataset
 from datasets.sources import SourceError, read_cifar10
 from tests.conftest import stored_files
 
+@pytest.fixture(autouse=True)
+def import_dir(settings, tmp_path):
+    """The service reads only from import folders; these tests write theirs in tmp_path."""
+    settings.HILLMIX_IMPORT_DIRS = [*settings.HILLMIX_IMPORT_DIRS, tmp_path]
+
+
 LABEL_NAMES = [
     b"airplane",
     b"automobile",

@@ -48,4 +48,6 @@ class TrainingJobSerializer(serializers.ModelSerializer):
                 **validated,
             )
         except DjangoValidationError as exc:
+            if hasattr(exc, "error_dict"):  # errors of named settings (e.g. bounds) name them
+                raise serializers.ValidationError(exc.message_dict) from None
             raise serializers.ValidationError({"detail": exc.messages}) from None

@@ -8,6 +8,7 @@ import socket
 import time
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.db import transaction
@@ -44,6 +45,7 @@ def create_job(*, stimulus_sets=(), studies=(), enqueue: bool = True, **fields) 
         raise ValidationError("heldout_fraction must lie strictly between 0 and 1")
     if job.epochs < 1 or job.batch_size < 1 or job.learning_rate <= 0:
         raise ValidationError("epochs, batch size and learning rate must be positive")
+    check_job_bounds(epochs=job.epochs, batch_size=job.batch_size, seeds=seeds)
     if job.policy in policies.HUMAN_POLICIES and not studies:
         raise ValidationError(
             f"the {job.policy} policy needs studies whose judgments label the stimuli"
@@ -67,6 +69,24 @@ def create_job(*, stimulus_sets=(), studies=(), enqueue: bool = True, **fields) 
         if enqueue:
             transaction.on_commit(lambda: enqueue_job(job.pk))
     return job
+
+
+def check_job_bounds(*, epochs: int, batch_size: int, seeds: list[int]) -> None:
+    """Raise ValidationError if a job asks for more than settings.HILLMIX_LIMITS allows
+    (epochs, number of seeds, batch size): one job must not hold a worker for ever."""
+    limits = settings.HILLMIX_LIMITS
+    errors = {}
+    if epochs > limits["max_epochs"]:
+        errors["epochs"] = f"at most {limits['max_epochs']} epochs (HILLMIX_MAX_EPOCHS)"
+    if len(seeds) > limits["max_seeds"]:
+        errors["seeds"] = f"at most {limits['max_seeds']} seeds (HILLMIX_MAX_SEEDS)"
+    if not limits["min_batch_size"] <= batch_size <= limits["max_batch_size"]:
+        errors["batch_size"] = (
+            f"batch size must lie in {limits['min_batch_size']}..{limits['max_batch_size']} "
+            "(HILLMIX_MIN_BATCH_SIZE, HILLMIX_MAX_BATCH_SIZE)"
+        )
+    if errors:
+        raise ValidationError(errors)
 
 
 def enqueue_job(job_id: int) -> None:
