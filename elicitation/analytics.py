@@ -94,3 +94,35 @@ def repeat_disagreement(pairs: Iterable[tuple[float, float]]) -> float | None:
     """Mean absolute difference between a repeat answer and the first answer."""
     diffs = [abs(a - b) for a, b in pairs]
     return float(np.mean(diffs)) if diffs else None
+
+
+def soft_label_stimulus(
+    true_lam: float, class1: int, class2: int, labels: Sequence[Sequence[float]]
+) -> dict:
+    """What the annotators' soft labels of one mixed stimulus say, for the dashboard.
+
+    labels: (n, K) soft labels (rows sum to 1) over the dataset's K classes; class1 and
+    class2 index the pair's first and second class. Returns n, the mean label's mass on
+    class 1, class 2 and the other classes, the mean label's entropy in bits (0: all
+    agree on one class; log2 K: no idea), and its agreement with the mixup label
+    (lam on class 1, 1 - lam on class 2): 1 minus the total variation distance, so 1
+    when people see exactly the pixel blend and 0 when they put no mass where mixup does.
+    Raises ValueError for no labels.
+    """
+    array = np.asarray(labels, dtype=np.float64)
+    if array.ndim != 2 or not len(array):
+        raise ValueError("soft labels must be a non-empty (n, K) array")
+    mean = array.mean(axis=0)
+    mixup = np.zeros_like(mean)
+    mixup[class1] += true_lam
+    mixup[class2] += 1.0 - true_lam
+    positive = mean[mean > 0]
+    return {
+        "true_lam": float(true_lam),
+        "n": len(array),
+        "class1": float(mean[class1]),
+        "class2": float(mean[class2]),
+        "other": float(max(0.0, 1.0 - mean[class1] - mean[class2])),
+        "entropy_bits": float(-(positive * np.log2(positive)).sum()),
+        "agreement": float(1.0 - 0.5 * np.abs(mean - mixup).sum()),
+    }

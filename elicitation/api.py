@@ -34,8 +34,16 @@ class ById(CursorPagination):
     max_page_size = 1000
 
 
+class ExclusionQuery(serializers.Serializer):
+    include_excluded = serializers.BooleanField(required=False, default=False)
+
+
 def _include_excluded(request: Request) -> bool:
-    return request.query_params.get("include_excluded") in ("1", "true", "yes")
+    """The `include_excluded` parameter of the exclusion rule (reports.counted); a value
+    that is not a boolean is a 400."""
+    query = ExclusionQuery(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    return query.validated_data["include_excluded"]
 
 
 def _format(request: Request) -> str:
@@ -47,7 +55,12 @@ def _format(request: Request) -> str:
 
 EXPORT_PARAMS = [
     OpenApiParameter("as", str, enum=list(FORMATS), description="csv (default) or json"),
-    OpenApiParameter("include_excluded", bool, description="keep excluded participants"),
+    OpenApiParameter(
+        "include_excluded",
+        bool,
+        description="Keep the judgments of excluded participants. Without it (the "
+        "default) every export, aggregate and the dashboard leave them out.",
+    ),
 ]
 
 
@@ -146,7 +159,19 @@ class JudgmentViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_class = JudgmentFilter
     pagination_class = ById
 
-    @extend_schema(parameters=EXPORT_PARAMS[:1], responses={200: bytes})
+    def filter_queryset(self, queryset: QuerySet[Judgment]) -> QuerySet[Judgment]:
+        """The filters, then the exclusion rule every export and aggregate applies."""
+        queryset = super().filter_queryset(queryset)
+        if self.action in ("list", "export"):
+            queryset = reports.counted(queryset, _include_excluded(self.request))
+        return queryset
+
+    @extend_schema(parameters=EXPORT_PARAMS[1:])
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        """The filtered judgments, a page at a time."""
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(parameters=EXPORT_PARAMS, responses={200: bytes})
     @action(detail=False)
     def export(self, request: Request):
         """The filtered judgments, streamed as CSV or JSON."""

@@ -7,6 +7,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from . import plots, reports, services
@@ -48,6 +49,32 @@ def _thresholds(request: HttpRequest) -> reports.QualityThresholds:
     return reports.QualityThresholds(**values)
 
 
+# Prolific fills these placeholders in with each participant's ids.
+RECRUITER_PLACEHOLDERS = (
+    "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
+)
+
+
+def participant_link(request: HttpRequest, study: Study) -> str:
+    """The study's full participant URL with the recruiter's placeholders, to paste into
+    Prolific as the study link."""
+    url = request.build_absolute_uri(reverse("elicitation:study", args=[study.slug]))
+    return url + RECRUITER_PLACEHOLDERS
+
+
+def _soft_label_charts(study: Study) -> list[str]:
+    """Soft labels have no perceived lam: the mean label per stimulus, its entropy and
+    its agreement with the mixup label, each against the stimulus's true lam."""
+    rows = reports.soft_label_summary(study)
+    if not rows:
+        return []
+    return [
+        plots.soft_label_bars(rows, "Mean soft label per stimulus"),
+        plots.soft_label_entropy(rows, "Entropy of the mean label vs true lam"),
+        plots.soft_label_agreement(rows, "Agreement with the mixup label vs true lam"),
+    ]
+
+
 @staff_member_required
 def study_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
     study = get_object_or_404(Study.objects.select_related("stimulus_set"), pk=pk)
@@ -62,6 +89,8 @@ def study_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
                     f"Chosen midpoints ({study.get_interface_display()})",
                 )
             )
+    elif study.interface == Interface.SOFT_LABEL:
+        charts += _soft_label_charts(study)
     else:
         perceived = reports.perceived_by_true_lam(study)
         if perceived and study.interface == Interface.INFER:
@@ -80,6 +109,7 @@ def study_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
         request,
         title=f"Dashboard: {study.title}",
         study=study,
+        participant_link=participant_link(request, study),
         progress=progress,
         totals=reports.progress_totals(progress),
         charts=charts,

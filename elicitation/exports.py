@@ -21,13 +21,39 @@ def _batches(rows: Iterable[Sequence]) -> Iterator[list[Sequence]]:
         yield batch
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP, "CSV
+# Injection"); researcher-chosen names such as class folders reach the exports.
+FORMULA_STARTS = frozenset("=+-@\t\r")
+
+
+def _is_number(text: str) -> bool:
+    if text != text.strip():  # float() would accept "\t1"
+        return False
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def csv_safe(value: object) -> object:
+    """One CSV cell as a spreadsheet will not run it: text that starts like a formula
+    (=, +, -, @, tab, CR) gets a leading single quote (OWASP's CSV injection advice).
+    Numbers, and text that is a plain number such as "-0.5", stay as they are."""
+    if isinstance(value, str) and value[:1] in FORMULA_STARTS and not _is_number(value):
+        return "'" + value
+    return value
+
+
 def csv_lines(header: Sequence[str], rows: Iterable[Sequence]) -> Iterator[str]:
-    """CSV text; JSON columns arrive as JSON text, datetimes print as ISO 8601."""
+    """CSV text; JSON columns arrive as JSON text, datetimes print as ISO 8601. Every
+    cell, the header's included, passes through csv_safe: every CSV the platform
+    writes comes from here."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(header)
+    writer.writerow([csv_safe(name) for name in header])
     for batch in _batches(rows):
-        writer.writerows(batch)
+        writer.writerows([csv_safe(cell) for cell in row] for row in batch)
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()

@@ -26,6 +26,8 @@ class JudgmentFilter(django_filters.FilterSet):
     condition = django_filters.CharFilter(field_name="session__condition__name")
     participant = django_filters.CharFilter(field_name="session__participant__public_id")
     repeat = django_filters.BooleanFilter(field_name="is_repeat")
+    # Narrows what the exclusion rule keeps: excluded participants' judgments are
+    # there only with include_excluded=1 (reports.counted).
     excluded = django_filters.BooleanFilter(field_name="session__excluded")
     since = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
     until = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")

@@ -59,3 +59,83 @@ def mean_std_plot(rows: list[dict], ylabel: str, title: str, diagonal: bool = Fa
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     return _svg(fig)
+
+
+MAX_BARS = 60  # stimuli drawn in the per-stimulus chart; more would not be readable
+
+
+def soft_label_bars(rows: list[dict], title: str) -> str:
+    """Mean soft label per stimulus (rows from reports.soft_label_summary, sorted by
+    lam): stacked mass on class 1, class 2 and the other classes, with the mixup
+    label's share of class 1 (lam) marked on each bar."""
+    shown = rows[:MAX_BARS]
+    fig, ax = _pyplot().subplots(figsize=FIGSIZE)
+    xs = range(len(shown))
+    one = [r["class1"] for r in shown]
+    two = [r["class2"] for r in shown]
+    ax.bar(xs, one, color="#2457a6", label="class 1")
+    ax.bar(xs, two, bottom=one, color="#e0a030", label="class 2")
+    ax.bar(
+        xs,
+        [r["other"] for r in shown],
+        bottom=[a + b for a, b in zip(one, two, strict=True)],
+        color="#bbb",
+        label="other classes",
+    )
+    ax.scatter(
+        xs,
+        [r["true_lam"] for r in shown],
+        marker="_",
+        color="#b3261e",
+        s=60,
+        label="mixup: lam on class 1",
+        zorder=3,
+    )
+    ax.set_ylim(0, 1.02)
+    ax.set_xticks([])
+    suffix = f" (first {MAX_BARS} of {len(rows)})" if len(rows) > MAX_BARS else ""
+    ax.set_xlabel("stimulus, by true lam" + suffix)
+    ax.set_ylabel("mean soft label")
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize="x-small", ncol=2)
+    return _svg(fig)
+
+
+def _by_lam_scatter(rows: list[dict], key: str, ylabel: str, title: str, ylim=None) -> str:
+    fig, ax = _pyplot().subplots(figsize=FIGSIZE)
+    ax.scatter(
+        [r["true_lam"] for r in rows],
+        [r[key] for r in rows],
+        s=12,
+        alpha=0.5,
+        color="#2457a6",
+        label="stimulus",
+    )
+    lams = sorted({r["true_lam"] for r in rows})
+    means = [
+        sum(r[key] for r in rows if r["true_lam"] == lam)
+        / sum(1 for r in rows if r["true_lam"] == lam)
+        for lam in lams
+    ]
+    ax.plot(lams, means, marker="o", color="#b3261e", label="mean per lam")
+    ax.set_xlim(-0.02, 1.02)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.set_xlabel("true lam")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize="small")
+    return _svg(fig)
+
+
+def soft_label_entropy(rows: list[dict], title: str) -> str:
+    """Entropy (bits) of each stimulus's mean soft label against its true lam."""
+    return _by_lam_scatter(rows, "entropy_bits", "entropy of mean label (bits)", title)
+
+
+def soft_label_agreement(rows: list[dict], title: str) -> str:
+    """Agreement of each stimulus's mean soft label with its mixup label (1 - total
+    variation distance) against true lam."""
+    return _by_lam_scatter(
+        rows, "agreement", "agreement with mixup label", title, ylim=(-0.02, 1.05)
+    )

@@ -21,11 +21,16 @@ from . import analytics
 from .models import GRID_INTERFACES, Interface, Judgment, Session, Study
 
 
+def counted(judgments: QuerySet[Judgment], include_excluded: bool = False) -> QuerySet[Judgment]:
+    """The exclusion rule, the one every export, aggregate and dashboard applies: the
+    judgments of participants a researcher excluded are left out unless
+    `include_excluded` asks for them."""
+    return judgments if include_excluded else judgments.filter(session__excluded=False)
+
+
 def study_judgments(study: Study, include_excluded: bool = False) -> QuerySet[Judgment]:
-    judgments = Judgment.objects.filter(study=study)
-    if not include_excluded:
-        judgments = judgments.filter(session__excluded=False)
-    return judgments
+    """A study's judgments under the exclusion rule (`counted`)."""
+    return counted(Judgment.objects.filter(study=study), include_excluded)
 
 
 # --- progress -------------------------------------------------------------------
@@ -168,6 +173,38 @@ def class_pair_midpoint_table(study: Study, include_excluded: bool = False) -> l
         .values_list("pair__class1", "pair__class2", "lam")
     )
     return analytics.class_pair_midpoints(rows.iterator())
+
+
+def soft_label_summary(study: Study, include_excluded: bool = False) -> list[dict]:
+    """Per stimulus of a soft-label study: analytics.soft_label_stimulus (mean label on
+    class 1, class 2 and the rest, entropy, agreement with the mixup label) plus the
+    stimulus name, sorted by true lam then name. Judgments without a stored soft label
+    are skipped."""
+    class_names = list(study.stimulus_set.dataset.class_names)
+    index = {name: i for i, name in enumerate(class_names)}
+    grouped: dict[str, dict] = {}
+    rows = (
+        study_judgments(study, include_excluded)
+        .filter(stimulus__isnull=False)
+        .order_by("pk")
+        .values_list("stimulus__name", "stimulus__lam", "pair__class1", "pair__class2", "response")
+    )
+    for name, true_lam, class1, class2, response in rows.iterator(chunk_size=EXPORT_CHUNK):
+        label = (response or {}).get("soft_label")
+        if not label or len(label) != len(class_names) or not {class1, class2} <= index.keys():
+            continue
+        entry = grouped.setdefault(
+            name, {"lam": true_lam, "class1": index[class1], "class2": index[class2], "labels": []}
+        )
+        entry["labels"].append(label)
+    summary = [
+        {
+            "stimulus": name,
+            **analytics.soft_label_stimulus(e["lam"], e["class1"], e["class2"], e["labels"]),
+        }
+        for name, e in grouped.items()
+    ]
+    return sorted(summary, key=lambda row: (row["true_lam"], row["stimulus"]))
 
 
 # --- data quality ----------------------------------------------------------------

@@ -20,6 +20,13 @@ class TrainingJobViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet)
     pagination_class = ById
     filterset_fields = ["status", "policy", "comparison"]
 
+    def perform_create(self, serializer: TrainingJobSerializer) -> None:
+        """Store and queue the job, then reply with the job as stored: with tasks run
+        in-process (no broker) it has already run by now, and a reply must not show
+        its results beside a status of "queued"."""
+        serializer.save()
+        serializer.instance.refresh_from_db()
+
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
         job = self.get_object()
