@@ -21,6 +21,12 @@ from .soft_labels import top2_clamp
 
 LAM_TOLERANCE = 1e-6
 MAX_RT_MS = 24 * 3600 * 1000
+# Client clocks are epoch milliseconds from the page's Date.now(): ECMAScript's time
+# values end at 8.64e15 ms (ECMA-262, "Time Values and Time Range"), well inside the
+# BigIntegerField columns they are stored in.
+MAX_CLIENT_TIME_MS = 8_640_000_000_000_000
+# Judgment.trial_index is a PositiveIntegerField (PostgreSQL integer).
+MAX_TRIAL_INDEX = 2**31 - 1
 MISSING = object()
 
 
@@ -43,9 +49,13 @@ def _value(data: dict, name: str, required: bool, nullable: bool) -> Any:
 def _as_number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise AnswerError(f"{name}: A valid number is required.")
+    try:
+        value = float(value)  # an integer beyond a double's range overflows here
+    except OverflowError:
+        value = math.inf
     if not math.isfinite(value):
         raise AnswerError(f"{name}: A finite number is required.")
-    return float(value)
+    return value
 
 
 def _as_integer(name: str, value: Any) -> int:
@@ -173,14 +183,14 @@ def read_envelope(payload: dict) -> Envelope:
         raise AnswerError("response: Expected a dictionary of items.")
     return Envelope(
         session=text(payload, "session", max_length=64),
-        trial_index=integer(payload, "trial_index", low=0),
+        trial_index=integer(payload, "trial_index", low=0, high=MAX_TRIAL_INDEX),
         idempotency_key=idempotency_key,
         rt_ms=number(payload, "rt_ms", low=0.001, high=MAX_RT_MS),
         client_started_at=integer(
-            payload, "client_started_at", low=0, required=False, nullable=True
+            payload, "client_started_at", 0, MAX_CLIENT_TIME_MS, required=False, nullable=True
         ),
         client_answered_at=integer(
-            payload, "client_answered_at", low=0, required=False, nullable=True
+            payload, "client_answered_at", 0, MAX_CLIENT_TIME_MS, required=False, nullable=True
         ),
         confidence=integer(payload, "confidence", 0, 100, required=False, nullable=True),
         response=response,

@@ -9,6 +9,7 @@ import json
 from django.conf import settings
 from django.contrib import messages
 from django.core import signing
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -270,6 +271,36 @@ def trial(request: HttpRequest, slug: str) -> JsonResponse:
     return JsonResponse(_trial_body(live))
 
 
+# An answer is a few hundred bytes (a Construct history of 500 steps about 4 KB).
+ANSWER_MAX_BYTES = 64 * 1024
+
+
+def _answer_body(request: HttpRequest) -> dict:
+    """The save's JSON object. Raises FlowError: 415 for another content type, 413 for
+    a body over ANSWER_MAX_BYTES (refused before it is read), 400 for anything that is
+    not a JSON object, including numbers of over 4,300 digits (Python's int limit) and
+    nesting deeper than the parser's recursion limit."""
+    if request.content_type != "application/json":
+        raise FlowError("Send the answer as application/json.", status=415)
+    too_big = FlowError(f"An answer is at most {ANSWER_MAX_BYTES} bytes.", status=413)
+    declared = request.META.get("CONTENT_LENGTH") or ""
+    if declared.isdigit() and int(declared) > ANSWER_MAX_BYTES:
+        raise too_big
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        raise too_big from None
+    if len(body) > ANSWER_MAX_BYTES:
+        raise too_big
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError included
+        raise FlowError("The body must be JSON.") from None
+    if not isinstance(payload, dict):
+        raise FlowError("The body must be a JSON object.")
+    return payload
+
+
 @require_POST
 def judgments(request: HttpRequest, slug: str) -> JsonResponse:
     """Save one answer. 201 stored, 200 already stored (a retry), 4xx refused.
@@ -278,13 +309,7 @@ def judgments(request: HttpRequest, slug: str) -> JsonResponse:
         token = request.COOKIES.get(_session_cookie(slug))
         if not token:
             raise FlowError(NO_SESSION, status=403)
-        try:
-            payload = json.loads(request.body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise FlowError("The body must be JSON.") from None
-        if not isinstance(payload, dict):
-            raise FlowError("The body must be a JSON object.")
-        result = services.record_judgment(token, payload, slug)
+        result = services.record_judgment(token, _answer_body(request), slug)
     except FlowError as error:
         return _json_error(error)
     return JsonResponse(

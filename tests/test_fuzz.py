@@ -144,3 +144,211 @@ def test_judgment_endpoint_with_one_field_replaced(participant, field, value):
     else:
         payload[field] = value
     _post(client, study, json.dumps(payload).encode())
+
+
+# --- Huge, deep and malformed bodies -------------------------------------------------
+# Each interface's numeric answer fields; with the envelope's, every number a save reads.
+NUMERIC_FIELDS = {
+    "construct": ["response.start_lam", "response.final_lam", "response.history.0"],
+    "select_shuffled": ["response.chosen_lam", "response.order_shown.0"],
+    "infer": ["response.slider", "response.confidence"],
+    "soft_label": ["response.first_prob", "response.second_prob"],
+}
+ENVELOPE_NUMBERS = [
+    "trial_index",
+    "rt_ms",
+    "confidence",
+    "client_started_at",
+    "client_answered_at",
+]
+DEEP = 5000
+# Number literals as they arrive in a body (json.dumps cannot write 5,000-digit ints).
+huge_numbers = st.one_of(
+    st.sampled_from(
+        [
+            "1e20",
+            "1e308",
+            "-1e308",
+            "1e400",
+            "-1e400",
+            "1e-400",
+            str(2**63 - 1),
+            str(2**63),
+            str(2**64),
+            "-" + str(2**63 + 1),
+            "1" + "0" * 400,
+            "9" * 5000,
+            "-" + "9" * 5000,
+            "1" + "0" * 5000 + ".5",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+        ]
+    ),
+    st.integers(min_value=-(2**80), max_value=2**80).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+)
+deep_values = st.sampled_from(
+    [
+        "[" * DEEP + "]" * DEEP,
+        '{"a":' * DEEP + "1" + "}" * DEEP,
+        "[" * DEEP,  # unterminated
+        '"' + "x" * 50_000 + '"',  # under the size limit, over every field's length
+        '"' + "x" * 200_000 + '"',  # over the size limit
+        '"\\u0000"',
+        '"\\ud800"',  # a lone surrogate
+        "[" + ",".join(["1"] * 20_000) + "]",
+    ]
+)
+
+
+def _valid_response(study, session) -> dict:
+    trial = session.trial_order[session.position]
+    if study.interface == "construct":
+        start = trial["start_lam"]
+        return {"start_lam": start, "final_lam": start, "history": [start]}
+    if study.interface == "select_shuffled":
+        return {"chosen_lam": trial["order"][0], "order_shown": trial["order"]}
+    if study.interface == "infer":
+        return {"slider": 26, "confidence": 80, "slider_touched": True, "confidence_touched": True}
+    names = study.stimulus_set.dataset.class_names
+    return {
+        "first_class": names[0],
+        "first_prob": 60,
+        "second_class": names[1],
+        "second_prob": 30,
+        "impossible": [],
+    }
+
+
+@pytest.fixture(params=sorted(NUMERIC_FIELDS))
+def any_participant(request, make_study, client):
+    interface = request.param
+    study = make_study(interface, ask_confidence=interface != "infer", quiz=[])
+    client.get(f"/s/{study.slug}/?PROLIFIC_PID=fuzz")
+    client.post(f"/s/{study.slug}/consent/", {"consent_0": "on", "consent_1": "on"})
+    client.post(f"/s/{study.slug}/instructions/")
+    return study, Session.objects.get(), client
+
+
+def _body_with(study, session, field: str, raw: str) -> bytes:
+    """A valid answer with `field` (dotted path; a number indexes a list) set to the
+    raw JSON text `raw`."""
+    payload = {
+        "session": session.token,
+        "trial_index": session.position,
+        "idempotency_key": str(uuid.uuid4()),
+        "rt_ms": 1000,
+        "response": _valid_response(study, session),
+    }
+    if study.ask_confidence:
+        payload["confidence"] = 50
+    *path, last = field.split(".")
+    target = payload
+    for step in path:
+        target = target[int(step)] if isinstance(target, list) else target[step]
+    marker = "__raw_value__"
+    if isinstance(target, list):
+        target[int(last)] = marker
+    else:
+        target[last] = marker
+    return json.dumps(payload).replace(f'"{marker}"', raw).encode()
+
+
+def _refused(client, study, body: bytes, content_type: str = "application/json"):
+    """Posts `body`: a JSON 4xx, nothing stored."""
+    before = Judgment.objects.count()
+    response = client.post(f"/s/{study.slug}/judgments/", body, content_type=content_type)
+    assert 400 <= response.status_code < 500, (response.status_code, response.content[:300])
+    assert response["Content-Type"] == "application/json", response.content[:300]
+    assert "error" in response.json()
+    assert Judgment.objects.count() == before
+    return response
+
+
+def test_a_valid_answer_of_each_interface_is_stored(any_participant):
+    """The bodies below differ from a stored answer by the one field they replace."""
+    study, session, client = any_participant
+    body = _body_with(study, session, "rt_ms", "1000")
+    response = client.post(f"/s/{study.slug}/judgments/", body, content_type="application/json")
+    assert response.status_code == 201, response.content
+    assert Judgment.objects.count() == 1
+
+
+@FUZZ
+@given(data=st.data(), raw=huge_numbers)
+def test_huge_numbers_in_every_numeric_field_are_refused_or_stored(any_participant, data, raw):
+    study, session, client = any_participant
+    session.refresh_from_db()
+    if session.position >= session.trial_count:
+        return
+    field = data.draw(st.sampled_from(ENVELOPE_NUMBERS + NUMERIC_FIELDS[study.interface]))
+    _post(client, study, _body_with(study, session, field, raw))
+
+
+@pytest.mark.parametrize("raw", ["1e20", str(2**63), "1e300", "9" * 400, "9" * 5000, "1e400", "-1"])
+@pytest.mark.parametrize("field", ["client_started_at", "client_answered_at", "trial_index"])
+def test_client_times_and_trial_index_beyond_their_columns_are_refused(participant, field, raw):
+    study, session, client = participant
+    response = _refused(client, study, _body_with(study, session, field, raw))
+    assert response.status_code == 400
+    if len(raw) < 4000:
+        assert response.json()["error"].startswith(f"{field}:")
+
+
+@FUZZ
+@given(data=st.data(), raw=deep_values)
+def test_deep_and_huge_values_anywhere_are_refused(any_participant, data, raw):
+    study, session, client = any_participant
+    session.refresh_from_db()
+    fields = ENVELOPE_FIELDS + NUMERIC_FIELDS[study.interface]
+    field = data.draw(st.sampled_from(fields))
+    _refused(client, study, _body_with(study, session, field, raw))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * DEEP + b"]" * DEEP,
+        b'{"a":' * DEEP + b"1" + b"}" * DEEP,
+        b"9" * 5000,
+        b'{"rt_ms": ' + b"9" * 5000 + b"}",
+        b'{"session": "\xff\xfe\xfd"}',
+        b"\xff\xfe\x00{\x00}",
+        b'\xef\xbb\xbf{"session": 1}',
+        b"{" + b" " * 70_000 + b"}",
+        b"",
+        b"null",
+    ],
+    ids=[
+        "deep-list",
+        "deep-object",
+        "5000-digits",
+        "5000-digit-field",
+        "latin1",
+        "utf16-garbage",
+        "bom",
+        "over-64k",
+        "empty",
+        "null",
+    ],
+)
+def test_malformed_bodies_get_a_json_4xx(participant, body):
+    study, _, client = participant
+    _refused(client, study, body)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/jsonp",
+        "",
+    ],
+)
+def test_a_valid_answer_in_another_content_type_is_refused(participant, content_type):
+    study, session, client = participant
+    body = json.dumps(_valid(session)).encode()
+    assert _refused(client, study, body, content_type).status_code == 415
