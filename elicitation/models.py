@@ -1,3 +1,4 @@
+import hashlib
 import secrets
 
 from django.db import models
@@ -20,10 +21,35 @@ def new_public_id() -> str:
 
 
 def new_session_token() -> str:
+def new_session_secret() -> str:
+    """The secret a participant's browser holds for its session: 32 random bytes."""
+    return secrets.token_urlsafe(32)
+
+
+def secret_hash(secret: str) -> str:
+    """What the database keeps of a session secret (SHA-256, hex): a leaked row or
+    backup opens no session. No salt or stretching is needed for 256 random bits."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def unheld_secret_hash() -> str:
+    """The hash of a secret no browser holds: a session made outside the participant
+    flow (an import) can be opened by nobody until it is given a secret."""
+    return secret_hash(new_session_secret())
+
+
     return secrets.token_urlsafe(24)
+    """The old clear-text session token (kept: migration 0001 names it)."""
 
 
 class Study(models.Model):
+def session_reference(token_hash: str) -> str:
+    """A non-secret name of a session, derived from its secret's hash: the trial page
+    sends it back with every answer, so an answer from a page showing another session
+    is refused. Knowing it opens nothing."""
+    return hashlib.sha256(f"reference:{token_hash}".encode()).hexdigest()[:22]
+
+
     class Status(models.TextChoices):
         DRAFT = "draft"
         LIVE = "live"
@@ -77,6 +103,19 @@ class Study(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+    participants_per_condition = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Target per condition: when every condition holds this many completed or "
+        "active sessions (excluded ones never count), newcomers see a 'study full' page. "
+        "Empty: no limit.",
+    )
+    full_return_url = models.URLField(
+        max_length=500,
+        blank=True,
+        help_text="Where the 'study full' page sends people back to the recruiter "
+        "(e.g. the recruiter's return link). Empty: the page asks them to return the study.",
+    )
 
     @property
     def is_grid(self) -> bool:
@@ -140,7 +179,8 @@ class Session(models.Model):
 
     study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="sessions")
     participant = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="sessions")
-    token = models.CharField(max_length=64, unique=True, default=new_session_token)
+    # The SHA-256 of the secret the participant's browser holds (never the secret).
+    token_hash = models.CharField(max_length=64, unique=True, default=unheld_secret_hash)
     condition = models.ForeignKey(Condition, on_delete=models.PROTECT, related_name="sessions")
     recruiter_study_id = models.CharField(max_length=100, blank=True)
     recruiter_session_id = models.CharField(max_length=100, blank=True)
@@ -215,6 +255,18 @@ class Judgment(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["session", "trial_index"], name="one_answer_per_trial"),
         ]
+    @property
+    def reference(self) -> str:
+        return session_reference(self.token_hash)
+
+    def new_secret(self) -> str:
+        """Give the session a fresh secret and return it (only its hash is kept, and
+        saved by the caller): the secret is on hand only right now, to set the cookie.
+        Also left as `self.token` for whoever holds this instance."""
+        self.token = new_session_secret()
+        self.token_hash = secret_hash(self.token)
+        return self.token
+
         indexes = [models.Index(fields=["study", "interface"])]
 
     def __str__(self) -> str:

@@ -12,7 +12,15 @@ from django.utils import timezone
 
 from datasets.models import Stimulus
 
-from .models import Condition, ConditionItem, Interface, Participant, Session, Study
+from .models import (
+    Condition,
+    ConditionItem,
+    Interface,
+    Participant,
+    Session,
+    Study,
+    secret_hash,
+)
 
 
 def study_by_slug(slug: str) -> Study | None:
@@ -42,16 +50,20 @@ def session_by_recruiter_pid(study: Study, pid: str) -> Session | None:
     return session_of(study, participant_by_recruiter_pid(pid))
 
 
-def least_filled_condition(study: Study) -> int | None:
-    """The id of the condition holding fewest sessions (completed ones plus those in
-    progress and seen recently), the first by position on a tie; None if it has none.
+def least_filled_condition(study: Study) -> tuple[int, int] | None:
+    """The id of the condition holding fewest sessions that can still yield usable data,
+    and that number; the first by position on a tie; None if the study has no conditions.
+
+    Counted: sessions not excluded that are complete, or unfinished and seen within the
+    study's `stale_after_minutes` (psiTurk's cutoff for abandoned assignments). An
+    excluded or abandoned session gives its place back.
 
     Hand-written: every new participant runs it, under the study's lock."""
     fresh_since = timezone.now() - timedelta(minutes=study.stale_after_minutes)
     sql = (
-        f"SELECT c.id FROM {Condition._meta.db_table} c "
+        f"SELECT c.id, COUNT(s.id) FROM {Condition._meta.db_table} c "
         f"LEFT JOIN {Session._meta.db_table} s ON s.condition_id = c.id "
-        "AND (s.state = %s OR s.last_seen_at >= %s) "
+        "AND NOT s.excluded AND (s.state = %s OR s.last_seen_at >= %s) "
         "WHERE c.study_id = %s GROUP BY c.id, c.position "
         "ORDER BY COUNT(s.id), c.position, c.id LIMIT 1"
     )
@@ -59,7 +71,23 @@ def least_filled_condition(study: Study) -> int | None:
     with connection.cursor() as cursor:
         cursor.execute(sql, [Session.State.COMPLETE, adapt(fresh_since), study.pk])
         row = cursor.fetchone()
-    return row[0] if row else None
+    return (row[0], row[1]) if row else None
+
+
+def condition_is_full(study: Study, filled: int) -> bool:
+    """Whether a condition holding `filled` counted sessions has reached the study's
+    target per condition (never, without a target)."""
+    target = study.participants_per_condition
+    return target is not None and filled >= target
+
+
+def study_is_full(study: Study) -> bool:
+    """Whether every condition has reached the study's target (one query, only for a
+    study with a target): newcomers are then turned away before they read the consent."""
+    if study.participants_per_condition is None:
+        return False
+    least = least_filled_condition(study)
+    return least is not None and condition_is_full(study, least[1])
 
 
 def grid_lams(study: Study) -> list[float]:
@@ -165,7 +193,7 @@ class LiveSession:
 _LIVE_COLUMNS = tuple(
     field.attname
     for field in Session._meta.concrete_fields
-    if field.name in {"id", "study", "condition", "token", "state", "position", "trial_order"}
+    if field.name in {"id", "study", "condition", "token_hash", "state", "position", "trial_order"}
 )
 _TRIAL_ORDER = _LIVE_COLUMNS.index("trial_order")
 
@@ -191,19 +219,21 @@ def _live_session(where: str, params: list) -> LiveSession | None:
 
 
 def live_session(token: str | None, slug: str | None = None) -> LiveSession | None:
-    """The session holding `token` (in the study `slug`, when given), for the trial
-    endpoints."""
+    """The session whose secret is `token` (in the study `slug`, when given), for the
+    participant pages and the trial endpoints: one query on the unique index of the
+    secret's hash."""
     if not token:
         return None
     if slug is None:
-        live = _live_session("s.token = %s", [token])
+        live = _live_session("s.token_hash = %s", [token_hash])
     else:
-        live = _live_session("s.token = %s AND st.slug = %s", [token, slug])
+        live = _live_session("s.token_hash = %s AND st.slug = %s", [token_hash, slug])
     if live is not None:
-        _remember(token, slug, live.session)
+        _remember(token_hash, slug, live.session)
     return live
 
 
+    token_hash = secret_hash(token)
 # --- Saving without reading the session first ------------------------------------------
 # A session's id, study, condition and trial order are fixed when it starts; only its
 # position and state move. So a save whose session this process has read before checks
@@ -226,19 +256,20 @@ _known_sessions: dict[tuple[str, str | None], _KnownSession] = {}
 _known_lock = threading.Lock()
 
 
-def _remember(token: str, slug: str | None, session: Session) -> None:
+def _remember(token_hash: str, slug: str | None, session: Session) -> None:
     known = _KnownSession(session.pk, session.study_id, session.condition_id, session.trial_order)
     with _known_lock:
         if len(_known_sessions) >= KNOWN_SESSIONS_MAX:  # forget the oldest
             del _known_sessions[next(iter(_known_sessions))]
-        _known_sessions[token, slug] = known
+        _known_sessions[token_hash, slug] = known
 
 
-def presumed_live_session(token: str, slug: str | None, position: int) -> LiveSession | None:
-    """The session holding `token` as it is if `position` is its next trial, from what
-    this process remembers (no query); None when it remembers nothing. Only for a write
-    that confirms the position, the state and the study's version itself."""
-    known = _known_sessions.get((token, slug))
+def presumed_live_session(token_hash: str, slug: str | None, position: int) -> LiveSession | None:
+    """The session whose secret hashes to `token_hash` as it is if `position` is its
+    next trial, from what this process remembers (no query); None when it remembers
+    nothing. Only for a write that confirms the position, the state, the secret (it may
+    have been renewed) and the study's version itself."""
+    known = _known_sessions.get((token_hash, slug))
     catalog = _catalogs.get(known.study_id) if known else None
     if catalog is None or not 0 <= position < len(known.trial_order):
         return None
@@ -246,7 +277,7 @@ def presumed_live_session(token: str, slug: str | None, position: int) -> LiveSe
         "id": known.id,
         "study_id": known.study_id,
         "condition_id": known.condition_id,
-        "token": token,
+        "token_hash": token_hash,
         "trial_order": known.trial_order,
         "position": position,
         "state": Session.State.TRIALS,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import random
 import secrets
 import uuid
@@ -36,16 +37,18 @@ from .models import (
     Participant,
     Session,
     Study,
+    secret_hash,
+    session_reference,
 )
 from .selectors import (
     LiveSession,
     catalog_of,
+    condition_is_full,
     grid_lams,
     least_filled_condition,
     live_session,
     participant_by_recruiter_pid,
     presumed_live_session,
-    session_by_recruiter_pid,
     session_of,
 )
 
@@ -59,6 +62,22 @@ class FlowError(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
+
+
+class AlreadyCompleted(FlowError):
+    """The recruiter id's session in this study is complete: it can be shown the study's
+    completion page, never opened again."""
+
+    def __init__(self) -> None:
+        super().__init__("You have already completed this study. Thank you!", status=409)
+
+
+class StudyFull(FlowError):
+    """Every condition has reached the study's target: the newcomer is sent back to the
+    recruiter."""
+
+    def __init__(self) -> None:
+        super().__init__("This study is full: every place has been taken.", status=403)
 
 
 def printable(text: str, keep: str = "") -> str:
@@ -140,7 +159,9 @@ def _trial_order(study: Study, positions: list[int], rng: random.Random) -> list
     for spec in order:
         if study.interface == Interface.CONSTRUCT:
             start = study.construct_start
-            spec["start_lam"] = float(rng.choice(["0.1", "0.9"]) if start == "random" else start)
+            target = float(rng.choice(["0.1", "0.9"]) if start == "random" else start)
+            # A CutMix grid's steps are effective lams (0.0938 for 0.1 at 32x32).
+            spec["start_lam"] = min(grid, key=lambda lam: abs(lam - target))
         elif study.interface == Interface.SELECT_SHUFFLED:
             spec["order"] = rng.sample(grid, len(grid))
     return order
@@ -160,54 +181,80 @@ def address_key(address: str) -> str:
     return hashlib.sha256(f"{settings.SECRET_KEY}:{address}".encode()).hexdigest()
 
 
+# pg_advisory_xact_lock's first key: this project's lock space for session starts.
+_START_LOCK_SPACE = 0x484D  # "HM"
+
+
+def _claim_start(key: str) -> None:
+    """Refuse (429) a new session from the address hashed to `key` once it started
+    HILLMIX_SESSION_STARTS_PER_MINUTE in the last minute. Inside the start's
+    transaction, under a per-address lock on PostgreSQL held to its commit, so the
+    count and the insert are one step: concurrent starts from one address cannot all
+    pass a count none of them has added to yet. Other addresses never wait for it."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s, %s)",
+                [_START_LOCK_SPACE, int(key[:8], 16) - 2**31],  # an int4 from the hash
+            )
+    recent = Session.objects.filter(
+        start_address=key, started_at__gte=timezone.now() - timedelta(minutes=1)
+    )
+    if recent.count() >= settings.HILLMIX_SESSION_STARTS_PER_MINUTE:
+        raise FlowError(
+            "Too many new sessions from your network; please wait a minute.", status=429
+        )
+
+
 def start_session(
     study: Study,
     recruiter: RecruiterIds,
     address: str = "",
     quiz_answers: list[int | None] | None = None,
 ) -> Session:
-    """The participant's session in this study: resumed by recruiter id, else a new one
-    in the least-filled condition.
+    """A new session in the least-filled condition, or, for a recruiter id that has one
+    in this study already, that session on `resume_session`'s terms. The session
+    returned carries its new secret as `session.token` (the only time it is known: the
+    database keeps its hash); set it as the browser's cookie.
 
     `quiz_answers` come with the consent from the page whose last screen is the quiz
     ([] in a study without one): a new session starts with them graded, in its trials
     if they pass. None: the quiz was not reached, the session starts at the
-    instructions.
+    instructions. `address` is the client's real address (views.client_address); at
+    most HILLMIX_SESSION_STARTS_PER_MINUTE starts per address and minute (429).
 
     The study row lock serialises assignment, so concurrent starts on PostgreSQL
     spread evenly over conditions. It is held for two statements and the commit: new
     participants arrive all at once when a study is posted.
+
+    Raises FlowError: 403 closed study or a resume refused, 429 too many starts, 503 no
+    conditions; StudyFull (403) when every condition has reached its target. Nothing is
+    stored then.
     """
     participant = participant_by_recruiter_pid(recruiter.pid)
     existing = session_of(study, participant)
     if existing:
-        return existing
+        return resume_session(existing, recruiter)
     if study.status != Study.Status.LIVE:
         raise FlowError("This study is not accepting participants.", status=403)
     key = address_key(address) if address else ""
-    limit = settings.HILLMIX_SESSION_STARTS_PER_MINUTE
-    if (
-        key
-        and Session.objects.filter(
-            start_address=key, started_at__gte=timezone.now() - timedelta(minutes=1)
-        ).count()
-        >= limit
-    ):
-        raise FlowError(
-            "Too many new sessions from your network; please wait a minute.", status=429
-        )
     catalog = catalog_of(study)
     rng = random.Random(secrets.randbits(64))
     try:
         with transaction.atomic():
+            if key:
+                _claim_start(key)
             participant = participant or Participant.objects.create(
                 recruiter_pid=recruiter.pid or None
             )
             lock_study(study)
-            condition_id = least_filled_condition(study)
-            if condition_id is None:
+            least = least_filled_condition(study)
+            if least is None:
                 raise FlowError("This study has no conditions yet.", status=503)
-            return Session.objects.create(
+            condition_id, filled = least
+            if condition_is_full(study, filled):
+                raise StudyFull()
+            session = Session(
                 study=study,
                 participant=participant,
                 condition_id=condition_id,
@@ -217,12 +264,49 @@ def start_session(
                 trial_order=_trial_order(study, catalog.positions(condition_id), rng),
                 **_first_attempt(study, quiz_answers),
             )
+            session.new_secret()
+            session.save(force_insert=True)
+            return session
     except IntegrityError:
-        # The same recruiter id started twice at once: the other request won.
-        existing = session_by_recruiter_pid(study, recruiter.pid)
-        if existing:
-            return existing
-        raise
+        # The same recruiter id started twice at once: the other request won, and its
+        # browser holds the secret.
+        raise FlowError(
+            "Your session has just started in another window; please reload this page.",
+            status=409,
+        ) from None
+
+
+def resume_session(session: Session, recruiter: RecruiterIds) -> Session:
+    """Open `session` in a browser that does not hold its secret, when the recruiter's
+    ids prove more than the recruiter id alone: the same PROLIFIC_PID, STUDY_ID and
+    SESSION_ID it started with (Prolific's SESSION_ID is new for every submission), all
+    present. The session gets a new secret, returned as `session.token`; the browser
+    that held the old one loses it. A recruiter id is seen by the recruiter, the lab
+    and the participant's own links: never a credential on its own.
+
+    Raises AlreadyCompleted (409) for a completed session (it never becomes writable
+    again), FlowError 403 when the ids do not match.
+    """
+    if session.state == Session.State.COMPLETE:
+        raise AlreadyCompleted()
+    stored = (
+        session.participant.recruiter_pid or "",
+        session.recruiter_study_id,
+        session.recruiter_session_id,
+    )
+    given = (recruiter.pid, recruiter.study_id, recruiter.session_id)
+    if not all(given) or not all(
+        hmac.compare_digest(a.encode(), b.encode()) for a, b in zip(stored, given, strict=True)
+    ):
+        raise FlowError(
+            "This study was already started in another browser. Please continue it there, "
+            "or open the study's link from your recruiter in this browser.",
+            status=403,
+        )
+    session.new_secret()
+    session.last_seen_at = timezone.now()
+    session.save(update_fields=["token_hash", "last_seen_at"])
+    return session
 
 
 def _first_attempt(study: Study, quiz_answers: list[int | None] | None) -> dict:
@@ -330,7 +414,8 @@ class SaveResult:
 
 
 def record_judgment(token: str, payload: dict, slug: str | None = None) -> SaveResult:
-    """Validate and store one answer of the session holding `token`, exactly once.
+    """Validate and store one answer of the session whose secret is `token`, exactly
+    once. The answer's `session` names the session its page showed (its reference).
 
     A replay of a stored idempotency key returns the stored row; an answer for any
     trial but the next expected one, or one that fails its interface's checks, is
@@ -340,9 +425,10 @@ def record_judgment(token: str, payload: dict, slug: str | None = None) -> SaveR
         envelope = read_envelope(payload)
     except AnswerError as error:
         raise FlowError(str(error)) from None
-    if envelope.session != token:
+    token_hash = secret_hash(token)
+    if envelope.session != session_reference(token_hash):
         raise FlowError("This answer belongs to another session.", status=403)
-    presumed = presumed_live_session(token, slug, envelope.trial_index)
+    presumed = presumed_live_session(token_hash, slug, envelope.trial_index)
     if presumed is not None:
         saved = _save_presumed(presumed, envelope)
         if saved is not None:
@@ -455,7 +541,7 @@ def _store_judgment(live: LiveSession, envelope: Envelope, answer: Answer) -> Ju
     # time, and a second answer to the same trial finds nothing to update.
     advance = [
         *(state, adapt(now), adapt(completed_at)),
-        *(session.pk, session.position, study.pk, adapt(catalog.version)),
+        *(session.pk, session.token_hash, session.position, study.pk, adapt(catalog.version)),
     ]
     row = [
         field.get_db_prep_save(getattr(judgment, field.attname), connection)
@@ -493,7 +579,9 @@ def _store_judgment(live: LiveSession, envelope: Envelope, answer: Answer) -> Ju
 _ADVANCE_SESSION = (
     f"UPDATE {Session._meta.db_table} SET position = position + 1, state = %s, "
     f"last_seen_at = %s, completed_at = %s "
-    f"WHERE id = %s AND position = %s AND state = '{Session.State.TRIALS}' "
+    # the secret too: a remembered session may have been given a new one since
+    f"WHERE id = %s AND token_hash = %s AND position = %s "
+    f"AND state = '{Session.State.TRIALS}' "
     # the study is still the version the answer was checked against
     f"AND EXISTS (SELECT 1 FROM {Study._meta.db_table} WHERE id = %s AND updated_at = %s)"
 )

@@ -1,6 +1,7 @@
 """Participant pages. Plain Django views (CSRF enforced on every POST); the study's
 state lives in the Session row, the link to it in a cookie holding the session's
-secret token, scoped to the study's address."""
+secret token (the database keeps only its hash), scoped to the study's address. No page
+or JSON reply carries the secret."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from hillmix_site.client_address import client_address
+
 from . import services
 from .models import Session, Study
 from .selectors import (
@@ -24,8 +27,9 @@ from .selectors import (
     progress,
     session_by_recruiter_pid,
     study_by_slug,
+    study_is_full,
 )
-from .services import NO_SESSION, FlowError, RecruiterIds
+from .services import NO_SESSION, AlreadyCompleted, FlowError, RecruiterIds, StudyFull
 
 RECRUITER_PARAMS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")
 RECRUITER_SALT = "elicitation.recruiter-ids"
@@ -77,15 +81,27 @@ def _set_study_cookie(
     )
 
 
-def _bind(
-    request: HttpRequest, response: HttpResponse, slug: str, session: Session
-) -> HttpResponse:
-    """Remember the session in this browser."""
-    if request.COOKIES.get(_session_cookie(slug)) != session.token:
-        _set_study_cookie(
-            response, slug, _session_cookie(slug), session.token, settings.SESSION_COOKIE_AGE
-        )
+def _bind(response: HttpResponse, slug: str, session: Session) -> HttpResponse:
+    """Give this browser the session's secret, which it alone holds from now on (a
+    session just started or resumed carries it as `token`), and drop the recruiter's
+    ids it held until then."""
+    _set_study_cookie(
+        response, slug, _session_cookie(slug), session.token, settings.SESSION_COOKIE_AGE
+    )
+    response.delete_cookie(_entry_cookie(slug), path=_study_path(slug), samesite="Lax")
     return response
+
+
+def _forget_session(response: HttpResponse, slug: str) -> None:
+    response.delete_cookie(_session_cookie(slug), path=_study_path(slug), samesite="Lax")
+
+
+def _other_person(session: Session, recruiter: RecruiterIds) -> bool:
+    """Whether a recruiter's link names someone other than the browser's session."""
+    if not recruiter.pid:
+        return False
+    same = Session.objects.filter(pk=session.pk, participant__recruiter_pid=recruiter.pid)
+    return not same.exists()
 
 
 def _entry_cookie(slug: str) -> str:
@@ -114,6 +130,10 @@ def _held_recruiter_ids(request: HttpRequest, slug: str) -> RecruiterIds:
 
 
 def _flow_error_page(request: HttpRequest, study: Study, error: FlowError) -> HttpResponse:
+    if isinstance(error, StudyFull):
+        return render(request, "elicitation/full.html", {"study": study}, status=error.status)
+    if isinstance(error, AlreadyCompleted):  # the study's completion page, nothing more
+        return render(request, "elicitation/complete.html", {"study": study})
     return render(
         request,
         "elicitation/unavailable.html",
@@ -133,27 +153,52 @@ STATE_TEMPLATES = {
 @require_GET
 def study_page(request: HttpRequest, slug: str) -> HttpResponse:
     """The one address a participant uses: shows whatever step they are at."""
-    recruiter = RecruiterIds.from_query(request.GET)
     live = _browser_session(request, slug)  # loads the study with it
     session = live.session if live else None
     study = session.study if session else _study_or_404(slug)
-    session = session or session_by_recruiter_pid(study, recruiter.pid)
-    if session is None:
-        if study.status != Study.Status.LIVE:
-            return _flow_error_page(request, study, FlowError(_closed_message(study), status=403))
-        if any(key in request.GET for key in RECRUITER_PARAMS):
-            response = redirect("elicitation:study", slug=slug)
-            _hold_recruiter_ids(response, slug, recruiter)
-            return response
-        return render(request, "elicitation/consent.html", {"study": study})
     if any(key in request.GET for key in RECRUITER_PARAMS):
-        return _bind(request, redirect("elicitation:study", slug=slug), slug, session)
+        # The recruiter's link: its ids leave the address bar at once. A link naming
+        # someone else than this browser's session starts or resumes that person's own
+        # session (on the next page), never the one this browser holds.
+        recruiter = RecruiterIds.from_query(request.GET)
+        response = redirect("elicitation:study", slug=slug)
+        if session is not None and _other_person(session, recruiter):
+            _forget_session(response, slug)
+            session = None
+        if session is None:
+            _hold_recruiter_ids(response, slug, recruiter)
+        return response
+    if session is None:
+        # Recruiter ids that already have a session here open it only if they prove it
+        # is theirs (services.resume_session); it is then shown at once, under its new
+        # secret.
+        held = _held_recruiter_ids(request, slug)
+        existing = session_by_recruiter_pid(study, held.pid)
+        if existing is None:
+            return _newcomer_page(request, study)
+        try:
+            secret = services.resume_session(existing, held).token
+        except FlowError as error:
+            return _flow_error_page(request, study, error)
+        live = live_session(secret, slug)
+        session = live.session
+        session.token = secret
     services.touch(session)
     context = {"study": study, "session": session, "progress": progress(session)}
     if live and session.state == Session.State.TRIALS:
         context["first_trial"] = _trial_body(live)  # shown at once, without a request
     page = render(request, STATE_TEMPLATES[session.state], context)
-    return _bind(request, page, slug, session)
+    return _bind(page, slug, session) if hasattr(session, "token") else page
+
+
+def _newcomer_page(request: HttpRequest, study: Study) -> HttpResponse:
+    """A browser without a session in the study: the consent page, unless the study is
+    closed or full."""
+    if study.status != Study.Status.LIVE:
+        return _flow_error_page(request, study, FlowError(_closed_message(study), status=403))
+    if study_is_full(study):
+        return _flow_error_page(request, study, StudyFull())
+    return render(request, "elicitation/consent.html", {"study": study})
 
 
 def _closed_message(study: Study) -> str:
@@ -182,16 +227,14 @@ def consent(request: HttpRequest, slug: str) -> HttpResponse:
         session = services.start_session(
             study,
             _held_recruiter_ids(request, slug),
-            address=request.META.get("REMOTE_ADDR", ""),
+            address=client_address(request.META, settings.HILLMIX_TRUSTED_PROXIES),
             quiz_answers=answers,
         )
     except FlowError as error:
         return _flow_error_page(request, study, error)
     if answers and session.state == Session.State.INSTRUCTIONS and session.quiz_attempts:
         _warn_quiz_failed(request)
-    response = redirect("elicitation:study", slug=slug)
-    response.delete_cookie(_entry_cookie(slug), path=_study_path(slug), samesite="Lax")
-    return _bind(request, response, slug, session)
+    return _bind(redirect("elicitation:study", slug=slug), slug, session)
 
 
 def _session_or_error(request: HttpRequest, slug: str) -> Session:
@@ -259,7 +302,8 @@ def _json_error(error: FlowError) -> JsonResponse:
 
 def _trial_body(live: LiveSession) -> dict:
     upcoming = next_trial(live)
-    return {"session": live.session.token, "done": upcoming is None, "trial": upcoming}
+    # The session's reference, not its secret: the page sends it back with each answer.
+    return {"session": live.session.reference, "done": upcoming is None, "trial": upcoming}
 
 
 @require_GET

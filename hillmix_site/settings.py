@@ -8,6 +8,8 @@ from pathlib import Path
 
 import environ
 
+from hillmix_site.client_address import trusted_networks
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -116,6 +118,11 @@ HILLMIX_BENCH_FLOOR = env.bool("HILLMIX_BENCH_FLOOR", default=False)
 
 # New participant sessions one address may start per minute (a lab's NAT shares one).
 HILLMIX_SESSION_STARTS_PER_MINUTE = env.int("HILLMIX_SESSION_STARTS_PER_MINUTE", default=30)
+# Proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For is believed
+# when they are the socket peer, e.g. the TLS proxy in front of gunicorn: the limit above
+# then counts each real client, not the proxy. Empty: the socket peer is the client.
+HILLMIX_TRUSTED_PROXIES = env.list("HILLMIX_TRUSTED_PROXIES", default=[])
+trusted_networks(tuple(HILLMIX_TRUSTED_PROXIES))  # a malformed entry stops the start
 
 LOGIN_URL = "admin:login"
 

@@ -104,7 +104,7 @@ def test_infer_dashboard_plots(make_study, staff):
     record_judgment(
         session.token,
         {
-            "session": session.token,
+            "session": session.reference,
             "trial_index": 0,
             "idempotency_key": str(uuid.uuid4()),
             "rt_ms": 900,

@@ -31,7 +31,7 @@ def construct_answer(session, index=None, **overrides):
     step = 0.1 if start < 0.5 else -0.1
     history = [round(start + k * step, 1) for k in range(4)]
     payload = {
-        "session": session.token,
+        "session": session.reference,
         "trial_index": index,
         "idempotency_key": str(uuid.uuid4()),
         "rt_ms": 1500.0,
@@ -176,7 +176,12 @@ def test_instructions_start_the_trials_only_in_a_study_without_quiz(make_study):
 def test_same_recruiter_id_resumes_and_never_gets_second_session(make_study):
     study = make_study("construct")
     first = start_session(study, RecruiterIds("PID-9", "ST", "SE"))
-    again = start_session(study, RecruiterIds("PID-9", "ST", "OTHER"))
+    # Resuming takes the whole triple the session started with (a recruiter id alone is
+    # no credential); another submission id gets no session, and no second one.
+    with pytest.raises(FlowError) as refused:
+        start_session(study, RecruiterIds("PID-9", "ST", "OTHER"))
+    assert refused.value.status == 403
+    again = start_session(study, RecruiterIds("PID-9", "ST", "SE"))
     assert again.pk == first.pk and Session.objects.count() == 1
     assert first.participant.public_id != "PID-9"
     assert first.recruiter_study_id == "ST" and first.recruiter_session_id == "SE"
@@ -263,14 +268,14 @@ def test_http_flow_and_consent_must_be_complete(make_study, client):
     quiz = reverse("elicitation:quiz", args=[study.slug])
     assert b'id="first-trial"' in client.post(quiz, {"q0": "1"}, follow=True).content
     trial = client.get(reverse("elicitation:trial", args=[study.slug])).json()
-    assert trial["session"] == session.token and trial["trial"]["index"] == 0
+    assert trial["session"] == session.reference and trial["trial"]["index"] == 0
     assert len(trial["trial"]["images"]) == 11
     save = reverse("elicitation:judgments", args=[study.slug])
     shown = trial["trial"]
     for _ in range(trial["trial"]["total"]):
         order = [im["lam"] for im in shown["images"]]
         body = {
-            "session": session.token,
+            "session": session.reference,
             "trial_index": shown["index"],
             "idempotency_key": str(uuid.uuid4()),
             "rt_ms": 900,

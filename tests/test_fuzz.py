@@ -101,7 +101,7 @@ def participant(make_study, client):
 def _valid(session) -> dict:
     start = session.trial_order[session.position]["start_lam"]
     return {
-        "session": session.token,
+        "session": session.reference,
         "trial_index": session.position,
         "idempotency_key": str(uuid.uuid4()),
         "rt_ms": 1000,
@@ -235,7 +235,7 @@ def _body_with(study, session, field: str, raw: str) -> bytes:
     """A valid answer with `field` (dotted path; a number indexes a list) set to the
     raw JSON text `raw`."""
     payload = {
-        "session": session.token,
+        "session": session.reference,
         "trial_index": session.position,
         "idempotency_key": str(uuid.uuid4()),
         "rt_ms": 1000,

@@ -17,7 +17,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 
-from elicitation.models import Judgment, Session
+from elicitation.models import Judgment, Session, secret_hash
 from tests.test_flow import construct_answer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,10 +110,11 @@ def test_participant_cookie_is_flagged_and_scoped_to_its_study(make_study, clien
     client.post(f"/s/{study.slug}/consent/", {"consent_0": "on", "consent_1": "on"})
     session = Session.objects.get()
     cookie = client.cookies[f"hillmix_{study.slug}"]
-    assert cookie.value == session.token and cookie["path"] == f"/s/{study.slug}/"
+    assert secret_hash(cookie.value) == session.token_hash  # the database keeps its hash
+    assert cookie["path"] == f"/s/{study.slug}/"
     assert cookie["secure"] and cookie["httponly"] and cookie["samesite"] == "Lax"
     # The token opens its own study only, and a made-up one opens nothing.
-    client.cookies[f"hillmix_{other.slug}"] = session.token
+    client.cookies[f"hillmix_{other.slug}"] = cookie.value
     assert client.get(f"/s/{other.slug}/trial/").status_code == 403
     client.cookies[f"hillmix_{study.slug}"] = "made-up"
     assert client.get(f"/s/{study.slug}/trial/").status_code == 403
@@ -224,7 +225,7 @@ def test_recruiter_ids_stay_out_of_pages_logs_and_default_exports(make_study, ca
             shown = trial.json()["trial"]
             order = [im["lam"] for im in shown["images"]]
             answer = {
-                "session": session.token,
+                "session": session.reference,
                 "trial_index": shown["index"],
                 "idempotency_key": str(uuid.uuid4()),
                 "rt_ms": 700,

@@ -11,7 +11,7 @@ from tests.test_flow import to_trials
 
 def envelope(session, response, **extra):
     payload = {
-        "session": session.token,
+        "session": session.reference,
         "trial_index": session.position,
         "idempotency_key": str(uuid.uuid4()),
         "rt_ms": 2100.0,

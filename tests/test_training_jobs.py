@@ -243,7 +243,7 @@ def test_without_cifar10h_ce_uses_the_studies_soft_labels(
         record_judgment(
             session.token,
             {
-                "session": session.token,
+                "session": session.reference,
                 "trial_index": session.position,
                 "idempotency_key": str(uuid.uuid4()),
                 "rt_ms": 900,
