@@ -184,15 +184,15 @@ async def answer_trials(web: httpx.AsyncClient, stats: Stats, body: dict, think_
     try:
         while not body["done"]:
             trial = body["trial"]
-            start = trial["start_lam"]
-            final = round(min(1.0, start + 0.1), 1) if start < 0.5 else round(start - 0.1, 1)
+            start = trial["start_step"]  # the page knows grid steps, never lams
+            final = start + 1 if start < len(trial["images"]) // 2 else start - 1
             answer = {
                 "session": body["session"],
                 "trial_index": trial["index"],
                 "idempotency_key": str(uuid.uuid4()),
                 "rt_ms": 1500,
                 "confidence": 60,
-                "response": {"start_lam": start, "final_lam": final, "history": [start, final]},
+                "response": {"start_step": start, "final_step": final, "steps": [start, final]},
             }
             await think(think_s)
             response = await timed(

@@ -69,7 +69,7 @@ class StimulusSetAdmin(admin.ModelAdmin):
                     format_html(
                         '<img src="{}" title="{}" width="48" height="48" '
                         'style="image-rendering: pixelated; margin: 1px">',
-                        s.image.url,
+                        s.served_url,
                         s.name,
                     )
                     for s in stimuli
@@ -107,9 +107,11 @@ class StimulusAdmin(admin.ModelAdmin):
 
     @admin.display(description="image")
     def thumbnail(self, obj: Stimulus) -> str:
+        if not obj.image:
+            return "-"
         return format_html(
             '<img src="{}" width="64" height="64" style="image-rendering: pixelated">',
-            obj.image.url,
+            obj.served_url,
         )
 
     def has_add_permission(self, request) -> bool:

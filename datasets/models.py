@@ -1,4 +1,7 @@
+import secrets
+
 from django.db import models
+from django.urls import reverse
 
 from .mixing import MIXING_POLICIES
 from .sources import SOURCE_KINDS
@@ -82,8 +85,15 @@ class Pair(models.Model):
         return self.name
 
 
+def new_stimulus_key() -> str:
+    """An unguessable name for serving a stimulus: its H-Mix name would tell the
+    participant's browser the lam and both classes."""
+    return secrets.token_urlsafe(16)
+
+
 class Stimulus(models.Model):
-    """One mixed image: `lam` of the pair's first image, stored at native resolution."""
+    """One mixed image: `lam` of the pair's first image, stored at native resolution.
+    `name` is the H-Mix name (exports); browsers only ever see `key`."""
 
     pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="stimuli")
     lam = models.FloatField()
@@ -94,6 +104,7 @@ class Stimulus(models.Model):
         help_text="Empty for imported stimuli whose source images are not in the dataset.",
     )
     size_bytes = models.PositiveIntegerField(default=0)
+    key = models.CharField(max_length=32, unique=True, default=new_stimulus_key, editable=False)
 
     class Meta:
         ordering = ["pair", "lam"]
@@ -104,3 +115,13 @@ class Stimulus(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def served_url(self) -> str:
+        """Where browsers fetch the image: an opaque address checked on every request
+        (hillmix_site.media.stimulus_image)."""
+        return stimulus_url(self.key)
+
+
+def stimulus_url(key: str) -> str:
+    return reverse("stimulus-image", args=[key])

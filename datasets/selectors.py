@@ -36,3 +36,9 @@ def stimuli_of_set(stimulus_set: StimulusSet) -> QuerySet[Stimulus]:
 
 def pairs_of_set(stimulus_set: StimulusSet) -> QuerySet[Pair]:
     return Pair.objects.filter(stimulus_set=stimulus_set).order_by("position")
+
+
+def stimulus_file_name(key: str) -> str | None:
+    """The stored file of the stimulus served under `key`, or None (no such stimulus,
+    or one without an image). For users allowed to view every stimulus."""
+    return Stimulus.objects.filter(key=key).values_list("image", flat=True).first() or None

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from django.utils.crypto import salted_hmac
+
+from datasets.naming import format_lam
 
 from .models import Interface
 from .soft_labels import top2_clamp
@@ -203,12 +207,15 @@ def read_envelope(payload: dict) -> Envelope:
 @dataclass(frozen=True)
 class TrialContext:
     """What the trial showed: its entry in the session's trial order, the stimulus
-    set's lam grid, the dataset's class names and the study's soft-label gamma."""
+    set's lam grid, the dataset's class names, the study's soft-label gamma, and the
+    session's id and the trial's index (which a Select-Shuffled trial's ids derive from)."""
 
     trial: dict
     grid: list[float]
     class_names: list[str]
     soft_label_gamma: float
+    session_id: int
+    trial_index: int
 
 
 @dataclass(frozen=True)
@@ -226,36 +233,72 @@ def grid_index(value: float, grid: list[float]) -> int:
     raise AnswerError(f"lam {value} is not on the grid {grid}")
 
 
+def _grid_step(name: str, value: Any, grid: list[float]) -> int:
+    step = _as_integer(name, value)
+    if not 0 <= step < len(grid):
+        raise AnswerError(f"{name}: step {step} is not on the grid (0 to {len(grid) - 1})")
+    return step
+
+
 def read_construct(data: dict, context: TrialContext) -> Answer:
-    start = number(data, "start_lam")
-    final = number(data, "final_lam")
-    history = listing(data, "history", _as_number, min_length=1, max_length=500)
+    """The page knows the grid's steps (0 = lam 0.0, the last = lam 1.0), never their
+    lams, so it answers in steps: where it started, where it ended, every step shown
+    in order. Stored in lams, as H-Mix records them."""
     grid = context.grid
-    steps = [grid_index(lam, grid) for lam in history]
-    if abs(start - context.trial["start_lam"]) > LAM_TOLERANCE:
-        raise AnswerError("start_lam is not the lam this trial started at")
-    if steps[0] != grid_index(start, grid):
-        raise AnswerError("history must begin at start_lam")
-    if steps[-1] != grid_index(final, grid):
-        raise AnswerError("history must end at final_lam")
-    if any(abs(b - a) != 1 for a, b in zip(steps, steps[1:], strict=False)):
-        raise AnswerError("history may only move one grid step at a time")
-    final = grid[steps[-1]]
-    return Answer(
-        {"start_lam": start, "final_lam": final, "history": [grid[i] for i in steps]}, final
+    start = _grid_step("start_step", _value(data, "start_step", True, False), grid)
+    final = _grid_step("final_step", _value(data, "final_step", True, False), grid)
+    steps = listing(
+        data, "steps", lambda n, v: _grid_step(n, v, grid), min_length=1, max_length=500
     )
+    if start != grid_index(context.trial["start_lam"], grid):
+        raise AnswerError("start_step is not the step this trial started at")
+    if steps[0] != start:
+        raise AnswerError("steps must begin at start_step")
+    if steps[-1] != final:
+        raise AnswerError("steps must end at final_step")
+    if any(abs(b - a) != 1 for a, b in zip(steps, steps[1:], strict=False)):
+        raise AnswerError("steps may only move one grid step at a time")
+    response = {
+        "start_lam": grid[start],
+        "final_lam": grid[final],
+        "history": [grid[i] for i in steps],
+    }
+    return Answer(response, grid[final])
+
+
+CHOICE_SALT = "elicitation.select-shuffled-choice"
+
+
+def choice_ids(session_id: int, trial_index: int, lams: Sequence[float]) -> list[str]:
+    """Select-Shuffled: the opaque id the page answers with for each image, one per lam
+    of `lams`. An HMAC (SECRET_KEY) of the session, the trial and the lam, so ids differ
+    in every trial and tell a reader of the page nothing of the lams, and the server
+    recomputes them rather than storing them."""
+    return [
+        salted_hmac(
+            CHOICE_SALT, f"{session_id}:{trial_index}:{format_lam(lam)}", algorithm="sha256"
+        ).hexdigest()[:16]
+        for lam in lams
+    ]
+
+
+def _choice_id(name: str, value: Any) -> str:
+    return _as_text(name, value, max_length=64)
 
 
 def read_select_shuffled(data: dict, context: TrialContext) -> Answer:
-    chosen = number(data, "chosen_lam")
-    order_shown = listing(data, "order_shown", _as_number, max_length=100)
+    """The page answers with the chosen image's id and the ids in the order it showed
+    them (choice_ids); stored as the chosen lam and that order in lams."""
+    chosen = text(data, "choice", max_length=64)
+    order_shown = listing(data, "order_shown", _choice_id, max_length=100)
     shown = context.trial["order"]
-    if len(order_shown) != len(shown) or any(
-        abs(a - b) > LAM_TOLERANCE for a, b in zip(order_shown, shown, strict=True)
-    ):
+    ids = choice_ids(context.session_id, context.trial_index, shown)
+    if order_shown != ids:
         raise AnswerError("order_shown is not the order this trial showed")
-    chosen = context.grid[grid_index(chosen, context.grid)]
-    return Answer({"chosen_lam": chosen, "order_shown": order_shown}, chosen)
+    if chosen not in ids:
+        raise AnswerError("choice: not one of this trial's images")
+    lam = context.grid[grid_index(shown[ids.index(chosen)], context.grid)]
+    return Answer({"chosen_lam": lam, "order_shown": list(shown)}, lam)
 
 
 def read_infer(data: dict, context: TrialContext) -> Answer:

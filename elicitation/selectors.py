@@ -10,8 +10,9 @@ from datetime import timedelta
 from django.db import connection
 from django.utils import timezone
 
-from datasets.models import Stimulus
+from datasets.models import Pair, Stimulus, stimulus_url
 
+from .answers import choice_ids, grid_index
 from .models import (
     Condition,
     ConditionItem,
@@ -109,7 +110,7 @@ class TrialItem:
     stimulus_id: int | None
     class1: str
     class2: str
-    images: dict[float, str]  # lam -> URL: the pair's grid, or the one stimulus shown
+    images: dict[float, str]  # lam -> opaque URL: the pair's grid, or the one stimulus shown
 
 
 class StudyCatalog:
@@ -146,8 +147,8 @@ class StudyCatalog:
         grids: dict[int, dict[float, str]] = {}
         if self.study.is_grid:
             stimuli = Stimulus.objects.filter(pair_id__in={r.pair_id for r in rows})
-            for stimulus in stimuli.only("pair_id", "lam", "image"):
-                grids.setdefault(stimulus.pair_id, {})[round(stimulus.lam, 4)] = stimulus.image.url
+            for pair_id, lam, key in stimuli.values_list("pair_id", "lam", "key"):
+                grids.setdefault(pair_id, {})[round(lam, 4)] = stimulus_url(key)
         return {
             row.position: TrialItem(
                 pair_id=row.pair_id,
@@ -155,7 +156,7 @@ class StudyCatalog:
                 class1=row.pair.class1,
                 class2=row.pair.class2,
                 images=grids.get(row.pair_id)
-                or {round(row.stimulus.lam, 4): row.stimulus.image.url},
+                or {round(row.stimulus.lam, 4): row.stimulus.served_url},
             )
             for row in rows
         }
@@ -288,7 +289,14 @@ def presumed_live_session(token_hash: str, slug: str | None, position: int) -> L
 
 
 def next_trial(live: LiveSession) -> dict | None:
-    """What the trial page needs to show the next trial, or None when all are done."""
+    """What the trial page needs to show the next trial, or None when all are done.
+
+    Blind: nothing beyond what the page shows on purpose (DESIGN section 7). Images
+    come under opaque URLs; no lam, no pair or source ids. The two classes are named
+    where the interface names them (not for Soft categorical label, which offers all
+    classes). Construct gets its grid in step order and its starting step; Select-
+    Shuffled gets the images in the order shown, each with an id that only the server
+    maps back to its lam (answers.choice_ids)."""
     session, study = live.session, live.catalog.study
     if session.state != Session.State.TRIALS or session.position >= session.trial_count:
         return None
@@ -298,15 +306,21 @@ def next_trial(live: LiveSession) -> dict | None:
         "index": session.position,
         "total": session.trial_count,
         "interface": study.interface,
-        "class1": item.class1,
-        "class2": item.class2,
         "ask_confidence": study.ask_confidence,
     }
-    if study.is_grid:
-        order = sorted(item.images) if "start_lam" in spec else spec["order"]
-        trial["images"] = [{"lam": lam, "url": item.images[round(lam, 4)]} for lam in order]
-        if "start_lam" in spec:
-            trial["start_lam"] = spec["start_lam"]
+    if study.interface != Interface.SOFT_LABEL:
+        trial["class1"], trial["class2"] = item.class1, item.class2
+    if study.interface == Interface.CONSTRUCT:
+        grid = live.catalog.grid
+        trial["images"] = [{"url": item.images[round(lam, 4)]} for lam in grid]
+        trial["start_step"] = grid_index(spec["start_lam"], grid)
+    elif study.interface == Interface.SELECT_SHUFFLED:
+        order = spec["order"]
+        ids = choice_ids(session.pk, session.position, order)
+        trial["images"] = [
+            {"choice": choice, "url": item.images[round(lam, 4)]}
+            for choice, lam in zip(ids, order, strict=True)
+        ]
     else:
         [trial["image"]] = item.images.values()
         if study.interface == Interface.SOFT_LABEL:
@@ -316,3 +330,22 @@ def next_trial(live: LiveSession) -> dict | None:
 
 def progress(session: Session) -> dict:
     return {"done": session.position, "total": session.trial_count}
+
+
+# --- Stimulus images ---------------------------------------------------------------------
+# A participant page loads up to 11 of them, so the lookup is one hand-written query.
+_LIVE_STIMULUS_FILE = (
+    f"SELECT s.image FROM {Stimulus._meta.db_table} s "
+    f"JOIN {Pair._meta.db_table} p ON p.id = s.pair_id "
+    f"WHERE s.key = %s AND EXISTS (SELECT 1 FROM {Study._meta.db_table} st "
+    f"WHERE st.stimulus_set_id = p.stimulus_set_id AND st.status = '{Study.Status.LIVE}')"
+)
+
+
+def live_stimulus_file_name(key: str) -> str | None:
+    """The stored file of the stimulus served under `key` if a live study shows its
+    stimulus set, else None: stimuli of draft and closed studies are not public."""
+    with connection.cursor() as cursor:
+        cursor.execute(_LIVE_STIMULUS_FILE, [key])
+        row = cursor.fetchone()
+    return (row[0] or None) if row else None

@@ -72,7 +72,7 @@ class StimulusSerializer(serializers.ModelSerializer):
         ]
 
     def get_image(self, stimulus: Stimulus) -> str | None:
-        return stimulus.image.url if stimulus.image else None
+        return stimulus.served_url if stimulus.image else None
 
 
 class ParticipantSerializer(serializers.ModelSerializer):

@@ -497,6 +497,8 @@ def _read_answer(live: LiveSession, envelope: Envelope) -> Answer:
         grid=live.catalog.grid,
         class_names=study.stimulus_set.dataset.class_names,
         soft_label_gamma=study.soft_label_gamma,
+        session_id=session.pk,
+        trial_index=session.position,
     )
     try:
         answer = ANSWER_READERS[study.interface](envelope.response, context)

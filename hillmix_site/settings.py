@@ -96,8 +96,9 @@ STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_URL = "media/"
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "media")
-# Stimuli are a few KB each; Django serves them unless a front proxy does.
-SERVE_MEDIA = env.bool("SERVE_MEDIA", default=True)
+# Nothing under MEDIA_ROOT is public: Django serves stimuli under opaque keys while
+# their study is live, and other files only to users with permission
+# (hillmix_site.media). A front proxy must not serve MEDIA_ROOT itself.
 
 # Cookies only over HTTPS unless DEBUG; SECURE_COOKIES=false is for plain-HTTP loopback
 # benchmarks only.

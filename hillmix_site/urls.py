@@ -1,7 +1,8 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
-from django.views.static import serve
+
+from . import media
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -14,11 +15,11 @@ if settings.HILLMIX_BENCH_FLOOR:
 
     urlpatterns.append(path("bench/floor/", floor))
 
-if settings.SERVE_MEDIA:
-    media_prefix = settings.MEDIA_URL.lstrip("/")
-    urlpatterns.append(
-        re_path(rf"^{media_prefix}(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT})
-    )
+# Stored files are never served as they lie: see hillmix_site.media.
+urlpatterns += [
+    path("stimuli/<str:key>.png", media.stimulus_image, name="stimulus-image"),
+    re_path(rf"^{settings.MEDIA_URL.lstrip('/')}(?P<path>.*)$", media.protected_media),
+]
 
 admin.site.site_header = "HILL-Mix research dashboard"
 admin.site.site_title = "HILL-Mix"

@@ -27,8 +27,8 @@ def test_construct_session_by_keyboard_with_reload_and_quiz_retry(page, live_ser
         if i == 1:  # a reload mid-session comes back to the same trial
             page.reload()
             assert shown_index(page) == 1
-        start = float(page.get_attribute("#stimulus", "data-lam"))
-        key = "h" if start < 0.5 else "g"
+        start = int(page.get_attribute("#stimulus", "data-step"))  # grid step, not lam
+        key = "h" if start < 5 else "g"
         for _ in range(3):
             page.keyboard.press(key)
         page.keyboard.press("g" if key == "h" else "h")  # one step back

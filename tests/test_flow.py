@@ -6,6 +6,7 @@ import uuid
 import pytest
 from django.urls import reverse
 
+from elicitation.answers import choice_ids
 from elicitation.models import Judgment, Session
 from elicitation.services import (
     FlowError,
@@ -27,9 +28,10 @@ def to_trials(session):
 
 def construct_answer(session, index=None, **overrides):
     index = session.position if index is None else index
-    start = session.trial_order[index].get("start_lam", 0.1)
-    step = 0.1 if start < 0.5 else -0.1
-    history = [round(start + k * step, 1) for k in range(4)]
+    # The page answers in grid steps (0 = lam 0.0 ... 10 = lam 1.0), never in lams.
+    start = round(10 * session.trial_order[index].get("start_lam", 0.1))
+    step = 1 if start < 5 else -1
+    steps = [start + k * step for k in range(4)]
     payload = {
         "session": session.reference,
         "trial_index": index,
@@ -38,7 +40,7 @@ def construct_answer(session, index=None, **overrides):
         "client_started_at": 1_700_000_000_000,
         "client_answered_at": 1_700_000_001_500,
         "confidence": 70,
-        "response": {"start_lam": start, "final_lam": history[-1], "history": history},
+        "response": {"start_step": start, "final_step": steps[-1], "steps": steps},
     }
     payload.update(overrides)
     return payload
@@ -72,8 +74,9 @@ def test_select_shuffled_records_choice_and_order(make_study):
     session = to_trials(start_session(study, RecruiterIds()))
     order = session.trial_order[0]["order"]
     assert sorted(order) == [round(0.1 * i, 1) for i in range(11)] and order != sorted(order)
+    ids = choice_ids(session.pk, 0, order)  # what the page answers with
     payload = construct_answer(
-        session, confidence=None, response={"chosen_lam": order[3], "order_shown": order}
+        session, confidence=None, response={"choice": ids[3], "order_shown": ids}
     )
     record_judgment(session.token, payload)
     judgment = Judgment.objects.get()
@@ -84,15 +87,15 @@ def test_select_shuffled_records_choice_and_order(make_study):
     "change, status, message",
     [
         (lambda s, p: p.update(trial_index=1), 409, "not the next one"),
-        (lambda s, p: p["response"].update(final_lam=0.35), 400, "not on the grid"),
+        (lambda s, p: p["response"].update(final_step=11), 400, "not on the grid"),
         (
             lambda s, p: p["response"].update(
-                history=[p["response"]["start_lam"], p["response"]["final_lam"]]
+                steps=[p["response"]["start_step"], p["response"]["final_step"]]
             ),
             400,
             "one grid step",
         ),
-        (lambda s, p: p["response"].update(start_lam=0.5), 400, "start_lam"),
+        (lambda s, p: p["response"].update(start_step=5), 400, "start_step"),
         (lambda s, p: p.update(confidence=101), 400, "confidence"),
         (lambda s, p: p.update(confidence=None), 400, "confidence"),
         (lambda s, p: p.update(rt_ms=0), 400, "rt_ms"),
@@ -273,13 +276,13 @@ def test_http_flow_and_consent_must_be_complete(make_study, client):
     save = reverse("elicitation:judgments", args=[study.slug])
     shown = trial["trial"]
     for _ in range(trial["trial"]["total"]):
-        order = [im["lam"] for im in shown["images"]]
+        ids = [im["choice"] for im in shown["images"]]
         body = {
             "session": session.reference,
             "trial_index": shown["index"],
             "idempotency_key": str(uuid.uuid4()),
             "rt_ms": 900,
-            "response": {"chosen_lam": order[0], "order_shown": order},
+            "response": {"choice": ids[0], "order_shown": ids},
         }
         response = client.post(save, json.dumps(body), content_type="application/json")
         assert response.status_code == 201, response.content

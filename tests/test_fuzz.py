@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 from schemathesis.checks import not_a_server_error
 
+from elicitation.answers import choice_ids
 from elicitation.models import Judgment, Session
 
 
@@ -99,14 +100,14 @@ def participant(make_study, client):
 
 
 def _valid(session) -> dict:
-    start = session.trial_order[session.position]["start_lam"]
+    start = round(10 * session.trial_order[session.position]["start_lam"])  # grid step
     return {
         "session": session.reference,
         "trial_index": session.position,
         "idempotency_key": str(uuid.uuid4()),
         "rt_ms": 1000,
         "confidence": 50,
-        "response": {"start_lam": start, "final_lam": start, "history": [start]},
+        "response": {"start_step": start, "final_step": start, "steps": [start]},
     }
 
 
@@ -129,7 +130,7 @@ def test_judgment_endpoint_survives_arbitrary_bodies(participant, body):
 @FUZZ
 @given(
     field=st.sampled_from(
-        ENVELOPE_FIELDS + ["response.start_lam", "response.final_lam", "response.history"]
+        ENVELOPE_FIELDS + ["response.start_step", "response.final_step", "response.steps"]
     ),
     value=json_values,
 )
@@ -149,8 +150,8 @@ def test_judgment_endpoint_with_one_field_replaced(participant, field, value):
 # --- Huge, deep and malformed bodies -------------------------------------------------
 # Each interface's numeric answer fields; with the envelope's, every number a save reads.
 NUMERIC_FIELDS = {
-    "construct": ["response.start_lam", "response.final_lam", "response.history.0"],
-    "select_shuffled": ["response.chosen_lam", "response.order_shown.0"],
+    "construct": ["response.start_step", "response.final_step", "response.steps.0"],
+    "select_shuffled": ["response.choice", "response.order_shown.0"],  # opaque ids
     "infer": ["response.slider", "response.confidence"],
     "soft_label": ["response.first_prob", "response.second_prob"],
 }
@@ -205,10 +206,11 @@ deep_values = st.sampled_from(
 def _valid_response(study, session) -> dict:
     trial = session.trial_order[session.position]
     if study.interface == "construct":
-        start = trial["start_lam"]
-        return {"start_lam": start, "final_lam": start, "history": [start]}
+        start = round(10 * trial["start_lam"])  # grid step
+        return {"start_step": start, "final_step": start, "steps": [start]}
     if study.interface == "select_shuffled":
-        return {"chosen_lam": trial["order"][0], "order_shown": trial["order"]}
+        ids = choice_ids(session.pk, session.position, trial["order"])
+        return {"choice": ids[0], "order_shown": ids}
     if study.interface == "infer":
         return {"slider": 26, "confidence": 80, "slider_touched": True, "confidence_touched": True}
     names = study.stimulus_set.dataset.class_names

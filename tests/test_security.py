@@ -223,13 +223,13 @@ def test_recruiter_ids_stay_out_of_pages_logs_and_default_exports(make_study, ca
             trial = browser.get(f"/s/{study.slug}/trial/")
             pages.append(trial.content)
             shown = trial.json()["trial"]
-            order = [im["lam"] for im in shown["images"]]
+            ids = [im["choice"] for im in shown["images"]]
             answer = {
                 "session": session.reference,
                 "trial_index": shown["index"],
                 "idempotency_key": str(uuid.uuid4()),
                 "rt_ms": 700,
-                "response": {"chosen_lam": order[0], "order_shown": order},
+                "response": {"choice": ids[0], "order_shown": ids},
             }
             pages.append(
                 browser.post(

@@ -26,18 +26,15 @@ def scripted_observers(study, count: int = 4, midpoint: float = 0.6) -> None:
             session.refresh_from_db()
             if session.position >= session.trial_count:
                 break
-            start = session.trial_order[session.position]["start_lam"]
-            step = 1 if midpoint > start else -1
-            history = [
-                round(start + step * 0.1 * k, 1)
-                for k in range(int(round(abs(midpoint - start) * 10)) + 1)
-            ]
+            start = round(10 * session.trial_order[session.position]["start_lam"])  # grid step
+            step = 1 if midpoint * 10 > start else -1
+            steps = [start + step * k for k in range(abs(round(midpoint * 10) - start) + 1)]
             record_judgment(
                 session.token,
                 construct_answer(
                     session,
                     confidence=80,
-                    response={"start_lam": start, "final_lam": history[-1], "history": history},
+                    response={"start_step": start, "final_step": steps[-1], "steps": steps},
                 ),
             )
 

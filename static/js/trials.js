@@ -89,16 +89,17 @@
   const renderers = {};
 
   renderers.construct = function (trial, root, submit) {
-    const lams = trial.images.map((im) => im.lam);
-    let at = lams.findIndex((l) => Math.abs(l - trial.start_lam) < 1e-6);
-    const history = [lams[at]];
+    // The grid in step order; the page knows steps, never lams.
+    const last = trial.images.length - 1;
+    let at = trial.start_step;
+    const steps = [at];
     const img = el("img", { class: "stimulus pixelated", id: "stimulus", alt: "mixed image" });
     const conf = trial.ask_confidence ? confidenceBlock(update) : null;
     const next = el("button", { type: "button", id: "continue", onclick: finish }, "Continue");
-    function show() { img.src = trial.images[at].url; img.dataset.lam = lams[at]; }
+    function show() { img.src = trial.images[at].url; img.dataset.step = at; }
     function step(delta) {
-      const to = Math.max(0, Math.min(lams.length - 1, at + delta));
-      if (to !== at) { at = to; history.push(lams[at]); show(); }
+      const to = Math.max(0, Math.min(last, at + delta));
+      if (to !== at) { at = to; steps.push(at); show(); }
     }
     function update() { next.disabled = conf ? !conf.touched : false; }
     function onKey(ev) {
@@ -109,7 +110,7 @@
     function finish() {
       if (next.disabled) return;
       document.removeEventListener("keydown", onKey);
-      submit({ start_lam: trial.start_lam, final_lam: lams[at], history: history.slice() },
+      submit({ start_step: trial.start_step, final_step: at, steps: steps.slice() },
         conf ? conf.value() : null);
     }
     document.addEventListener("keydown", onKey);
@@ -135,7 +136,7 @@
     const conf = trial.ask_confidence ? confidenceBlock(update) : null;
     const next = el("button", { type: "button", id: "next", disabled: true, onclick: finish }, "Next");
     const buttons = trial.images.map((im, i) => el("button", {
-      type: "button", class: "choice", "data-lam": im.lam, "aria-pressed": "false",
+      type: "button", class: "choice", "data-choice": im.choice, "aria-pressed": "false",
       "aria-label": `image ${i + 1}`, onclick: () => choose(i),
     }, el("img", { class: "pixelated", src: im.url, alt: "" })));
     function choose(i) {
@@ -146,7 +147,7 @@
     function update() { next.disabled = chosen === null || (conf && !conf.touched); }
     function finish() {
       if (next.disabled) return;
-      submit({ chosen_lam: trial.images[chosen].lam, order_shown: trial.images.map((im) => im.lam) },
+      submit({ choice: trial.images[chosen].choice, order_shown: trial.images.map((im) => im.choice) },
         conf ? conf.value() : null);
     }
     root.append(
