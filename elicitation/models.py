@@ -20,7 +20,6 @@ def new_public_id() -> str:
     return secrets.token_hex(8)
 
 
-def new_session_token() -> str:
 def new_session_secret() -> str:
     """The secret a participant's browser holds for its session: 32 random bytes."""
     return secrets.token_urlsafe(32)
@@ -38,11 +37,11 @@ def unheld_secret_hash() -> str:
     return secret_hash(new_session_secret())
 
 
-    return secrets.token_urlsafe(24)
+def new_session_token() -> str:
     """The old clear-text session token (kept: migration 0001 names it)."""
+    return secrets.token_urlsafe(24)
 
 
-class Study(models.Model):
 def session_reference(token_hash: str) -> str:
     """A non-secret name of a session, derived from its secret's hash: the trial page
     sends it back with every answer, so an answer from a page showing another session
@@ -50,6 +49,7 @@ def session_reference(token_hash: str) -> str:
     return hashlib.sha256(f"reference:{token_hash}".encode()).hexdigest()[:22]
 
 
+class Study(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft"
         LIVE = "live"
@@ -92,17 +92,6 @@ def session_reference(token_hash: str) -> str:
     stale_after_minutes = models.PositiveIntegerField(
         default=60, help_text="In-progress sessions idle this long no longer hold a place."
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    # Bumped by every save: per-process caches of a study (selectors.study_catalog)
-    # compare it to know when to reload.
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-        verbose_name_plural = "studies"
-
-    def __str__(self) -> str:
-        return self.slug
     participants_per_condition = models.PositiveIntegerField(
         null=True,
         blank=True,
@@ -116,6 +105,17 @@ def session_reference(token_hash: str) -> str:
         help_text="Where the 'study full' page sends people back to the recruiter "
         "(e.g. the recruiter's return link). Empty: the page asks them to return the study.",
     )
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Bumped by every save: per-process caches of a study (selectors.study_catalog)
+    # compare it to know when to reload.
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "studies"
+
+    def __str__(self) -> str:
+        return self.slug
 
     @property
     def is_grid(self) -> bool:
@@ -221,6 +221,18 @@ class Session(models.Model):
     def trial_count(self) -> int:
         return len(self.trial_order)
 
+    @property
+    def reference(self) -> str:
+        return session_reference(self.token_hash)
+
+    def new_secret(self) -> str:
+        """Give the session a fresh secret and return it (only its hash is kept, and
+        saved by the caller): the secret is on hand only right now, to set the cookie.
+        Also left as `self.token` for whoever holds this instance."""
+        self.token = new_session_secret()
+        self.token_hash = secret_hash(self.token)
+        return self.token
+
 
 class Judgment(models.Model):
     """One answer to one trial, saved the moment it is given."""
@@ -255,18 +267,6 @@ class Judgment(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["session", "trial_index"], name="one_answer_per_trial"),
         ]
-    @property
-    def reference(self) -> str:
-        return session_reference(self.token_hash)
-
-    def new_secret(self) -> str:
-        """Give the session a fresh secret and return it (only its hash is kept, and
-        saved by the caller): the secret is on hand only right now, to set the cookie.
-        Also left as `self.token` for whoever holds this instance."""
-        self.token = new_session_secret()
-        self.token_hash = secret_hash(self.token)
-        return self.token
-
         indexes = [models.Index(fields=["study", "interface"])]
 
     def __str__(self) -> str:
