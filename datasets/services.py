@@ -16,7 +16,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 
 from .imaging import encode_png
-from .mixing import MIXING_POLICIES, check_lams, mix_pairs
+from .mixing import MIXING_POLICIES, check_lams, effective_lams, mix_pairs
 from .models import Dataset, Pair, Stimulus, StimulusSet
 from .naming import GRID_LAMS, SINGLE_LAMS, PairKey, parse_pair_name, stimulus_name
 from .pairing import locate_pairs, sample_balanced_pairs
@@ -165,6 +165,13 @@ def create_stimulus_set(
         raise ValidationError(str(exc)) from None
     if not lam_values:
         raise ValidationError("give at least one lam value")
+    try:
+        # The set records the lams its stimuli really have (DESIGN "effective lam"); a
+        # grid's nominal steps live on only as step positions.
+        lam_values = effective_lams(lam_values, mixing_policy, dataset.height, dataset.width)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+    lam_values = [float(x) for x in lam_values]
     if StimulusSet.objects.filter(name=name).exists():
         raise ValidationError(f"a stimulus set named {name!r} already exists")
     if (pairs is None) == (n_pairs is None):
@@ -249,7 +256,7 @@ def generate_stimuli(stimulus_set_id: int) -> StimulusSet:
             chunk = pairs[start : start + GENERATION_CHUNK]
             chunk_keys = keys[start : start + GENERATION_CHUNK]
             rows = all_rows[start : start + GENERATION_CHUNK]
-            mixed = mix_pairs(
+            mixed, kept = mix_pairs(
                 arrays.images[rows[:, 0]],
                 arrays.images[rows[:, 1]],
                 lams,
@@ -257,9 +264,9 @@ def generate_stimuli(stimulus_set_id: int) -> StimulusSet:
                 seed=stimulus_set.seed + start,
             )
             jobs = [
-                (pair, key, lam, mixed[i, j])
+                (pair, key, float(lam), mixed[i, j])
                 for i, (pair, key) in enumerate(zip(chunk, chunk_keys, strict=True))
-                for j, lam in enumerate(lams)
+                for j, lam in enumerate(kept)
             ]
             # Sequential on purpose: threads here lose to the GIL (measured in bench/stimuli.py).
             stimuli = [_store_stimulus(folder, *job) for job in jobs]
@@ -315,7 +322,7 @@ def register_stimuli(
             if key.id1 in row_of_id and key.id2 in row_of_id:
                 x1 = arrays.images[[row_of_id[key.id1]]]
                 x2 = arrays.images[[row_of_id[key.id2]]]
-                mixed = mix_pairs(x1, x2, lams)[0]
+                mixed = mix_pairs(x1, x2, lams)[0][0]
                 stimuli += [
                     _store_stimulus(f"stimuli/{stimulus_set.pk}", pair, key, lam, mixed[j])
                     for j, lam in enumerate(lams)

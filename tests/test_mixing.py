@@ -46,7 +46,7 @@ def test_mix_pairs_covers_every_pair_and_lam(rng):
     x1 = rng.integers(0, 256, (2, 8, 8, 1), dtype=np.uint8)
     x2 = rng.integers(0, 256, (2, 8, 8, 1), dtype=np.uint8)
     lams = [0.0, 0.1, 0.5]
-    out = mix_pairs(x1, x2, lams)
+    out, _ = mix_pairs(x1, x2, lams)
     assert out.shape == (2, 3, 8, 8, 1)
     np.testing.assert_array_equal(out[1, 2], mixup(x1[1], x2[1], 0.5))
     with pytest.raises(ValueError, match="unknown mixing policy"):
@@ -83,3 +83,131 @@ def test_hmix_endpoints_mix_exactly(shared_data):
         dtype=np.uint8,
     )
     np.testing.assert_array_equal(mixup(x1, x2, 0.3), expected)
+
+
+GRID = [round(0.1 * i, 1) for i in range(11)]
+
+
+def black_and_white_pairs(pairs, height, width):
+    return (
+        np.zeros((pairs, height, width, 1), np.uint8),
+        np.full((pairs, height, width, 1), 255, np.uint8),
+    )
+
+
+@pytest.mark.parametrize(("height", "width"), [(32, 32), (8, 8), (28, 28), (5, 7)])
+@pytest.mark.parametrize("lams", [GRID, [0.1, 0.25, 0.5, 0.75, 0.9]])
+def test_cutmix_stimuli_record_the_share_of_image_1_they_hold(height, width, lams):
+    """The lam mix_pairs gives back for each stimulus is the share it really keeps."""
+    x1, x2 = black_and_white_pairs(3, height, width)
+    mixed, kept = mix_pairs(x1, x2, lams, "cutmix", seed=5)
+    share = (mixed[..., 0] == 0).mean(axis=(2, 3))  # (pairs, lams)
+    np.testing.assert_array_equal(share, np.broadcast_to(kept, share.shape))
+    assert len(set(kept.tolist())) == len(lams)  # steps never collapse into one image
+    assert np.all(np.diff(kept) > 0)  # and keep their order
+    np.testing.assert_allclose(kept, lams, atol=1.0 / min(height, width))
+
+
+def test_cutmix_lams_are_exact_where_the_image_size_allows():
+    x1, x2 = black_and_white_pairs(1, 32, 32)
+    _, kept = mix_pairs(x1, x2, [0.0, 0.25, 0.5, 0.75, 1.0], "cutmix")
+    assert kept.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    # 0.1 of 1,024 pixels is not a whole number: the nearest box, to the pixel
+    _, kept = mix_pairs(x1, x2, [0.1, 0.9], "cutmix")
+    assert abs(kept[0] - 0.1) * 1024 <= 7 and abs(kept[1] - 0.9) * 1024 < 1
+
+
+def test_demo_digit_grid_steps_are_distinct_images():
+    x1, x2 = black_and_white_pairs(1, 8, 8)
+    mixed, kept = mix_pairs(x1, x2, GRID, "cutmix")
+    images = {mixed[0, j].tobytes() for j in range(len(GRID))}
+    assert len(images) == len(GRID)
+    assert kept[5] == 0.5 and kept[0] == 0.0 and kept[-1] == 1.0
+
+
+def test_a_grid_too_fine_for_the_image_says_so():
+    x1, x2 = black_and_white_pairs(1, 2, 2)
+    with pytest.raises(ValueError, match="2x2 image allows only 4 different CutMix box areas"):
+        mix_pairs(x1, x2, GRID, "cutmix")
+
+
+def test_stored_cutmix_stimuli_carry_their_effective_lam(
+    db, settings, tmp_path, django_capture_on_commit_callbacks
+):
+    """Through the service: each stored image holds exactly its recorded lam of image 1,
+    the set lists those lams, and a set the image size cannot honour is refused."""
+    from django.core.exceptions import ValidationError
+
+    from datasets.imaging import decode_png
+    from datasets.models import StimulusSet
+    from datasets.services import create_stimulus_set, import_dataset
+
+    settings.HILLMIX_IMPORT_DIRS = [tmp_path]
+    np.savez(
+        tmp_path / "bw.npz",
+        images=np.stack([np.zeros((8, 8), np.uint8), np.full((8, 8), 255, np.uint8)]),
+        class_name=np.array(["Black", "White"]),
+        ids=np.array([0, 1]),
+    )
+    dataset = import_dataset(name="bw", kind="npz", path=tmp_path / "bw.npz")
+    with django_capture_on_commit_callbacks(execute=True):
+        stimulus_set = create_stimulus_set(
+            name="cut",
+            dataset=dataset,
+            kind="grid",
+            mixing_policy="cutmix",
+            pairs=["Black_0_White_1"],
+        )
+    stimulus_set.refresh_from_db()
+    assert stimulus_set.status == "succeeded"
+    stimuli = list(stimulus_set.pairs.get().stimuli.order_by("lam"))
+    assert len({s.lam for s in stimuli}) == 11
+    assert [s.lam for s in stimuli] == stimulus_set.lams
+    for stimulus in stimuli:
+        with stimulus.image.open("rb") as handle:
+            share = (decode_png(handle.read()) == 0).mean()
+        assert share == stimulus.lam, stimulus.name
+    np.savez(
+        tmp_path / "tiny.npz",
+        images=np.zeros((2, 2, 2), np.uint8),
+        class_name=np.array(["Black", "White"]),
+        ids=np.array([0, 1]),
+    )
+    tiny = import_dataset(name="tiny", kind="npz", path=tmp_path / "tiny.npz")
+    with pytest.raises(ValidationError, match="allows only 4 different CutMix box areas"):
+        create_stimulus_set(
+            name="fine",
+            dataset=tiny,
+            kind="grid",
+            mixing_policy="cutmix",
+            pairs=["Black_0_White_1"],
+        )
+    assert not StimulusSet.objects.filter(name="fine").exists()
+
+
+def test_construct_starts_on_a_cutmix_grid_step(demo_dataset, django_capture_on_commit_callbacks):
+    """The 8x8 CutMix grid's steps are effective lams; Construct starts on the steps
+    nearest 0.1 and 0.9 (the second and the second-last)."""
+    import random
+
+    from datasets.services import create_stimulus_set
+    from elicitation.models import Study
+    from elicitation.selectors import grid_lams
+    from elicitation.services import _trial_order, build_conditions
+
+    with django_capture_on_commit_callbacks(execute=True):
+        stimulus_set = create_stimulus_set(
+            name="cut-grid", dataset=demo_dataset, kind="grid", mixing_policy="cutmix", n_pairs=2
+        )
+    study = Study.objects.create(
+        slug="cut-construct",
+        interface="construct",
+        stimulus_set=stimulus_set,
+        status="live",
+        construct_start="random",
+    )
+    build_conditions(study)
+    grid = grid_lams(study)
+    assert grid[1] != 0.1 and len(set(grid)) == 11
+    starts = {spec["start_lam"] for spec in _trial_order(study, [0, 1] * 10, random.Random(3))}
+    assert starts == {grid[1], grid[-2]}
