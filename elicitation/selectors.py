@@ -225,6 +225,7 @@ def live_session(token: str | None, slug: str | None = None) -> LiveSession | No
     secret's hash."""
     if not token:
         return None
+    token_hash = secret_hash(token)
     if slug is None:
         live = _live_session("s.token_hash = %s", [token_hash])
     else:
@@ -234,7 +235,6 @@ def live_session(token: str | None, slug: str | None = None) -> LiveSession | No
     return live
 
 
-    token_hash = secret_hash(token)
 # --- Saving without reading the session first ------------------------------------------
 # A session's id, study, condition and trial order are fixed when it starts; only its
 # position and state move. So a save whose session this process has read before checks
