@@ -9,15 +9,26 @@ from .sources import SOURCE_KINDS
 class DatasetImportForm(forms.Form):
     name = forms.SlugField(max_length=100)
     kind = forms.ChoiceField(choices=[(k, k) for k in SOURCE_KINDS])
+    upload = forms.FileField(
+        required=False,
+        help_text="A .npz or a CIFAR-10 archive (cifar-10-python.tar.gz) from your computer.",
+    )
     path = forms.CharField(
         required=False,
         max_length=500,
-        help_text="On the server: CIFAR-10 archive or folder, class-per-folder images, or .npz.",
+        help_text="Or a file or folder in the server's import folders (HILLMIX_IMPORT_DIRS): "
+        "CIFAR-10 archive or folder, class-per-folder images, or .npz.",
     )
     split = forms.ChoiceField(choices=[("test", "test"), ("train", "train")], initial="test")
     download = forms.BooleanField(
         required=False, help_text="CIFAR-10 only: fetch the official archive (needs a network)."
     )
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("upload") and (data.get("path") or data.get("download")):
+            raise ValidationError("give an upload, a server path or download, not several")
+        return data
 
 
 class StimulusSetForm(forms.Form):

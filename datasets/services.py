@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
 from .imaging import encode_png
@@ -75,14 +77,18 @@ def import_dataset(
     split: str = "test",
     download: bool = False,
     any_path: bool = False,
+    upload: UploadedFile | None = None,
 ) -> Dataset:
     """Read a source completely, then store it; on any error nothing is left behind.
 
-    `path` must lie in an import folder (resolve_import_path) unless `any_path`; the
-    source must keep within settings.HILLMIX_LIMITS. Raises ValidationError.
+    The source is an `upload` (a .npz or CIFAR-10 archive sent through the admin), or
+    a `path` that must lie in an import folder (resolve_import_path) unless `any_path`.
+    It must keep within settings.HILLMIX_LIMITS. Raises ValidationError.
     """
     if Dataset.objects.filter(name=name).exists():
         raise ValidationError(f"a dataset named {name!r} already exists")
+    if upload is not None:
+        return _import_upload(name, kind, split, upload)
     try:
         if kind == "cifar10" and download:
             dest = Path(default_storage.location) / "downloads"
@@ -98,6 +104,26 @@ def import_dataset(
     except SourceError as exc:
         raise ValidationError(str(exc)) from None
     return _store_dataset(name, kind, str(path or ""), split if kind == "cifar10" else "", arrays)
+
+
+def _import_upload(name: str, kind: str, split: str, upload: UploadedFile) -> Dataset:
+    if kind not in ("cifar10", "npz"):
+        raise ValidationError("uploads are .npz files or CIFAR-10 archives (kind npz or cifar10)")
+    limits = import_limits()
+    if upload.size > limits.max_bytes:
+        raise ValidationError(limits.bytes_message("the upload"))
+    # The readers take a file on disk; the copy lives only while it is read.
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(folder) / "uploaded-source"
+        with open(local, "wb") as handle:
+            for chunk in upload.chunks():
+                handle.write(chunk)
+        try:
+            arrays = read_source(kind, local, split, limits)
+        except SourceError as exc:
+            raise ValidationError(str(exc).replace(local.name, upload.name)) from None
+    source = f"upload:{upload.name}"[:500]
+    return _store_dataset(name, kind, source, split if kind == "cifar10" else "", arrays)
 
 
 def _store_dataset(name: str, kind: str, path: str, split: str, arrays: ImageArrays) -> Dataset:

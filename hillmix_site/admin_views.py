@@ -31,7 +31,7 @@ def service_form_view(
     to_field = params.get(TO_FIELD_VAR)
     if to_field and not model_admin.to_field_allowed(request, to_field):
         raise DisallowedModelAdminToField(f"The field {to_field} cannot be referenced.")
-    form = form_class(request.POST or None)
+    form = form_class(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         try:
             obj = create(form.cleaned_data)

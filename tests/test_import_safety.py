@@ -464,3 +464,61 @@ def test_training_job_bounds_in_the_admin(demo_dataset, researcher_client):
     assert response.status_code == 200
     assert "HILLMIX_MAX_EPOCHS" in response.content.decode()
     assert TrainingJob.objects.count() == 0
+
+
+# --- uploads through the admin --------------------------------------------------------
+
+
+def _npz_upload(name, **arrays):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return SimpleUploadedFile(name, buffer.getvalue())
+
+
+def test_admin_imports_an_uploaded_npz(researcher_client, media_root, settings):
+    settings.HILLMIX_IMPORT_DIRS = []  # an upload needs no server folder
+    response = researcher_client.post(
+        "/admin/datasets/dataset/add/",
+        {
+            "name": "sent",
+            "kind": "npz",
+            "split": "test",
+            "upload": _npz_upload("mine.npz", **good_npz_fields()),
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    dataset = Dataset.objects.get(name="sent")
+    assert dataset.source_path == "upload:mine.npz"
+    assert dataset_arrays(dataset).images.shape == (2, 4, 4, 3)
+
+
+def test_bad_uploads_get_form_errors_and_leave_nothing(researcher_client, media_root, settings):
+    cases = [
+        (
+            _npz_upload("objects.npz", **{**good_npz_fields(), "ids": np.array([1, None])}),
+            "npz",
+            "objects.npz: ids holds object",
+        ),
+        (_npz_upload("fine.npz", **good_npz_fields()), "folder", "uploads are .npz files"),
+    ]
+    for upload, kind, message in cases:
+        response = researcher_client.post(
+            "/admin/datasets/dataset/add/",
+            {"name": "bad", "kind": kind, "split": "test", "upload": upload},
+        )
+        assert response.status_code == 200
+        assert message in response.content.decode()
+    settings.HILLMIX_LIMITS = {**settings.HILLMIX_LIMITS, "max_import_bytes": 100}
+    response = researcher_client.post(
+        "/admin/datasets/dataset/add/",
+        {
+            "name": "bad",
+            "kind": "npz",
+            "split": "test",
+            "upload": _npz_upload("big.npz", **good_npz_fields()),
+        },
+    )
+    assert "HILLMIX_MAX_IMPORT_BYTES" in response.content.decode()
+    assert_nothing_stored(media_root)
