@@ -5,7 +5,9 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from . import dashboard, services
+from .forms import StudyForm
 from .models import Condition, Judgment, Participant, Session, Study
+from .study_rules import LOCKED_ONCE_STARTED
 
 
 class ConditionInline(admin.TabularInline):
@@ -37,7 +39,8 @@ class StudyAdmin(admin.ModelAdmin):
     search_fields = ["slug", "title"]
     prepopulated_fields = {"slug": ["title"]}
     inlines = [ConditionInline]
-    actions = ["build_conditions", "open_study", "close_study"]
+    form = StudyForm
+    actions = ["build_conditions", "open_study", "close_study", "copy_as_new_study"]
     fieldsets = [
         (None, {"fields": ["title", "slug", "interface", "stimulus_set", "status"]}),
         (
@@ -100,10 +103,35 @@ class StudyAdmin(admin.ModelAdmin):
         url = reverse("admin:elicitation_study_dashboard", args=[obj.pk])
         return format_html('<a href="{}">open</a>', url)
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Study | None = None) -> list[str]:
+        """Once participants have started, what their sessions depend on is shown, not
+        edited (Study.clean refuses it too); the copy action makes a new study."""
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.pk and obj.sessions.exists():
+            fields += [name.removesuffix("_id") for name in LOCKED_ONCE_STARTED]
+        return fields
+
     def save_model(self, request: HttpRequest, obj: Study, form, change: bool) -> None:
-        super().save_model(request, obj, form, change)
-        if not obj.conditions.exists():
+        services.save_study(obj)
+        design = {"interface", "stimulus_set", "condition_count"}
+        if not obj.conditions.exists() or (change and design & set(form.changed_data)):
+            # Conditions are dealt from the stimulus set for the interface; no session
+            # holds one yet (a study with sessions cannot change these).
             self._build(request, obj)
+
+    @admin.action(description="Copy as a new draft study", permissions=["add"])
+    def copy_as_new_study(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:
+        for study in queryset:
+            try:
+                copy = services.copy_study(study)
+            except services.FlowError as error:
+                self.message_user(request, f"{study}: {error.message}", messages.ERROR)
+            else:
+                url = reverse("admin:elicitation_study_change", args=[copy.pk])
+                self.message_user(
+                    request,
+                    format_html('{} copied as the draft <a href="{}">{}</a>.', study, url, copy),
+                )
 
     def _build(self, request: HttpRequest, study: Study) -> None:
         try:

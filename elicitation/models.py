@@ -1,6 +1,7 @@
 import hashlib
 import secrets
 
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import models
 
 from datasets.models import Pair, Stimulus, StimulusSet
@@ -120,6 +121,28 @@ class Study(models.Model):
     @property
     def is_grid(self) -> bool:
         return self.interface in GRID_INTERFACES
+
+    def clean(self) -> None:
+        """A study that can run: a valid participant flow (study_rules.flow_errors) and,
+        once participants have started, nothing their sessions depend on changed
+        (study_rules.locked_changes; copy the study as a new one instead)."""
+        from .study_rules import LOCKED_ONCE_STARTED, flow_errors, locked_changes
+
+        errors = flow_errors(
+            self.consent_items, self.instruction_pages, self.quiz, self.feedback_questions
+        )
+        fields = [*LOCKED_ONCE_STARTED, "quiz"]
+        stored = Study.objects.filter(pk=self.pk).values(*fields).first() if self.pk else None
+        if stored and self.sessions.exists():
+            changed = locked_changes(stored, {f: getattr(self, f) for f in fields})
+            if changed:
+                errors[NON_FIELD_ERRORS] = [
+                    "Participants have started this study, so these cannot change: "
+                    f"{'; '.join(changed)}. Use the action 'Copy as a new draft study' "
+                    "to run the changed design as a new study."
+                ]
+        if errors:
+            raise ValidationError(errors)
 
 
 class Condition(models.Model):

@@ -792,3 +792,37 @@ def set_study_status(study: Study, status: str) -> None:
     if status not in Study.Status.values:
         raise FlowError(f"status must be one of {Study.Status.values}")
     Study.objects.filter(pk=study.pk).update(status=status, updated_at=timezone.now())
+
+
+def save_study(study: Study) -> Study:
+    """Store a new or edited study only if it can run (Study.clean: a valid flow and,
+    once participants have started, nothing their sessions depend on changed).
+    Raises django.core.exceptions.ValidationError, storing nothing."""
+    study.full_clean()
+    study.save()
+    return study
+
+
+def _free_slug(base: str) -> str:
+    max_length = Study._meta.get_field("slug").max_length
+    for n in range(1, 1000):
+        suffix = "-copy" if n == 1 else f"-copy-{n}"
+        slug = base[: max_length - len(suffix)] + suffix
+        if not Study.objects.filter(slug=slug).exists():
+            return slug
+    raise FlowError("no free slug for the copy: rename some copies first")
+
+
+def copy_study(study: Study) -> Study:
+    """A draft copy of a study (every setting, a new slug `<slug>-copy[-n]`, no
+    participants) with its conditions built: how a researcher changes what running
+    sessions depend on (study_rules.LOCKED_ONCE_STARTED) without breaking them.
+    Raises FlowError when its conditions cannot be built (the copy is kept, as a
+    draft without conditions, as the admin keeps a new study)."""
+    copy = Study.objects.get(pk=study.pk)
+    copy.pk = None
+    copy.slug = _free_slug(study.slug)
+    copy.status = Study.Status.DRAFT
+    copy.save(force_insert=True)
+    build_conditions(copy)
+    return copy

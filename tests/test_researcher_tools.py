@@ -123,3 +123,226 @@ def test_soft_label_summary_numbers():
     assert apart["agreement"] == 0 and apart["other"] == 1 and apart["entropy_bits"] == 0
     with pytest.raises(ValueError):
         soft_label_stimulus(0.5, 0, 1, [])
+
+
+# --- editing studies -----------------------------------------------------------------
+
+TEXT_LISTS = ("consent_items", "instruction_pages", "feedback_questions")
+
+
+def form_data(client, study, **overrides) -> dict:
+    """What the admin's change form of `study` sends back unchanged, with overrides."""
+    page = client.get(reverse("admin:elicitation_study_change", args=[study.pk]))
+    assert page.status_code == 200
+    form = page.context["adminform"].form
+    data = {}
+    for name in form.fields:
+        value = form[name].value()
+        if name in TEXT_LISTS:
+            data.update({f"{name}_{i}": item for i, item in enumerate(value)})
+        elif name == "quiz":
+            for i, q in enumerate(value):
+                data[f"quiz_{i}_question"] = q["question"]
+                data[f"quiz_{i}_options"] = "\n".join(q["options"])
+                data[f"quiz_{i}_answer"] = str(q["answer"] + 1)
+        elif isinstance(value, bool):
+            if value:
+                data[name] = "on"
+        else:
+            data[name] = "" if value is None else value
+    for inline in page.context["inline_admin_formsets"]:
+        formset = inline.formset
+        management = formset.management_form
+        data.update({f"{formset.prefix}-{n}": management[n].value() for n in management.fields})
+        for sub in formset.forms:
+            data.update({f"{sub.prefix}-{n}": sub[n].value() or "" for n in sub.fields})
+    data.update(overrides)
+    return data
+
+
+def post_change(client, study, data):
+    return client.post(reverse("admin:elicitation_study_change", args=[study.pk]), data)
+
+
+def test_admin_edits_the_flow_as_fields_and_refuses_broken_ones(make_study, admin_client):
+    from elicitation.models import Study
+
+    study = make_study("construct", status="draft")
+    page = admin_client.get(reverse("admin:elicitation_study_change", args=[study.pk]))
+    html = page.content.decode()
+    for name in ("consent_items_0", "instruction_pages_1", "feedback_questions_0"):
+        assert f'name="{name}"' in html
+    assert 'name="quiz_0_question"' in html and 'id="id_quiz_0_answer" value="2"' in html
+    assert '"answer": 1' not in html  # no raw JSON to edit
+    before = Study.objects.values().get(pk=study.pk)
+
+    def refused(response, message):
+        assert response.status_code == 200 and message in response.content.decode()
+        assert Study.objects.values().get(pk=study.pk) == before
+
+    refused(
+        post_change(admin_client, study, form_data(admin_client, study, quiz_0_answer="3")),
+        "or nobody can pass the quiz",
+    )
+    refused(
+        post_change(admin_client, study, form_data(admin_client, study, quiz_0_answer="")),
+        "give the number of the right option",
+    )
+    refused(
+        post_change(admin_client, study, form_data(admin_client, study, quiz_0_options="A")),
+        "give at least two options",
+    )
+    no_consent = form_data(admin_client, study, consent_items_0="", consent_items_1="")
+    refused(post_change(admin_client, study, no_consent), "Give at least 1.")
+
+    edited = form_data(
+        admin_client,
+        study,
+        consent_items_2="I have read the information sheet.",
+        quiz_1_question="Which key moves toward class 1?",
+        quiz_1_options="g\nh",
+        quiz_1_answer="2",
+        instruction_pages_1="",
+    )
+    response = post_change(admin_client, study, edited)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    study.refresh_from_db()
+    assert study.consent_items == [
+        "I am 18 or older.",
+        "I agree.",
+        "I have read the information sheet.",
+    ]
+    assert study.instruction_pages == ["Page one."]
+    assert study.quiz == [
+        {"question": "Pick B", "options": ["A", "B"], "answer": 1},
+        {"question": "Which key moves toward class 1?", "options": ["g", "h"], "answer": 1},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"quiz": [{"question": "Pick B", "options": ["A", "B"]}]}, "quiz", "lacks answer"),
+        (
+            {"quiz": [{"question": "Pick B", "options": ["A", "B"], "answer": 2}]},
+            "quiz",
+            "one of its 2 options",
+        ),
+        (
+            {"quiz": [{"question": "Pick B", "options": ["A", "B"], "answer": True}]},
+            "quiz",
+            "number of an option",
+        ),
+        ({"quiz": {"question": "Pick B"}}, "quiz", "must be a list"),
+        ({"consent_items": "I agree"}, "consent_items", "must be a list"),
+        ({"consent_items": []}, "consent_items", "at least 1"),
+        ({"consent_items": ["I agree", ""]}, "consent_items", "item 2"),
+        ({"instruction_pages": "Read this."}, "instruction_pages", "must be a list"),
+        ({"feedback_questions": [3]}, "feedback_questions", "item 1"),
+    ],
+)
+def test_no_writer_can_store_a_study_that_cannot_run(make_study, fields, field, message):
+    from django.core.exceptions import ValidationError
+
+    from elicitation.models import Study
+    from elicitation.services import save_study
+
+    study = make_study("construct", status="draft")
+    before = Study.objects.values().get(pk=study.pk)
+    for name, value in fields.items():
+        setattr(study, name, value)
+    with pytest.raises(ValidationError) as refused:
+        save_study(study)
+    assert message in " ".join(refused.value.message_dict[field])
+    assert Study.objects.values().get(pk=study.pk) == before
+
+
+def _started(study):
+    from elicitation.services import RecruiterIds, start_session
+
+    return start_session(study, RecruiterIds("already-in"))
+
+
+def test_edits_that_would_break_running_sessions_are_refused(make_study, admin_client):
+    from django.core.exceptions import ValidationError
+    from django.test import Client
+
+    from elicitation.models import Study
+    from elicitation.services import save_study
+
+    study = make_study("construct")
+    other_set = make_study("infer", slug="other").stimulus_set
+    _started(study)
+    page = admin_client.get(reverse("admin:elicitation_study_change", args=[study.pk]))
+    form = page.context["adminform"].form
+    for locked in ("interface", "stimulus_set", "condition_count", "ask_confidence"):
+        assert locked not in form.fields  # shown read-only
+    before = Study.objects.values().get(pk=study.pk)
+    # Sent anyway (a stale form, a hand-made request): ignored, nothing changes.
+    response = post_change(
+        admin_client,
+        study,
+        form_data(admin_client, study, interface="infer", stimulus_set=other_set.pk),
+    )
+    study.refresh_from_db()
+    assert (study.interface, study.stimulus_set_id) == (
+        before["interface"],
+        before["stimulus_set_id"],
+    )
+    # Grading the quiz differently is refused, with the way out named.
+    response = post_change(admin_client, study, form_data(admin_client, study, quiz_0_answer="1"))
+    assert response.status_code == 200
+    assert "Copy as a new draft study" in response.content.decode()
+    assert Study.objects.get(pk=study.pk).quiz == before["quiz"]
+    # Rewording is fine.
+    reworded = form_data(
+        admin_client, study, quiz_0_question="Please pick B", quiz_0_options="A\nB"
+    )
+    assert post_change(admin_client, study, reworded).status_code == 302
+    assert Study.objects.get(pk=study.pk).quiz[0]["question"] == "Please pick B"
+    # Other writers get the same answer from the model.
+    for name, value in (
+        ("interface", "infer"),
+        ("stimulus_set", other_set),
+        ("condition_count", 3),
+        ("soft_label_gamma", 0.3),
+        ("quiz", [{"question": "Pick B", "options": ["A", "B", "C"], "answer": 1}]),
+    ):
+        edited = Study.objects.get(pk=study.pk)
+        setattr(edited, name, value)
+        with pytest.raises(ValidationError, match="Participants have started"):
+            save_study(edited)
+    assert Study.objects.get(pk=study.pk).interface == "construct"
+    # The study still serves its participants.
+    participant = Client()
+    participant.get(f"/s/{study.slug}/?PROLIFIC_PID=newcomer")
+    assert participant.get(f"/s/{study.slug}/").status_code == 200
+
+
+def test_copy_as_new_draft_study(make_study, admin_client):
+    from elicitation.models import Study
+
+    study = make_study("construct")
+    _started(study)
+    changelist = reverse("admin:elicitation_study_changelist")
+    for _ in range(2):
+        response = admin_client.post(
+            changelist, {"action": "copy_as_new_study", "_selected_action": [study.pk]}
+        )
+        assert response.status_code == 302
+    first, second = (Study.objects.get(slug=f"{study.slug}{s}") for s in ("-copy", "-copy-2"))
+    for copy in (first, second):
+        assert copy.status == "draft" and not copy.sessions.exists()
+        assert copy.conditions.count() == study.conditions.count()
+        assert (copy.interface, copy.stimulus_set_id, copy.quiz) == (
+            study.interface,
+            study.stimulus_set_id,
+            study.quiz,
+        )
+    # The copy takes the changes the original refuses.
+    response = post_change(
+        admin_client, first, form_data(admin_client, first, quiz_0_answer="1", condition_count="1")
+    )
+    assert response.status_code == 302
+    first.refresh_from_db()
+    assert first.quiz[0]["answer"] == 0 and first.conditions.count() == 1

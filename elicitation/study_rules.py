@@ -1,0 +1,120 @@
+"""What makes a study's participant flow valid, and what may no longer change once
+participants have started it. Plain functions on plain values (no database): the
+model's clean(), the admin's form and services.save_study all ask these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+QUIZ_KEYS = {"question", "options", "answer"}
+
+# Fields a running session depends on. Its condition (dealt from the stimulus set into
+# condition_count batches) and trial order are fixed when it starts; its answers are
+# read and labelled by the interface, with or without confidence, with the study's
+# soft-label gamma. Changing any of them would break the pages of the participants
+# already in the study or mix two designs in one data set.
+LOCKED_ONCE_STARTED = {
+    "interface": "interface",
+    "stimulus_set_id": "stimulus set",
+    "condition_count": "number of conditions",
+    "ask_confidence": "whether confidence is asked",
+    "soft_label_gamma": "soft-label gamma",
+}
+
+
+def _text_list_errors(value: Any, what: str, *, at_least: int) -> list[str]:
+    if not isinstance(value, list):
+        return [f"must be a list of {what}, not {type(value).__name__}"]
+    errors = [
+        f"item {i + 1} must be non-empty text"
+        for i, item in enumerate(value)
+        if not isinstance(item, str) or not item.strip()
+    ]
+    if len(value) < at_least:
+        errors.append(f"give at least {at_least} {what}")
+    return errors
+
+
+def quiz_errors(quiz: Any) -> list[str]:
+    """Problems with a quiz: a list of {"question": text, "options": [2+ distinct
+    texts], "answer": index of the correct option (0-based)}. An empty list is no quiz."""
+    if not isinstance(quiz, list):
+        return [f"must be a list of questions, not {type(quiz).__name__}"]
+    errors = []
+    for number, item in enumerate(quiz, start=1):
+        where = f"question {number}"
+        if not isinstance(item, dict):
+            errors.append(f"{where} must be an object with question, options and answer")
+            continue
+        if missing := sorted(QUIZ_KEYS - item.keys()):
+            errors.append(f"{where} lacks {', '.join(missing)}")
+        if unknown := sorted(item.keys() - QUIZ_KEYS):
+            errors.append(f"{where} has unknown keys {', '.join(unknown)}")
+        question, options, answer = item.get("question"), item.get("options"), item.get("answer")
+        if "question" in item and (not isinstance(question, str) or not question.strip()):
+            errors.append(f"{where}: the question must be non-empty text")
+        if "options" in item:
+            if not isinstance(options, list) or not all(
+                isinstance(o, str) and o.strip() for o in options
+            ):
+                errors.append(f"{where}: options must be a list of non-empty texts")
+                options = None
+            elif len(options) < 2:
+                errors.append(f"{where}: give at least two options")
+            elif len({o.strip() for o in options}) != len(options):
+                errors.append(f"{where}: two options are the same")
+        if "answer" in item:
+            # bool is an int in Python; True is not an option number.
+            if not isinstance(answer, int) or isinstance(answer, bool):
+                errors.append(f"{where}: the answer must be the number of an option")
+            elif isinstance(options, list) and not 0 <= answer < len(options):
+                errors.append(
+                    f"{where}: the answer must be one of its {len(options)} options, "
+                    "or nobody can pass the quiz"
+                )
+    return errors
+
+
+def flow_errors(
+    consent_items: Any, instruction_pages: Any, quiz: Any, feedback_questions: Any
+) -> dict[str, list[str]]:
+    """Per field, what is wrong with a study's participant flow (empty: nothing).
+
+    Consent: at least one statement to tick, each non-empty text (a single string
+    would become one checkbox per character). Instructions: at least one page of
+    non-empty text. Quiz: see quiz_errors. Feedback: non-empty texts, may be none.
+    """
+    errors = {
+        "consent_items": _text_list_errors(consent_items, "consent statements", at_least=1),
+        "instruction_pages": _text_list_errors(instruction_pages, "instruction pages", at_least=1),
+        "quiz": quiz_errors(quiz),
+        "feedback_questions": _text_list_errors(
+            feedback_questions, "feedback questions", at_least=0
+        ),
+    }
+    return {field: messages for field, messages in errors.items() if messages}
+
+
+def grading(quiz: Sequence[dict]) -> list[tuple[int, int]]:
+    """What grading a quiz depends on: per question, its number of options and the
+    index of the right one (a valid quiz). Wording may change; this may not."""
+    return [(len(q["options"]), q["answer"]) for q in quiz]
+
+
+def locked_changes(stored: dict, edited: dict) -> list[str]:
+    """Names (for people) of what an edit changes that running sessions depend on.
+
+    stored, edited: the study's field values before and after the edit, keyed as in
+    LOCKED_ONCE_STARTED plus "quiz". Only meaningful for a study with sessions."""
+    changed = [
+        label for field, label in LOCKED_ONCE_STARTED.items() if stored[field] != edited[field]
+    ]
+    try:
+        same_grading = grading(stored["quiz"]) == grading(edited["quiz"])
+    except (KeyError, TypeError):
+        same_grading = stored["quiz"] == edited["quiz"]
+    if not same_grading:
+        changed.append("quiz questions, options or answers (how the quiz is graded)")
+    return changed
