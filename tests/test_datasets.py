@@ -16,6 +16,7 @@ from datasets.services import import_dataset
 from datasets.sources import SourceError, read_cifar10
 from tests.conftest import stored_files
 
+
 @pytest.fixture(autouse=True)
 def import_dir(settings, tmp_path):
     """The service reads only from import folders; these tests write theirs in tmp_path."""
