@@ -50,6 +50,9 @@ def test_plus_beside_stimulus_set_closes_the_popup_and_offers_the_new_set(
     assert "admin/popup_response.html" in [t.name for t in response.templates]
     data = json.loads(response.context["popup_response_data"])
     assert data == {"value": str(created.pk), "obj": str(created)}
+    # The study form the "+" belongs to offers it.
+    study_form = admin_client.get(reverse("admin:elicitation_study_add"))
+    assert f'<option value="{created.pk}">{created}</option>' in study_form.content.decode()
     # Without the popup the form still goes back to the list.
     with django_capture_on_commit_callbacks(execute=True):
         plain = admin_client.post(
@@ -346,3 +349,46 @@ def test_copy_as_new_draft_study(make_study, admin_client):
     assert response.status_code == 302
     first.refresh_from_db()
     assert first.quiz[0]["answer"] == 0 and first.conditions.count() == 1
+
+
+def test_admin_adds_a_study_from_fields(make_stimulus_set, admin_client):
+    from elicitation.models import Study
+
+    stimulus_set = make_stimulus_set(name="new-study-set", kind="grid", n_pairs=4)
+    data = {
+        "title": "New study",
+        "slug": "new-study",
+        "interface": "select_shuffled",
+        "stimulus_set": stimulus_set.pk,
+        "status": "draft",
+        "consent_text": "Please read.",
+        "consent_items_0": "I am 18 or older.",
+        "consent_items_1": "",
+        "instruction_pages_0": "Click the 50/50 image.",
+        "quiz_0_question": "What do you click?",
+        "quiz_0_options": "The 50/50 image\nAny image",
+        "quiz_0_answer": "1",
+        "quiz_1_question": "",
+        "quiz_1_options": "",
+        "quiz_1_answer": "",
+        "feedback_questions_0": "",
+        "condition_count": "2",
+        "repeat_trials": "0",
+        "construct_start": "random",
+        "slider_start": "50",
+        "soft_label_gamma": "0.1",
+        "stale_after_minutes": "60",
+        "conditions-TOTAL_FORMS": "0",
+        "conditions-INITIAL_FORMS": "0",
+        "conditions-MIN_NUM_FORMS": "0",
+        "conditions-MAX_NUM_FORMS": "0",
+    }
+    response = admin_client.post(reverse("admin:elicitation_study_add"), data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    study = Study.objects.get(slug="new-study")
+    assert study.consent_items == ["I am 18 or older."]
+    assert study.instruction_pages == ["Click the 50/50 image."]
+    assert study.quiz == [
+        {"question": "What do you click?", "options": ["The 50/50 image", "Any image"], "answer": 0}
+    ]
+    assert study.feedback_questions == [] and study.conditions.count() == 2
