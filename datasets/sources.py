@@ -403,6 +403,8 @@ def _npz_arrays(path: Path, limits: ImportLimits) -> dict[str, np.ndarray]:
                             else "strings"
                         )
                     )
+                if int(np.prod(shape, dtype=object)) * dtype.itemsize > info.file_size:
+                    raise SourceError(f"{path.name}: {field} is damaged (shorter than its header)")
                 if field == "images" and len(shape) >= 3:
                     limits.check_count(shape[0])
                     limits.check_pixels(shape[1], shape[2])

@@ -522,3 +522,19 @@ def test_bad_uploads_get_form_errors_and_leave_nothing(researcher_client, media_
     )
     assert "HILLMIX_MAX_IMPORT_BYTES" in response.content.decode()
     assert_nothing_stored(media_root)
+
+
+def test_npz_header_claiming_more_than_the_member_holds_is_refused(db, imports, media_root):
+    """A header saying (10**13,) over a few bytes must not allocate 80 TB."""
+    path = imports / "liar.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        for field, array in good_npz_fields().items():
+            buffer = io.BytesIO()
+            np.save(buffer, array)
+            data = buffer.getvalue()
+            if field == "ids":
+                data = data.replace(b"(2,)", b"(10000000000000,)")
+            archive.writestr(f"{field}.npy", data)
+    with pytest.raises(ValidationError, match="ids is damaged"):
+        import_dataset(name="liar", kind="npz", path=path)
+    assert_nothing_stored(media_root)
