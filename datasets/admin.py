@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.utils.html import format_html
 
 from hillmix_site.admin_views import service_form_view
+from hillmix_site.permissions import GuardedLookupsAdmin
 
 from . import services
 from .forms import DatasetImportForm, StimulusSetForm
@@ -9,7 +10,7 @@ from .models import Dataset, Pair, Stimulus, StimulusSet
 
 
 @admin.register(Dataset)
-class DatasetAdmin(admin.ModelAdmin):
+class DatasetAdmin(GuardedLookupsAdmin, admin.ModelAdmin):
     list_display = ["name", "source_kind", "split", "num_images", "size", "created_at"]
     readonly_fields = [f.name for f in Dataset._meta.fields]
 
@@ -25,6 +26,9 @@ class DatasetAdmin(admin.ModelAdmin):
             "Import a dataset",
             lambda data: services.import_dataset(**data),
         )
+
+    def has_add_permission(self, request) -> bool:
+        return request.user.has_perm("datasets.import_dataset")
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
@@ -43,7 +47,7 @@ class PairInline(admin.TabularInline):
 
 
 @admin.register(StimulusSet)
-class StimulusSetAdmin(admin.ModelAdmin):
+class StimulusSetAdmin(GuardedLookupsAdmin, admin.ModelAdmin):
     list_display = ["name", "dataset", "kind", "mixing_policy", "status", "progress", "created_at"]
     list_filter = ["kind", "status", "dataset"]
     readonly_fields = [f.name for f in StimulusSet._meta.fields] + ["progress", "preview"]
@@ -100,7 +104,7 @@ class StimulusSetAdmin(admin.ModelAdmin):
 
 
 @admin.register(Stimulus)
-class StimulusAdmin(admin.ModelAdmin):
+class StimulusAdmin(GuardedLookupsAdmin, admin.ModelAdmin):
     list_display = ["name", "lam", "size_bytes", "thumbnail"]
     list_filter = ["pair__stimulus_set"]
     search_fields = ["name"]

@@ -29,6 +29,7 @@ class Dataset(models.Model):
 
     class Meta:
         ordering = ["name"]
+        permissions = [("import_dataset", "Can import datasets")]
 
     def __str__(self) -> str:
         return self.name

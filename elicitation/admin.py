@@ -4,6 +4,8 @@ from django.http import HttpRequest
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from hillmix_site.permissions import RECRUITER_ID_PERMISSION, GuardedLookupsAdmin
+
 from . import dashboard, services
 from .forms import StudyForm
 from .models import Condition, Judgment, Participant, Session, Study
@@ -24,7 +26,7 @@ class ConditionInline(admin.TabularInline):
 
 
 @admin.register(Study)
-class StudyAdmin(admin.ModelAdmin):
+class StudyAdmin(GuardedLookupsAdmin, admin.ModelAdmin):
     list_display = [
         "slug",
         "title",
@@ -141,23 +143,23 @@ class StudyAdmin(admin.ModelAdmin):
         else:
             self.message_user(request, f"{study}: {len(conditions)} conditions built.")
 
-    @admin.action(description="Rebuild conditions from the stimulus set")
+    @admin.action(description="Rebuild conditions from the stimulus set", permissions=["change"])
     def build_conditions(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:
         for study in queryset:
             self._build(request, study)
 
-    @admin.action(description="Open (make live)")
+    @admin.action(description="Open (make live)", permissions=["change"])
     def open_study(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:
         for study in queryset:
             services.set_study_status(study, Study.Status.LIVE)
 
-    @admin.action(description="Close")
+    @admin.action(description="Close", permissions=["change"])
     def close_study(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:
         for study in queryset:
             services.set_study_status(study, Study.Status.CLOSED)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(GuardedLookupsAdmin, admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -182,14 +184,19 @@ class SessionAdmin(ReadOnlyAdmin):
         "completed_at",
     ]
     list_filter = ["study", "state", "excluded"]
-    exclude = ["recruiter_study_id", "recruiter_session_id", "token"]
 
 
 @admin.register(Participant)
 class ParticipantAdmin(ReadOnlyAdmin):
     list_display = ["public_id", "created_at"]
-    exclude = ["recruiter_pid"]
     search_fields = ["public_id"]
+
+    def get_list_display(self, request: HttpRequest) -> list[str]:
+        # Whoever pays participants finds them by recruiter id (GuardedLookupsAdmin
+        # hides the column, its ordering and its lookups from everyone else).
+        if request.user.has_perm(RECRUITER_ID_PERMISSION):
+            return [*self.list_display, "recruiter_pid"]
+        return self.list_display
 
 
 @admin.register(Judgment)

@@ -1,5 +1,6 @@
 """The researcher REST API: read endpoints, aggregates and streaming exports.
-Every view needs a staff user (settings.REST_FRAMEWORK)."""
+Every operation needs the Django permission its view names in `action_permissions`
+(reads default to the model's view permission: hillmix_site.permissions.ModelPermission)."""
 
 from __future__ import annotations
 
@@ -64,8 +65,19 @@ EXPORT_PARAMS = [
 ]
 
 
+VIEW_JUDGMENTS = "elicitation.view_judgment"
+EXPORT_JUDGMENTS = "elicitation.export_judgments"
+
+
 class StudyViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = Study.objects.select_related("stimulus_set").order_by("pk")
+    action_permissions = {
+        "stimulus_aggregates": [VIEW_JUDGMENTS],
+        "confidence_by_lam": [VIEW_JUDGMENTS],
+        "class_pairs": [VIEW_JUDGMENTS],
+        "export": [EXPORT_JUDGMENTS],
+        "export_hmix": [EXPORT_JUDGMENTS],
+    }
     serializer_class = StudySerializer
     pagination_class = ById
     lookup_field = "slug"
@@ -158,6 +170,7 @@ class JudgmentViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = JudgmentSerializer
     filterset_class = JudgmentFilter
     pagination_class = ById
+    action_permissions = {"export": [EXPORT_JUDGMENTS]}
 
     def filter_queryset(self, queryset: QuerySet[Judgment]) -> QuerySet[Judgment]:
         """The filters, then the exclusion rule every export and aggregate applies."""
@@ -191,6 +204,8 @@ class MidpointQuery(serializers.Serializer):
 
 
 class MidpointViewSet(viewsets.ViewSet):
+    action_permissions = {"*": [VIEW_JUDGMENTS]}
+
     @extend_schema(
         parameters=[
             OpenApiParameter("study", str, description="limit to one study (slug)"),

@@ -1,4 +1,5 @@
-"""The researcher dashboard pages inside the admin (staff only)."""
+"""The researcher dashboard pages inside the admin: staff who hold the Django permission
+each page names (hillmix_site.permissions)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from hillmix_site.permissions import admin_permission_required
+
 from . import plots, reports, services
 from .models import GRID_INTERFACES, Interface, Session, Study
 
@@ -19,6 +22,7 @@ def _context(request: HttpRequest, **extra) -> dict:
 
 
 @staff_member_required
+@admin_permission_required("elicitation.view_study")
 def overview(request: HttpRequest) -> HttpResponse:
     """Every study with its progress per condition; refreshes itself."""
     rows = []
@@ -76,6 +80,7 @@ def _soft_label_charts(study: Study) -> list[str]:
 
 
 @staff_member_required
+@admin_permission_required("elicitation.view_study")
 def study_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
     study = get_object_or_404(Study.objects.select_related("stimulus_set"), pk=pk)
     progress = reports.study_progress(study)
@@ -121,6 +126,7 @@ def study_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @staff_member_required
+@admin_permission_required("elicitation.change_session")
 @require_POST
 def toggle_exclusion(request: HttpRequest, pk: int, session_id: int) -> HttpResponse:
     session = get_object_or_404(Session, pk=session_id, study_id=pk)
@@ -131,6 +137,7 @@ def toggle_exclusion(request: HttpRequest, pk: int, session_id: int) -> HttpResp
 
 
 @staff_member_required
+@admin_permission_required("elicitation.import_hmix")
 def import_hmix(request: HttpRequest) -> HttpResponse:
     """Import the published H-Mix data from a folder on the server, as a task."""
     from pathlib import Path
@@ -160,6 +167,7 @@ def import_hmix(request: HttpRequest) -> HttpResponse:
 
 
 @staff_member_required
+@admin_permission_required("elicitation.change_study")
 @require_POST
 def close_study(request: HttpRequest, pk: int) -> HttpResponse:
     study = get_object_or_404(Study, pk=pk)

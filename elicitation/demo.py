@@ -45,7 +45,9 @@ def ensure_demo_stimuli() -> dict[str, StimulusSet]:
 
 
 def reset_researcher_login() -> DemoLogin:
-    """A staff superuser with a fresh random password, printed once by setup_demo."""
+    """A staff superuser with a fresh random password, printed once by setup_demo. The
+    new password drops the API token issued under the old one (hillmix_site.auth), so a
+    second `make run` leaves no old token working."""
     password = secrets.token_urlsafe(9)
     user_model = get_user_model()
     with transaction.atomic():

@@ -114,6 +114,7 @@ class Study(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "studies"
+        permissions = [("import_hmix", "Can import the published H-Mix data")]
 
     def __str__(self) -> str:
         return self.slug
@@ -291,6 +292,7 @@ class Judgment(models.Model):
             models.UniqueConstraint(fields=["session", "trial_index"], name="one_answer_per_trial"),
         ]
         indexes = [models.Index(fields=["study", "interface"])]
+        permissions = [("export_judgments", "Can export judgments")]
 
     def __str__(self) -> str:
         return f"{self.session} trial {self.trial_index}"

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from django.contrib import admin, messages
 from django.contrib.admin.exceptions import DisallowedModelAdminToField
 from django.contrib.admin.options import IS_POPUP_VAR, TO_FIELD_VAR
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Model
 from django.forms import Form
 from django.http import HttpRequest, HttpResponse
@@ -26,6 +26,8 @@ def service_form_view(
     form; on success go back to the change list. Opened from a "+" beside a foreign key
     (Django's popup protocol: `_popup`, `_to_field`), it answers with the admin's popup
     response instead, which closes the window and offers the new object in the field."""
+    if not model_admin.has_add_permission(request):
+        raise PermissionDenied  # the admin's own add views check the same
     params = request.POST if request.method == "POST" else request.GET
     is_popup = IS_POPUP_VAR in params
     to_field = params.get(TO_FIELD_VAR)

@@ -30,12 +30,14 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "axes",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "datasets",
     "elicitation",
     "training",
+    "hillmix_site",  # role groups and login rules
 ]
 
 MIDDLEWARE = [
@@ -127,6 +129,24 @@ trusted_networks(tuple(HILLMIX_TRUSTED_PROXIES))  # a malformed entry stops the 
 
 LOGIN_URL = "admin:login"
 
+# --- Logins -------------------------------------------------------------------
+# django-axes counts failed logins (admin and /api/token/, both through authenticate())
+# and refuses further tries from that username and address for a cool-off period,
+# even with the right password.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("HILLMIX_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("HILLMIX_LOGIN_COOLOFF_HOURS", default=1.0)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_CLIENT_IP_CALLABLE = "hillmix_site.auth.axes_client_address"
+# API tokens older than this are refused; POST /api/token/rotate/ or a new login issues
+# a fresh one, and a password change drops the old one (hillmix_site.auth).
+HILLMIX_TOKEN_TTL_HOURS = env.float("HILLMIX_TOKEN_TTL_HOURS", default=7 * 24.0)
+
 # --- Celery -----------------------------------------------------------------
 REDIS_URL = env("REDIS_URL", default="")
 CELERY_BROKER_URL = REDIS_URL or "memory://"
@@ -143,10 +163,11 @@ CELERY_ACCEPT_CONTENT = ["json"]
 # --- REST framework ---------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "hillmix_site.auth.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # Each view names the Django permission it needs; staff status alone grants nothing.
+    "DEFAULT_PERMISSION_CLASSES": ["hillmix_site.permissions.ModelPermission"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
@@ -155,7 +176,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
+    "SERVE_PERMISSIONS": ["hillmix_site.permissions.CanUseApi"],
     "TITLE": "HILL-Mix API",
     "DESCRIPTION": "Studies, stimuli and human judgments of mixup images.",
     "VERSION": "0.1.0",

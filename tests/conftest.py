@@ -123,4 +123,24 @@ def make_study(db, make_stimulus_set):
     return make
 
 
+@pytest.fixture
+def role_user(db, django_user_model):
+    """make(username, role, password="pw"): a staff user in one of the shipped role
+    groups (hillmix_site.roles: "Analyst", "Researcher"). The groups come from a
+    migration; a transactional test's flush removes them, so they are made again here."""
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+
+    from hillmix_site.roles import create_role_groups
+
+    def make(username: str, role: str, password: str = "pw"):
+        if not Group.objects.filter(name=role).exists():
+            create_role_groups(apps)
+        user = django_user_model.objects.create_user(username, password=password, is_staff=True)
+        user.groups.add(Group.objects.get(name=role))
+        return user
+
+    return make
+
+
 pytest_plugins = ["tests.browser", "tests.worker"]

@@ -73,9 +73,9 @@ def test_non_staff_user_with_token_is_refused(answered_study, django_user_model)
         assert api.get(url).status_code == 403, url
 
 
-def test_researcher_token_reads_everything(answered_study, django_user_model):
+def test_researcher_token_reads_everything(answered_study, role_user):
     study, _ = answered_study
-    user = django_user_model.objects.create_user("res", password="pw", is_staff=True)
+    user = role_user("res", "Analyst")
     token = Client().post("/api/token/", {"username": "res", "password": "pw"}).json()["token"]
     api = Client(HTTP_AUTHORIZATION=f"Token {token}")
     for url in urls(study):
@@ -84,8 +84,8 @@ def test_researcher_token_reads_everything(answered_study, django_user_model):
 
 
 @pytest.fixture
-def researcher(client, django_user_model):
-    user = django_user_model.objects.create_user("res", password="pw", is_staff=True)
+def researcher(client, role_user):
+    user = role_user("res", "Analyst")
     client.force_login(user)
     return user
 

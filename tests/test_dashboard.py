@@ -9,8 +9,8 @@ from tests.test_flow import construct_answer, to_trials
 
 
 @pytest.fixture
-def staff(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user("r", password="pw", is_staff=True))
+def staff(client, role_user):
+    client.force_login(role_user("r", "Researcher"))
     return client
 
 

@@ -55,9 +55,9 @@ def keep_test_connection():
 
 
 @pytest.fixture
-def staff_token(db, django_user_model, make_study):
+def staff_token(db, role_user, make_study):
     make_study("construct")
-    user = django_user_model.objects.create_user("fuzzer", password="pw", is_staff=True)
+    user = role_user("fuzzer", "Researcher")
     return Token.objects.create(user=user).key
 
 

@@ -43,8 +43,8 @@ def imported(django_db_setup, django_db_blocker, hmix_folder, tmp_path_factory):
 
 
 @pytest.fixture
-def staff_client(client, django_user_model, imported, db):
-    user = django_user_model.objects.create_user("analyst", password="pw", is_staff=True)
+def staff_client(client, role_user, imported, db):
+    user = role_user("analyst", "Analyst")
     client.force_login(user)
     return client
 

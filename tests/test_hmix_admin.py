@@ -8,10 +8,10 @@ pytestmark = pytest.mark.shared_data
 
 
 def test_admin_action_imports_through_the_task(
-    shared_data, client, django_user_model, db, django_capture_on_commit_callbacks
+    shared_data, client, role_user, db, django_capture_on_commit_callbacks
 ):
     hmix_folder = shared_data / "hmix"
-    client.force_login(django_user_model.objects.create_user("r", password="p", is_staff=True))
+    client.force_login(role_user("r", "Researcher"))
     page = client.get("/admin/elicitation/study/import-hmix/")
     assert page.status_code == 200
     bad = client.post("/admin/elicitation/study/import-hmix/", {"folder": "/nonexistent"})

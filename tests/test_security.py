@@ -261,13 +261,13 @@ ROLES = ["anonymous", "participant", "researcher", "researcher+recruiter-ids", "
 
 
 @pytest.fixture
-def role_clients(make_study, django_user_model):
+def role_clients(make_study, django_user_model, role_user):
     study = make_study("construct", quiz=[])
     participant = Client()
     participant.get(f"/s/{study.slug}/?PROLIFIC_PID=matrix-pid")
     consent(participant, study)
-    researcher = django_user_model.objects.create_user("res", password="pw", is_staff=True)
-    privileged = django_user_model.objects.create_user("priv", password="pw", is_staff=True)
+    researcher = role_user("res", "Researcher")
+    privileged = role_user("priv", "Researcher")
     privileged.user_permissions.add(Permission.objects.get(codename="view_recruiter_ids"))
     admin = django_user_model.objects.create_superuser("boss", "b@example.org", "pw")
     clients = {"anonymous": Client(), "participant": participant}

@@ -193,9 +193,9 @@ def test_rerun_of_finished_job_changes_nothing(observed_study, django_capture_on
 
 
 def test_training_job_api(
-    observed_study, client, django_user_model, django_capture_on_commit_callbacks
+    observed_study, client, role_user, django_capture_on_commit_callbacks
 ):
-    client.force_login(django_user_model.objects.create_user("r", password="p", is_staff=True))
+    client.force_login(role_user("r", "Researcher"))
     body = {
         "name": "api-job",
         "dataset": observed_study.stimulus_set.dataset.name,

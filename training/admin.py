@@ -6,6 +6,7 @@ from django.urls import path
 from django.utils.html import format_html, format_html_join
 
 from hillmix_site.admin_views import service_form_view
+from hillmix_site.permissions import GuardedLookupsAdmin, with_admin_permission
 
 from . import services
 from .forms import TrainingJobForm
@@ -37,7 +38,7 @@ class SeedResultInline(admin.TabularInline):
 
 
 @admin.register(TrainingJob)
-class TrainingJobAdmin(admin.ModelAdmin):
+class TrainingJobAdmin(GuardedLookupsAdmin, admin.ModelAdmin):
     list_display = [
         "name",
         "comparison",
@@ -76,16 +77,25 @@ class TrainingJobAdmin(admin.ModelAdmin):
 
         return service_form_view(self, request, TrainingJobForm, "Launch a training job", create)
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return self.has_launch_permission(request)
+
+    def has_launch_permission(self, request: HttpRequest) -> bool:
+        """Launching, cancelling and failing jobs (admin actions' "launch")."""
+        return request.user.has_perm("training.launch_trainingjob")
+
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
-    @admin.action(description="Cancel")
+    @admin.action(description="Cancel", permissions=["launch"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[TrainingJob]) -> None:
         for job in queryset:
             services.cancel_job(job)
         self.message_user(request, f"Asked {queryset.count()} job(s) to stop.", messages.INFO)
 
-    @admin.action(description="Mark jobs whose worker stopped responding as failed")
+    @admin.action(
+        description="Mark jobs whose worker stopped responding as failed", permissions=["launch"]
+    )
     def fail_stalled(self, request: HttpRequest, queryset: QuerySet[TrainingJob]) -> None:
         count = services.fail_stale_jobs(queryset)
         self.message_user(request, f"{count} stalled job(s) marked failed.", messages.INFO)
@@ -100,6 +110,7 @@ class TrainingJobAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
+    @with_admin_permission("training.view_trainingjob")
     def compare(self, request: HttpRequest) -> HttpResponse:
         """The paper's table: one row per policy, mean +- std over seeds."""
         jobs = TrainingJob.objects.all()

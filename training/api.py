@@ -19,6 +19,10 @@ class TrainingJobViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet)
     serializer_class = TrainingJobSerializer
     pagination_class = ById
     filterset_fields = ["status", "policy", "comparison"]
+    action_permissions = {
+        "create": ["training.launch_trainingjob"],
+        "cancel": ["training.launch_trainingjob"],
+    }
 
     def perform_create(self, serializer: TrainingJobSerializer) -> None:
         """Store and queue the job, then reply with the job as stored: with tasks run

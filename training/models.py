@@ -67,6 +67,7 @@ class TrainingJob(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("launch_trainingjob", "Can launch and cancel training jobs")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.policy})"
