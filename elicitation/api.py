@@ -35,16 +35,13 @@ class ById(CursorPagination):
     max_page_size = 1000
 
 
-class ExclusionQuery(serializers.Serializer):
-    include_excluded = serializers.BooleanField(required=False, default=False)
-
-
 def _include_excluded(request: Request) -> bool:
     """The `include_excluded` parameter of the exclusion rule (reports.counted); a value
     that is not a boolean is a 400."""
-    query = ExclusionQuery(data=request.query_params)
-    query.is_valid(raise_exception=True)
-    return query.validated_data["include_excluded"]
+    try:
+        return reports.include_excluded_param(request.query_params.get("include_excluded"))
+    except ValueError as error:
+        raise ValidationError({"include_excluded": str(error)}) from None
 
 
 def _format(request: Request) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -66,10 +66,10 @@ def participant_link(request: HttpRequest, study: Study) -> str:
     return url + RECRUITER_PLACEHOLDERS
 
 
-def _soft_label_charts(study: Study) -> list[str]:
+def _soft_label_charts(study: Study, include_excluded: bool) -> list[str]:
     """Soft labels have no perceived lam: the mean label per stimulus, its entropy and
     its agreement with the mixup label, each against the stimulus's true lam."""
-    rows = reports.soft_label_summary(study)
+    rows = reports.soft_label_summary(study, include_excluded)
     if not rows:
         return []
     return [
@@ -83,10 +83,14 @@ def _soft_label_charts(study: Study) -> list[str]:
 @admin_permission_required("elicitation.view_study")
 def study_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
     study = get_object_or_404(Study.objects.select_related("stimulus_set"), pk=pk)
+    try:
+        include = reports.include_excluded_param(request.GET.get("include_excluded"))
+    except ValueError as error:
+        return HttpResponseBadRequest(str(error))
     progress = reports.study_progress(study)
     charts = []
     if study.interface in GRID_INTERFACES:
-        distribution = reports.midpoint_distribution(Study.objects.filter(pk=study.pk))
+        distribution = reports.midpoint_distribution(Study.objects.filter(pk=study.pk), include)
         if study.interface in distribution:
             charts.append(
                 plots.midpoint_histogram(
@@ -95,16 +99,16 @@ def study_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
                 )
             )
     elif study.interface == Interface.SOFT_LABEL:
-        charts += _soft_label_charts(study)
+        charts += _soft_label_charts(study, include)
     else:
-        perceived = reports.perceived_by_true_lam(study)
+        perceived = reports.perceived_by_true_lam(study, include)
         if perceived and study.interface == Interface.INFER:
             charts.append(
                 plots.mean_std_plot(
                     perceived, "perceived lam", "Perceived vs true lam", diagonal=True
                 )
             )
-        confidence = reports.confidence_by_true_lam(study)
+        confidence = reports.confidence_by_true_lam(study, include)
         if confidence:
             charts.append(
                 plots.mean_std_plot(confidence, "mean confidence", "Confidence vs true lam")
@@ -118,7 +122,8 @@ def study_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
         progress=progress,
         totals=reports.progress_totals(progress),
         charts=charts,
-        class_pairs=reports.class_pair_midpoint_table(study),
+        class_pairs=reports.class_pair_midpoint_table(study, include),
+        include_excluded=include,
         thresholds=thresholds,
         quality=reports.quality_report(study, thresholds),
     )

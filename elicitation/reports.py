@@ -28,6 +28,18 @@ def counted(judgments: QuerySet[Judgment], include_excluded: bool = False) -> Qu
     return judgments if include_excluded else judgments.filter(session__excluded=False)
 
 
+def include_excluded_param(value: str | None) -> bool:
+    """The `include_excluded` query parameter of the exclusion rule, read the same way by
+    the API and the dashboard: 1/true/yes/on or 0/false/no/off/absent, in any case.
+    Raises ValueError for anything else (answered with a 400)."""
+    text = (value or "").strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError(f"include_excluded must be true or false, not {value!r}")
+
+
 def study_judgments(study: Study, include_excluded: bool = False) -> QuerySet[Judgment]:
     """A study's judgments under the exclusion rule (`counted`)."""
     return counted(Judgment.objects.filter(study=study), include_excluded)

@@ -8,6 +8,7 @@ import json
 import pytest
 from django.db.models import Value
 from django.db.models.functions import Concat
+from django.urls import reverse
 
 from datasets.models import Pair
 from elicitation.exports import csv_lines, csv_safe
@@ -68,6 +69,16 @@ def test_every_export_and_aggregate_applies_the_same_exclusion_rule(
     midpoints = client.get("/api/aggregates/midpoints/", {"study": study.slug, **every}).json()
     assert midpoints["construct"]["n"] == 4
 
+    # The dashboard: the same rule, the same parameter.
+    dashboard = reverse("admin:elicitation_study_dashboard", args=[study.pk])
+
+    def dashboard_n(**params):
+        page = client.get(dashboard, params)
+        assert page.status_code == 200
+        return sum(row["n"] for row in page.context["class_pairs"])
+
+    assert dashboard_n() == 2 and dashboard_n(include_excluded="1") == 4
+    assert client.get(dashboard, {"include_excluded": "maybe"}).status_code == 400
     # A value that is not a boolean is refused, not read as "no".
     for url in ("/api/judgments/export/", "/api/judgments/", f"/api/studies/{study.slug}/export/"):
         assert client.get(url, {"include_excluded": "maybe"}).status_code == 400, url
