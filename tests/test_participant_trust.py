@@ -12,7 +12,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from elicitation.models import Judgment, Participant, Session, secret_hash
+from elicitation.models import Judgment, Participant, Session, secret_hash, session_reference
 from elicitation.selectors import live_session
 from elicitation.services import (
     FlowError,
@@ -112,10 +112,11 @@ def test_the_whole_prolific_triple_resumes_in_another_browser_which_alone_holds_
     # The secret was renewed: the first browser's copy opens nothing any more, even
     # in a worker that remembers the session (the save statement checks the secret).
     assert laptop.get(f"/s/{study.slug}/trial/").status_code == 403
+    old = cookie(laptop, study)
     stale = construct_answer(Session.objects.get())
-    stale["session"] = Session.objects.get().reference
+    stale["session"] = session_reference(secret_hash(old))  # as the old page had it
     with pytest.raises(FlowError) as refused:
-        record_judgment(cookie(laptop, study), stale, study.slug)
+        record_judgment(old, stale, study.slug)
     assert refused.value.status == 403
     assert Judgment.objects.count() == 2
 
@@ -129,8 +130,10 @@ def test_a_remembered_session_refuses_a_renewed_secret_in_the_save_statement(mak
     assert record_judgment(old, construct_answer(session), study.slug).created  # remembered
     start_session(study, RecruiterIds("pid-r", "st", "se"))  # resumed elsewhere
     session.refresh_from_db()
+    stale = construct_answer(session)
+    stale["session"] = session_reference(secret_hash(old))  # as the old page had it
     with pytest.raises(FlowError) as refused:
-        record_judgment(old, construct_answer(session), study.slug)
+        record_judgment(old, stale, study.slug)
     assert refused.value.status == 403
     assert Judgment.objects.count() == 1
 
