@@ -67,10 +67,11 @@ class StudyAdmin(GuardedLookupsAdmin, admin.ModelAdmin):
                     "construct_start",
                     "soft_label_gamma",
                     "stale_after_minutes",
+                    "participants_per_condition",
                 ]
             },
         ),
-        ("Completion", {"fields": ["completion_code", "completion_url"]}),
+        ("Completion", {"fields": ["completion_code", "completion_url", "full_return_url"]}),
     ]
 
     def get_urls(self) -> list:
