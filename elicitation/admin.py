@@ -152,7 +152,10 @@ class StudyAdmin(GuardedLookupsAdmin, admin.ModelAdmin):
     @admin.action(description="Open (make live)", permissions=["change"])
     def open_study(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:
         for study in queryset:
-            services.set_study_status(study, Study.Status.LIVE)
+            try:
+                services.set_study_status(study, Study.Status.LIVE)
+            except services.FlowError as error:
+                self.message_user(request, error.message, messages.ERROR)
 
     @admin.action(description="Close", permissions=["change"])
     def close_study(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:

@@ -51,6 +51,7 @@ from .selectors import (
     presumed_live_session,
     session_of,
 )
+from .study_rules import flow_errors
 
 NO_SESSION = "No session for this study in this browser."
 
@@ -789,8 +790,19 @@ def set_excluded(session: Session, excluded: bool) -> None:
 
 
 def set_study_status(study: Study, status: str) -> None:
+    """Open, close or return a study to draft. Opening checks that its flow can run
+    (study_rules.flow_errors): a study stored before that check, or written around it,
+    would fail every participant at consent. Raises FlowError, changing nothing."""
     if status not in Study.Status.values:
         raise FlowError(f"status must be one of {Study.Status.values}")
+    if status == Study.Status.LIVE:
+        stored = Study.objects.get(pk=study.pk)
+        errors = flow_errors(
+            stored.consent_items, stored.instruction_pages, stored.quiz, stored.feedback_questions
+        )
+        if errors:
+            problems = "; ".join(f"{field}: {', '.join(m)}" for field, m in errors.items())
+            raise FlowError(f"{study} cannot open until its flow is fixed ({problems})")
     Study.objects.filter(pk=study.pk).update(status=status, updated_at=timezone.now())
 
 

@@ -392,3 +392,23 @@ def test_admin_adds_a_study_from_fields(make_stimulus_set, admin_client):
         {"question": "What do you click?", "options": ["The 50/50 image", "Any image"], "answer": 0}
     ]
     assert study.feedback_questions == [] and study.conditions.count() == 2
+
+
+def test_a_study_stored_broken_before_the_checks_cannot_be_opened(make_study, admin_client):
+    from elicitation.models import Study
+
+    study = make_study("construct", status="draft")
+    # Written around Study.clean (as studies stored before it were).
+    Study.objects.filter(pk=study.pk).update(quiz=[{"question": "Pick B", "options": ["A", "B"]}])
+    changelist = reverse("admin:elicitation_study_changelist")
+    response = admin_client.post(
+        changelist, {"action": "open_study", "_selected_action": [study.pk]}, follow=True
+    )
+    assert response.status_code == 200
+    assert "cannot open until its flow is fixed" in response.content.decode()
+    assert Study.objects.get(pk=study.pk).status == "draft"
+    Study.objects.filter(pk=study.pk).update(
+        quiz=[{"question": "Pick B", "options": ["A", "B"], "answer": 1}]
+    )
+    admin_client.post(changelist, {"action": "open_study", "_selected_action": [study.pk]})
+    assert Study.objects.get(pk=study.pk).status == "live"
