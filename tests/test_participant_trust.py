@@ -391,3 +391,25 @@ def test_in_chromium_a_recruiter_id_opens_no_session_and_the_triple_moves_it(
     laptop.close()
     other.close()
     assert Session.objects.count() == 1
+
+
+def test_cookies_from_before_the_hashing_keep_working(make_study):
+    """The migration hashes every stored clear-text token in place, so a participant
+    in the middle of a session when it runs carries on with the cookie they hold."""
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module(
+        "elicitation.migrations.0008_session_secret_hash_and_condition_targets"
+    )
+    study = make_study("construct", ask_confidence=False)
+    session = to_trials(start_session(study, RecruiterIds("before")))
+    clear = "old-clear-text-token-of-24-bytes"
+    Session.objects.filter(pk=session.pk).update(token_hash=clear)  # as stored before
+    migration.hash_tokens(apps, None)
+    assert Session.objects.get(pk=session.pk).token_hash == secret_hash(clear)
+    browser = Client()
+    browser.cookies[f"hillmix_{study.slug}"] = clear
+    assert browser.get(f"/s/{study.slug}/trial/").json()["trial"]["index"] == 0
+    assert answer(browser, study).status_code == 201
