@@ -10,6 +10,10 @@ COPY training training
 RUN pip install .
 COPY . .
 RUN DATABASE_URL=sqlite:////tmp/build.sqlite3 python manage.py collectstatic --noinput
+# The app runs unprivileged; the media and static volumes start out owned by it.
+RUN useradd --system --uid 10001 --home-dir /app hillmix \
+    && mkdir -p /data/media /data/static && chown -R hillmix /data
+USER hillmix
 EXPOSE 8000
 # Settings (workers, threads, an access log without query strings): gunicorn.conf.py
 CMD ["gunicorn", "hillmix_site.wsgi"]

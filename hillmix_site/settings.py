@@ -49,6 +49,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "hillmix_site.csp.PolicyByAreaMiddleware",
 ]
 
 ROOT_URLCONF = "hillmix_site.urls"
@@ -102,19 +103,47 @@ MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "media")
 # their study is live, and other files only to users with permission
 # (hillmix_site.media). A front proxy must not serve MEDIA_ROOT itself.
 
-# Cookies only over HTTPS unless DEBUG; SECURE_COOKIES=false is for plain-HTTP loopback
-# benchmarks only.
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=not DEBUG)
+# --- Transport and browser security (README "Security") ------------------------
+# HTTPS only unless DEBUG: secure cookies, plain HTTP redirected, HSTS. SECURE_COOKIES=false
+# is for plain-HTTP loopback benchmarks only (and turns the redirect off with it).
+HTTPS_ONLY = env.bool("SECURE_COOKIES", default=not DEBUG)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS_ONLY
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-# Behind a TLS-terminating proxy (docker compose with a front proxy, a PaaS):
+# Behind a TLS-terminating proxy (docker compose's nginx, a PaaS router), which sets
+# X-Forwarded-Proto itself (deploy/nginx.conf):
 if env.bool("BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
-SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 3600)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=HTTPS_ONLY)
+# A year, the length browsers' preload lists ask for; subdomains included. Preloading
+# commits the whole registered domain to HTTPS, so it is the site owner's choice
+# (SECURE_HSTS_PRELOAD=true) and its check is silenced while it is off.
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if HTTPS_ONLY else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+# Content-Security-Policy (django-csp): scripts, styles, images and requests from this
+# site only, no plugins, no framing, forms post here. json_script data blocks are not
+# executed, so they need no exception. Staff pages (hillmix_site.csp.STAFF_PREFIXES)
+# also allow inline style attributes: the dashboard's matplotlib plots are inline SVG
+# styled that way, and the API docs page has a <style> block. Scripts stay 'self' there.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 # bench/load.py's floor view (a bare one-row write); never on in a deployment.
 HILLMIX_BENCH_FLOOR = env.bool("HILLMIX_BENCH_FLOOR", default=False)

@@ -34,13 +34,39 @@ def browser():
         browser.close()
 
 
+# Every page reports what the site's Content-Security-Policy blocked (an inline script,
+# style or handler, a foreign source) to the console; Chromium logs its own "Refused to
+# ..." line as well. The page fixtures fail a test that saw any.
+REPORT_CSP_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (e) => {
+  console.error(`CSP violation: ${e.effectiveDirective} blocked ${e.blockedURI || "inline"}`);
+});
+"""
+
+
+def watch_csp(context) -> list[str]:
+    """Console lines of CSP violations on any page of `context`, as they happen."""
+    seen: list[str] = []
+    context.add_init_script(REPORT_CSP_VIOLATIONS)
+
+    def check(message) -> None:
+        text = message.text
+        if text.startswith("CSP violation") or "Content Security Policy" in text:
+            seen.append(text)
+
+    context.on("console", check)
+    return seen
+
+
 @pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1000, "height": 900})
+    violations = watch_csp(context)
     page = context.new_page()
     page.set_default_timeout(15_000)
     yield page
     context.close()
+    assert not violations, violations
 
 
 @pytest.fixture
@@ -48,10 +74,12 @@ def phone_page(browser):
     context = browser.new_context(
         viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
     )
+    violations = watch_csp(context)
     page = context.new_page()
     page.set_default_timeout(15_000)
     yield page
     context.close()
+    assert not violations, violations
 
 
 def enter_study(

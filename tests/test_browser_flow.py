@@ -38,7 +38,7 @@ def test_construct_session_by_keyboard_with_reload_and_quiz_retry(page, live_ser
         if i == total - 1:
             page_loads.clear()  # from the last answer on
         page.keyboard.press("Enter")
-        page.wait_for_function(f"!document.querySelector('.trial[data-index=\"{i}\"]')")
+        page.wait_for_selector(f'.trial[data-index="{i}"]', state="detached")
     page.wait_for_selector("#f0")
     finish_feedback(page)
     assert page.inner_text("#completion-code") == "DONE-123"
@@ -102,9 +102,7 @@ def test_select_shuffled_session_by_mouse_survives_lost_connection(page, live_se
         if i == 0:
             page.wait_for_selector("#connection:not([hidden])")
             assert "cannot reach the server" in page.inner_text("#connection")
-        page.wait_for_function(
-            f"!document.querySelector('.trial[data-index=\"{i}\"]')", timeout=30_000
-        )
+        page.wait_for_selector(f'.trial[data-index="{i}"]', state="detached", timeout=30_000)
     finish_feedback(page)
 
     judgments = list(Judgment.objects.filter(session=session).order_by("trial_index"))

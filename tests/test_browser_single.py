@@ -9,7 +9,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def wait_next_trial(page, i: int) -> None:
-    page.wait_for_function(f"!document.querySelector('.trial[data-index=\"{i}\"]')")
+    page.wait_for_selector(f'.trial[data-index="{i}"]', state="detached")
 
 
 def test_infer_session_requires_both_sliders(page, live_server, make_study):

@@ -125,9 +125,7 @@ def test_postgres_restart_mid_session_loses_and_duplicates_nothing(page, live_se
                 pg_ctl("start")  # ...and the page's retries get it through afterwards
         else:
             page.click("#next")
-        page.wait_for_function(
-            f"!document.querySelector('.trial[data-index=\"{i}\"]')", timeout=60_000
-        )
+        page.wait_for_selector(f'.trial[data-index="{i}"]', state="detached", timeout=60_000)
     finish_feedback(page)
     connection.close()  # this thread's connection died with the restart
     session = Session.objects.get()

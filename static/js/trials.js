@@ -6,8 +6,7 @@
   const app = document.getElementById("trial-app");
   const banner = document.getElementById("connection");
   const cfg = app.dataset;
-  const progressBar = document.querySelector(".progress-fill");
-  const progressBox = document.querySelector(".progress");
+  const progressBar = document.querySelector("progress.progress");
 
   function uuid4() {
     if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
@@ -66,9 +65,9 @@
 
   function setProgress(done, total) {
     if (!progressBar) return;
-    progressBar.style.width = `${total ? (100 * done) / total : 0}%`;
-    progressBox.setAttribute("aria-valuenow", done);
-    progressBox.setAttribute("aria-valuemax", total);
+    // A <progress> element: no inline style, which the page's CSP refuses.
+    progressBar.max = Math.max(total, 1);
+    progressBar.value = done;
   }
 
   // --- confidence slider shared by the interfaces -------------------------------
