@@ -1,6 +1,6 @@
-"""Who may do what: the Django permission each researcher page, action and API operation
-needs (DESIGN.md section 7: staff status alone grants nothing), and the fields no
-lookup, filter, ordering or search may touch.
+"""Who may do what: the Django permission each researcher page, action and API
+operation needs (../shared/DESIGN.md, section 7: staff status alone grants nothing), and
+the fields no lookup, filter, ordering or search may touch.
 
 The roles that bundle these permissions are in hillmix_site.roles.
 """

@@ -1,5 +1,5 @@
-"""The roles of DESIGN.md section 7 as Django groups (created by the hillmix_site app's
-migrations; an admin gives people a role by adding them to its group):
+"""The roles of ../shared/DESIGN.md (section 7) as Django groups, created by the
+hillmix_site app's migrations; an admin gives people a role by adding them to its group:
 
 - Analyst: views and exports pseudonymous data.
 - Researcher: everything an Analyst may, and builds and runs studies, stimulus sets,

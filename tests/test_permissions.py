@@ -353,6 +353,12 @@ def test_role_groups_come_from_the_migration():
 def test_admin_actions_need_their_permission(world):
     study, sessions, job, users, clients, objects = world
     changelist = "/admin/elicitation/study/"
+    dashboard = f"/admin/elicitation/study/{study.pk}/dashboard/"
+    # The dashboard offers only the buttons its user may press.
+    for role, may in [("analyst", False), ("researcher", True)]:
+        page = clients[role].get(dashboard).content.decode()
+        assert ('id="close-study"' in page) == may, role
+        assert ("/exclusion/" in page) == may, role
     for role in ("staff", "analyst"):
         response = clients[role].post(
             changelist, {"action": "close_study", "_selected_action": [study.pk]}
