@@ -185,12 +185,13 @@ class QuizField(forms.Field):
 class StudyForm(forms.ModelForm):
     """The admin's study form; Study.clean() checks the whole study again."""
 
+    # How many a study needs depends on its status: Study.clean decides.
     consent_items = TextListField(
-        at_least=1,
+        required=False,
         help_text="Statements participants tick, one per box; all must be ticked to go on.",
     )
     instruction_pages = TextListField(
-        rows=6, at_least=1, help_text="One page of plain text per box, shown in order."
+        rows=6, required=False, help_text="One page of plain text per box, shown in order."
     )
     quiz = QuizField(
         help_text="A wrong answer sends the participant back to the instructions. Leave "

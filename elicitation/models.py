@@ -130,7 +130,11 @@ class Study(models.Model):
         from .study_rules import LOCKED_ONCE_STARTED, flow_errors, locked_changes
 
         errors = flow_errors(
-            self.consent_items, self.instruction_pages, self.quiz, self.feedback_questions
+            self.consent_items,
+            self.instruction_pages,
+            self.quiz,
+            self.feedback_questions,
+            live=self.status == Study.Status.LIVE,
         )
         fields = [*LOCKED_ONCE_STARTED, "quiz"]
         stored = Study.objects.filter(pk=self.pk).values(*fields).first() if self.pk else None

@@ -78,17 +78,26 @@ def quiz_errors(quiz: Any) -> list[str]:
 
 
 def flow_errors(
-    consent_items: Any, instruction_pages: Any, quiz: Any, feedback_questions: Any
+    consent_items: Any,
+    instruction_pages: Any,
+    quiz: Any,
+    feedback_questions: Any,
+    *,
+    live: bool = True,
 ) -> dict[str, list[str]]:
     """Per field, what is wrong with a study's participant flow (empty: nothing).
 
-    Consent: at least one statement to tick, each non-empty text (a single string
-    would become one checkbox per character). Instructions: at least one page of
-    non-empty text. Quiz: see quiz_errors. Feedback: non-empty texts, may be none.
+    Consent: statements to tick, each non-empty text (a single string would become
+    one checkbox per character). Instructions: pages of non-empty text. A live study
+    needs at least one of each; a draft or closed one (an import of finished data) may
+    have none. Quiz: see quiz_errors. Feedback: non-empty texts, may be none.
     """
+    needed = 1 if live else 0
     errors = {
-        "consent_items": _text_list_errors(consent_items, "consent statements", at_least=1),
-        "instruction_pages": _text_list_errors(instruction_pages, "instruction pages", at_least=1),
+        "consent_items": _text_list_errors(consent_items, "consent statements", at_least=needed),
+        "instruction_pages": _text_list_errors(
+            instruction_pages, "instruction pages", at_least=needed
+        ),
         "quiz": quiz_errors(quiz),
         "feedback_questions": _text_list_errors(
             feedback_questions, "feedback questions", at_least=0

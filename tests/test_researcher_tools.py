@@ -195,8 +195,10 @@ def test_admin_edits_the_flow_as_fields_and_refuses_broken_ones(make_study, admi
         post_change(admin_client, study, form_data(admin_client, study, quiz_0_options="A")),
         "give at least two options",
     )
-    no_consent = form_data(admin_client, study, consent_items_0="", consent_items_1="")
-    refused(post_change(admin_client, study, no_consent), "Give at least 1.")
+    no_consent = form_data(
+        admin_client, study, consent_items_0="", consent_items_1="", status="live"
+    )
+    refused(post_change(admin_client, study, no_consent), "give at least 1 consent statements")
 
     edited = form_data(
         admin_client,
@@ -238,7 +240,8 @@ def test_admin_edits_the_flow_as_fields_and_refuses_broken_ones(make_study, admi
         ),
         ({"quiz": {"question": "Pick B"}}, "quiz", "must be a list"),
         ({"consent_items": "I agree"}, "consent_items", "must be a list"),
-        ({"consent_items": []}, "consent_items", "at least 1"),
+        ({"consent_items": [], "status": "live"}, "consent_items", "at least 1"),
+        ({"instruction_pages": [], "status": "live"}, "instruction_pages", "at least 1"),
         ({"consent_items": ["I agree", ""]}, "consent_items", "item 2"),
         ({"instruction_pages": "Read this."}, "instruction_pages", "must be a list"),
         ({"feedback_questions": [3]}, "feedback_questions", "item 1"),
@@ -412,3 +415,17 @@ def test_a_study_stored_broken_before_the_checks_cannot_be_opened(make_study, ad
     )
     admin_client.post(changelist, {"action": "open_study", "_selected_action": [study.pk]})
     assert Study.objects.get(pk=study.pk).status == "live"
+
+
+def test_a_closed_import_without_consent_or_instructions_stays_editable(make_study, admin_client):
+    """H-Mix's studies are imported closed, with no consent or instruction pages."""
+    study = make_study("construct", status="closed", consent_items=[], instruction_pages=[])
+    response = post_change(admin_client, study, form_data(admin_client, study, title="Renamed"))
+    assert response.status_code == 302
+    study.refresh_from_db()
+    assert study.title == "Renamed" and study.consent_items == []
+    reopened = form_data(admin_client, study, status="live")
+    response = post_change(admin_client, study, reopened)
+    assert response.status_code == 200 and "give at least 1 consent statements" in (
+        response.content.decode()
+    )
