@@ -5,6 +5,7 @@ Django permission to view what the file belongs to."""
 
 from __future__ import annotations
 
+import posixpath
 from functools import lru_cache
 
 from django.core.files.storage import default_storage
@@ -52,6 +53,10 @@ def stimulus_image(request: HttpRequest, key: str) -> HttpResponse:
 def protected_media(request: HttpRequest, path: str) -> HttpResponse:
     """A stored file for a user with the permission its folder asks for; a 404 for
     everyone else, so nobody learns which files exist."""
+    # The folder is checked on the normalised path only: "datasets/../training/..."
+    # must not pass as a dataset.
+    if posixpath.normpath(path) != path or path.startswith(("/", "..")):
+        raise Http404("No such file.")
     permission = MEDIA_PERMISSIONS.get(path.split("/", 1)[0])
     if permission is None or not request.user.has_perm(permission):
         raise Http404("No such file.")

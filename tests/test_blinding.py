@@ -282,6 +282,10 @@ def test_datasets_checkpoints_and_stored_stimuli_are_not_public(make_study, clie
         assert response.status_code == 200, name
         assert b"".join(response.streaming_content) == default_storage.open(name).read()
         assert "private" in response["Cache-Control"]
+    # A folder's permission opens that folder only, however the path is spelled.
+    client.force_login(_user("datasets-only", "view_dataset"))
+    for sneaky in (f"datasets/../{checkpoint}", f"datasets//../{checkpoint}", f"/{checkpoint}"):
+        assert client.get(f"/media/{sneaky}").status_code == 404, sneaky
 
 
 def _bytes(data: bytes):
