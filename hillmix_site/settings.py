@@ -125,6 +125,8 @@ SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if HTTPS
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+# A failed CSRF check on a save is answered in JSON, as the save's other refusals are.
+CSRF_FAILURE_VIEW = "hillmix_site.errors.csrf_failure"
 # Content-Security-Policy (django-csp): scripts, styles, images and requests from this
 # site only, no plugins, no framing, forms post here. json_script data blocks are not
 # executed, so they need no exception. Staff pages (hillmix_site.csp.STAFF_PREFIXES)

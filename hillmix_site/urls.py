@@ -21,6 +21,9 @@ urlpatterns += [
     re_path(rf"^{settings.MEDIA_URL.lstrip('/')}(?P<path>.*)$", media.protected_media),
 ]
 
+# Refusals before a view runs answer JSON requests in JSON (hillmix_site.errors).
+handler400 = "hillmix_site.errors.bad_request"
+
 admin.site.site_header = "HILL-Mix research dashboard"
 admin.site.site_title = "HILL-Mix"
 admin.site.index_title = "Studies, stimuli and judgments"

@@ -354,3 +354,43 @@ def test_a_valid_answer_in_another_content_type_is_refused(participant, content_
     study, session, client = participant
     body = json.dumps(_valid(session)).encode()
     assert _refused(client, study, body, content_type).status_code == 415
+
+
+def _strict_client(client, study):
+    """A client that checks CSRF as the server does for a browser, with `client`'s
+    cookies and a CSRF cookie from the study page, but no token in its requests."""
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    strict.cookies = client.cookies
+    strict.get(f"/s/{study.slug}/")
+    assert "csrftoken" in strict.cookies
+    return strict
+
+
+def test_a_save_without_its_csrf_token_gets_a_json_403(participant):
+    study, session, client = participant
+    strict = _strict_client(client, study)
+    body = json.dumps(_valid(session)).encode()
+    before = Judgment.objects.count()
+    response = strict.post(f"/s/{study.slug}/judgments/", body, content_type="application/json")
+    assert response.status_code == 403
+    assert response["Content-Type"] == "application/json"
+    assert "reload" in response.json()["error"]
+    assert Judgment.objects.count() == before
+
+
+def test_a_body_django_will_not_read_gets_a_json_400(participant):
+    """A form body over DATA_UPLOAD_MAX_MEMORY_SIZE fails while the CSRF check reads it,
+    before the view runs."""
+    study, _, client = participant
+    strict = _strict_client(client, study)
+    before = Judgment.objects.count()
+    body = "a=" + "x" * (3 * 1024 * 1024)
+    response = strict.post(
+        f"/s/{study.slug}/judgments/", body, content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert "error" in response.json()
+    assert Judgment.objects.count() == before
