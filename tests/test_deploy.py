@@ -266,3 +266,35 @@ def test_nginx_accepts_the_config_as_the_check_runs_it(tmp_path):
         timeout=30,
     )
     assert result.returncode == 0, result.stderr
+
+
+# --- The policy's middleware ------------------------------------------------------------
+
+
+def _policy_of(path: str, **response_attrs) -> str:
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from hillmix_site.csp import PolicyByAreaMiddleware
+
+    response = HttpResponse("ok")
+    for name, value in response_attrs.items():
+        setattr(response, name, value)
+    middleware = PolicyByAreaMiddleware(lambda request: response)
+    return middleware(RequestFactory().get(path))["Content-Security-Policy"]
+
+
+def test_the_built_once_header_is_what_django_csp_builds(settings):
+    from csp.utils import build_policy
+
+    from hillmix_site.csp import STAFF_UPDATE
+
+    assert _policy_of("/s/demo/") == build_policy()
+    assert _policy_of("/admin/") == build_policy(update=STAFF_UPDATE)
+    assert "unsafe-inline" not in _policy_of("/s/demo/")
+    # A view's own decorator still shapes its policy.
+    updated = _policy_of("/s/demo/", _csp_update={"img-src": ["https://cdn.example.org"]})
+    assert "https://cdn.example.org" in updated
+    # New settings (as a test's override) give a new header.
+    settings.CONTENT_SECURITY_POLICY = {"DIRECTIVES": {"default-src": ["'none'"]}}
+    assert _policy_of("/s/demo/") == "default-src 'none'"
