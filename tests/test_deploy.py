@@ -197,6 +197,13 @@ def test_admin_dashboard_compare_and_api_docs_work_under_the_policy(
     # The plots' inline SVG styles apply (staff pages allow inline styles).
     assert chart.locator("path").count() > 0
 
+    # Django's own admin scripts: a change form, and the user form's permission picker.
+    page.goto(live_server.url + reverse("admin:elicitation_study_change", args=[study.pk]))
+    page.wait_for_selector("input[name=_save]")
+    admin_user = django_user_model.objects.get(username="csp-admin")
+    page.goto(live_server.url + reverse("admin:auth_user_change", args=[admin_user.pk]))
+    page.wait_for_selector(".selector-available")  # drawn by SelectFilter2.js
+
     page.goto(live_server.url + reverse("admin:training_trainingjob_compare"))
     page.select_option("select[name=comparison]", "")  # the static script submits it
     page.wait_for_url("**comparison=*")
