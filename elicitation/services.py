@@ -221,8 +221,8 @@ def start_session(
     `quiz_answers` come with the consent from the page whose last screen is the quiz
     ([] in a study without one): a new session starts with them graded, in its trials
     if they pass. None: the quiz was not reached, the session starts at the
-    instructions. `address` is the client's real address (views.client_address); at
-    most HILLMIX_SESSION_STARTS_PER_MINUTE starts per address and minute (429).
+    instructions. `address` is the client's real address (hillmix_site.client_address):
+    at most HILLMIX_SESSION_STARTS_PER_MINUTE starts per address and minute (429).
 
     The study row lock serialises assignment, so concurrent starts on PostgreSQL
     spread evenly over conditions. It is held for two statements and the commit: new
