@@ -9,6 +9,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -305,3 +306,85 @@ def test_the_built_once_header_is_what_django_csp_builds(settings):
     # New settings (as a test's override) give a new header.
     settings.CONTENT_SECURITY_POLICY = {"DIRECTIVES": {"default-src": ["'none'"]}}
     assert _policy_of("/s/demo/") == "default-src 'none'"
+
+
+@pytest.fixture
+def proxied_site(live_server):
+    """nginx with deploy/nginx.conf (local addresses, a throwaway certificate) in front
+    of the live server; yields (https base URL, http base URL, what Django received)."""
+    import signal
+    from urllib.parse import urlparse
+
+    from django.core.signals import request_started
+
+    if not Path("/usr/sbin/nginx").exists() or not shutil.which("openssl"):
+        pytest.skip("nginx or openssl not installed")
+    check = _slowloris_module()
+    # Not pytest's tmp_path: nginx's workers (www-data when run as root) must read it.
+    tmp_path = Path(tempfile.mkdtemp(prefix="hillmix-proxy-test-"))
+    check.make_certificate(tmp_path / "certs")
+    (tmp_path / "static").mkdir()
+    (tmp_path / "static" / "probe.txt").write_text("from the static folder")
+    http, https = check.free_port(), check.free_port()
+    upstream = urlparse(live_server.url).port
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        check.render_nginx_conf(
+            _nginx_conf(), http=http, https=https, upstream=upstream, tmp=tmp_path
+        )
+    )
+    if os.geteuid() == 0:
+        shutil.chown(tmp_path, "www-data")
+    seen: list[dict] = []
+
+    def record(sender, environ, **kwargs):
+        seen.append({k: v for k, v in environ.items() if isinstance(v, str)})
+
+    request_started.connect(record)
+    nginx = subprocess.Popen(
+        ["/usr/sbin/nginx", "-c", str(conf), "-p", str(tmp_path), "-g", "daemon off;"],
+        start_new_session=True,
+    )
+    try:
+        check.wait_for_port(https, nginx)
+        yield f"https://localhost:{https}", f"http://localhost:{http}", seen
+    finally:
+        request_started.disconnect(record)
+        os.killpg(nginx.pid, signal.SIGTERM)
+        nginx.wait(10)
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_proxy_tells_django_the_client_and_the_scheme_and_serves_only_static(
+    proxied_site, settings
+):
+    import httpx
+
+    from hillmix_site.client_address import client_address
+
+    https, http, seen = proxied_site
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # The participant connects from another loopback address than the proxy's.
+    participant = httpx.HTTPTransport(verify=False, local_address="127.0.0.3")
+    with httpx.Client(transport=participant, timeout=10) as client:
+        redirect = client.get(f"{http}/s/demo/?PROLIFIC_PID=p1")
+        assert redirect.status_code == 301
+        assert redirect.headers["location"] == "https://localhost/s/demo/?PROLIFIC_PID=p1"
+
+        # A client's own X-Forwarded-For and -Proto are not what Django acts on.
+        forged = {"X-Forwarded-For": "203.0.113.66", "X-Forwarded-Proto": "http"}
+        home = client.get(f"{https}/", headers=forged)
+        assert home.status_code == 200 and "Content-Security-Policy" in home.headers
+        meta = seen[-1]
+        assert meta["HTTP_X_FORWARDED_PROTO"] == "https"
+        assert meta["REMOTE_ADDR"] == "127.0.0.1"  # the proxy
+        assert meta["HTTP_X_FORWARDED_FOR"] == "203.0.113.66, 127.0.0.3"
+        assert client_address(meta, ["127.0.0.1"]) == "127.0.0.3"
+
+        before = len(seen)
+        static = client.get(f"{https}/static/probe.txt")
+        assert static.text == "from the static folder" and len(seen) == before
+        assert static.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+        media = client.get(f"{https}/media/datasets/anything.npz")
+        assert media.status_code in (403, 404) and len(seen) == before + 1  # Django decided
