@@ -93,10 +93,12 @@ class GuardedLookupsAdmin:
             if not (isinstance(name, str) and lookup_touches(self.model, name, hidden))
         ]
 
-    def get_exclude(self, request: HttpRequest, obj=None) -> list[str]:
-        own = {f.name for f in self.model._meta.get_fields()}
-        hidden = hidden_fields(request.user) & own
-        return sorted(set(super().get_exclude(request, obj) or ()) | hidden)
+    def get_exclude(self, request: HttpRequest, obj=None) -> list[str] | None:
+        declared = super().get_exclude(request, obj)
+        hidden = hidden_fields(request.user) & {f.name for f in self.model._meta.get_fields()}
+        if not hidden:
+            return declared  # None keeps the form's own Meta.exclude in force
+        return sorted(set(declared or ()) | hidden)
 
 
 def admin_permission_required(*perms: str) -> Callable:

@@ -259,5 +259,7 @@ LOGGING = {
     "loggers": {
         "celery.app.trace": {"level": "WARNING"},
         "kombu.connection": {"level": "ERROR"},  # the in-memory broker has no hostname
+        # Lockouts are warnings; each successful or failed login is not worth a line.
+        "axes": {"level": "WARNING"},
     },
 }
