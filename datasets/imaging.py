@@ -3,6 +3,7 @@
 `read_image` is the one way the project opens an image file. It turns every
 image into uint8 pixels, (H, W, 1) grey or (H, W, 3) RGB, by this rule:
 
+- only PNG, JPEG, BMP, GIF, WebP and TIFF files are opened (IMAGE_FORMATS);
 - the EXIF orientation is applied first (a phone photo stored sideways is read
   upright, as every viewer shows it); animated images give their first frame;
 - 1 and L are grey (1 becomes 0/255); RGB, RGBX, YCbCr, CMYK, LAB and HSV become
@@ -34,6 +35,8 @@ _COLOUR_MODES = {"RGB", "RGBX", "YCbCr", "CMYK", "LAB", "HSV"}
 _ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 _SIXTEEN_BIT_MAX = 65535.0
+# The formats people bring; the other decoders Pillow ships are never tried.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 
 
 class ImageError(ValueError):
@@ -53,7 +56,7 @@ def read_image(source: str | Path | bytes | BinaryIO, max_pixels: int | None = N
         with warnings.catch_warnings():
             # Pillow's own bomb check warns, then raises; our bound below is the one we keep.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(source) as img:
+            with Image.open(source, formats=IMAGE_FORMATS) as img:
                 width, height = img.size
                 if max_pixels is not None and width * height > max_pixels:
                     raise ImageError(
@@ -66,8 +69,10 @@ def read_image(source: str | Path | bytes | BinaryIO, max_pixels: int | None = N
         raise
     except Image.DecompressionBombError:
         raise ImageError("the image claims more pixels than any image we accept") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, EOFError) as exc:
-        raise ImageError(f"not a readable image ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"not a readable image (one of {', '.join(IMAGE_FORMATS)})") from None
+    except Exception as exc:  # noqa: BLE001 - damaged data makes decoders raise all kinds
+        raise ImageError(f"not a readable image ({type(exc).__name__}: {exc})") from None
 
 
 def _to_uint8(img: Image.Image) -> np.ndarray:
