@@ -294,6 +294,8 @@ def test_malformed_and_oversized_images_are_refused(db, imports, media_root):
         "bomb": (lambda p: p.write_bytes(png_claiming(100_000, 100_000)), "pixels"),
         "huge": (lambda p: Image.new("L", (2000, 2000)).save(p), "HILLMIX_MAX_IMAGE_PIXELS"),
         "text": (lambda p: p.write_text("not an image"), "not a readable image"),
+        # a format outside IMAGE_FORMATS under an image's name: its decoder is never run
+        "icon": (lambda p: Image.new("RGB", (16, 16)).save(p, format="ICO"), "not a readable"),
         "cut": (
             lambda p: p.write_bytes(_png_bytes(Image.new("RGB", (64, 64), "red"))[:60]),
             "not a readable image",
