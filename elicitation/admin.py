@@ -8,7 +8,7 @@ from hillmix_site.permissions import RECRUITER_ID_PERMISSION, GuardedLookupsAdmi
 
 from . import dashboard, services
 from .forms import StudyForm
-from .models import Condition, Judgment, Participant, Session, Study
+from .models import Condition, ImageLoadFailure, Judgment, Participant, Session, Study
 from .study_rules import LOCKED_ONCE_STARTED
 
 
@@ -65,6 +65,7 @@ class StudyAdmin(GuardedLookupsAdmin, admin.ModelAdmin):
                     "repeat_trials",
                     "ask_confidence",
                     "construct_start",
+                    "slider_start",
                     "soft_label_gamma",
                     "stale_after_minutes",
                     "participants_per_condition",
@@ -174,8 +175,21 @@ class ReadOnlyAdmin(GuardedLookupsAdmin, admin.ModelAdmin):
         return False
 
 
+class ImageLoadFailureInline(admin.TabularInline):
+    """Trials whose images this participant's browser could not load (not answered)."""
+
+    model = ImageLoadFailure
+    fields = ["trial_index", "failed", "attempts", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    max_num = 0
+    verbose_name_plural = "images that did not load"
+
+
 @admin.register(Session)
 class SessionAdmin(ReadOnlyAdmin):
+    inlines = [ImageLoadFailureInline]
     list_display = [
         "participant",
         "study",

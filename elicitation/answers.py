@@ -304,19 +304,29 @@ def read_select_shuffled(data: dict, context: TrialContext) -> Answer:
 def read_infer(data: dict, context: TrialContext) -> Answer:
     """Slider from "100% class 1" (0) to "100% class 2" (100), and a confidence slider.
     The page sends `touched` flags; an untouched slider is refused, as the participant
-    was asked to move it."""
+    was asked to move it (a deliberate click or key at the start counts as touching it).
+
+    The mixing slider starts where the trial said (`slider_start` in the session's
+    trial order: 50, or random per trial; 50 for sessions from before it was kept).
+    The page may send the start it showed, which must be that one; the served start
+    is stored with the answer either way."""
     slider = integer(data, "slider", 0, 100)
     confidence = integer(data, "confidence", 0, 100)
     slider_touched = boolean(data, "slider_touched")
     confidence_touched = boolean(data, "confidence_touched")
     if not (slider_touched and confidence_touched):
         raise AnswerError("both sliders must be moved before answering")
+    served_start = context.trial.get("slider_start", 50)
+    shown_start = integer(data, "slider_start", 0, 100, required=False)
+    if shown_start is not None and shown_start != served_start:
+        raise AnswerError("slider_start is not where this trial's slider started")
     perceived = round(1.0 - slider / 100.0, 4)
     response = {
         "slider": slider,
         "confidence": confidence,
         "slider_touched": slider_touched,
         "confidence_touched": confidence_touched,
+        "slider_start": served_start,
         "perceived_lam": perceived,
     }
     return Answer(response, perceived, confidence / 100.0)

@@ -87,6 +87,16 @@ class Study(models.Model):
     construct_start = models.CharField(
         max_length=10, choices=ConstructStart.choices, default=ConstructStart.RANDOM
     )
+    class SliderStart(models.TextChoices):
+        MIDDLE = "50", "In the middle (50)"
+        RANDOM = "random", "Anywhere on the scale, random per trial"
+
+    # Where the Infer mixing slider starts. A random start (chosen per trial when the
+    # session starts, stored in its trial order and with each answer) keeps a shared
+    # resting point from pulling answers towards it.
+    slider_start = models.CharField(
+        max_length=10, choices=SliderStart.choices, default=SliderStart.MIDDLE
+    )
     soft_label_gamma = models.FloatField(default=0.1)
     completion_code = models.CharField(max_length=50, blank=True)
     completion_url = models.URLField(max_length=500, blank=True)
@@ -300,3 +310,23 @@ class Judgment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.session} trial {self.trial_index}"
+
+
+class ImageLoadFailure(models.Model):
+    """A trial whose images a participant's browser could not load, even after retries:
+    nothing could be answered, so nothing was stored as a judgment; the researcher sees
+    these on the session's admin page."""
+
+    session = models.ForeignKey(
+        Session, on_delete=models.CASCADE, related_name="image_failures"
+    )
+    trial_index = models.PositiveIntegerField()
+    failed = models.PositiveSmallIntegerField(help_text="How many of the trial's images failed.")
+    attempts = models.PositiveSmallIntegerField(help_text="Loads tried per image.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["session", "created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.session} trial {self.trial_index}: {self.failed} image(s)"

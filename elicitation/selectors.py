@@ -325,6 +325,8 @@ def next_trial(live: LiveSession) -> dict | None:
         [trial["image"]] = item.images.values()
         if study.interface == Interface.SOFT_LABEL:
             trial["class_names"] = study.stimulus_set.dataset.class_names
+    if study.interface == Interface.INFER:
+        trial["slider_start"] = spec.get("slider_start", 50)  # 50: sessions from before
     return trial
 
 

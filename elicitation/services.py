@@ -26,12 +26,14 @@ from .answers import (
     AnswerError,
     Envelope,
     TrialContext,
+    integer,
     read_envelope,
 )
 from .models import (
     GRID_INTERFACES,
     Condition,
     ConditionItem,
+    ImageLoadFailure,
     Interface,
     Judgment,
     Participant,
@@ -165,6 +167,9 @@ def _trial_order(study: Study, positions: list[int], rng: random.Random) -> list
             spec["start_lam"] = min(grid, key=lambda lam: abs(lam - target))
         elif study.interface == Interface.SELECT_SHUFFLED:
             spec["order"] = rng.sample(grid, len(grid))
+        elif study.interface == Interface.INFER:
+            random_start = study.slider_start == Study.SliderStart.RANDOM
+            spec["slider_start"] = rng.randint(0, 100) if random_start else 50
     return order
 
 
@@ -620,6 +625,36 @@ def forget_prepared_statements(sender: object, connection: object, **kwargs: obj
     """A new database connection has none of the statements prepared on the last one
     (connected to Django's connection_created signal)."""
     connection.save_answer_prepared = False
+
+
+# --- Images that did not load --------------------------------------------------
+
+# A page logs a trial's failure once per attempt the participant makes; more than this
+# per session is a page gone wrong (or a script), not information.
+MAX_IMAGE_FAILURES_PER_SESSION = 50
+MAX_IMAGE_LOAD_ATTEMPTS = 10
+
+
+def record_image_failure(session: Session, payload: dict) -> ImageLoadFailure:
+    """Log that the browser could not load the images of the session's current trial
+    (`payload`: trial_index, failed = how many images, attempts = loads tried per image).
+
+    Raises FlowError: 400 for a malformed payload, 409 for a trial that is not the one
+    the session is at, 429 once the session has logged MAX_IMAGE_FAILURES_PER_SESSION.
+    """
+    try:
+        trial_index = integer(payload, "trial_index", 0, 2**31 - 1)
+        failed = integer(payload, "failed", 1, 1000)
+        attempts = integer(payload, "attempts", 1, MAX_IMAGE_LOAD_ATTEMPTS)
+    except AnswerError as error:
+        raise FlowError(str(error)) from None
+    if session.state != Session.State.TRIALS or trial_index != session.position:
+        raise FlowError(f"Trial {trial_index} is not the one shown now.", status=409)
+    if session.image_failures.count() >= MAX_IMAGE_FAILURES_PER_SESSION:
+        raise FlowError("Enough image failures are logged for this session.", status=429)
+    return ImageLoadFailure.objects.create(
+        session=session, trial_index=trial_index, failed=failed, attempts=attempts
+    )
 
 
 # --- Importing the published H-Mix data ----------------------------------------

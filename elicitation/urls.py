@@ -13,4 +13,5 @@ urlpatterns = [
     path("s/<slug:slug>/feedback/", views.feedback, name="feedback"),
     path("s/<slug:slug>/trial/", views.trial, name="trial"),
     path("s/<slug:slug>/judgments/", views.judgments, name="judgments"),
+    path("s/<slug:slug>/image-failures/", views.image_failures, name="image_failures"),
 ]

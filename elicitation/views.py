@@ -366,3 +366,17 @@ def judgments(request: HttpRequest, slug: str) -> JsonResponse:
         },
         status=201 if result.created else 200,
     )
+
+
+@require_POST
+def image_failures(request: HttpRequest, slug: str) -> JsonResponse:
+    """Log that this browser could not load the current trial's images, even after
+    retries (201). The trial stays unanswered: nothing is stored as a judgment."""
+    try:
+        live = _browser_session(request, slug)
+        if live is None:
+            raise FlowError(NO_SESSION, status=403)
+        services.record_image_failure(live.session, _answer_body(request))
+    except FlowError as error:
+        return _json_error(error)
+    return JsonResponse({"logged": True}, status=201)

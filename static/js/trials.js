@@ -55,33 +55,113 @@
     }
   }
 
-  function preload(urls) {
-    return Promise.all(urls.map((url) => new Promise((resolve) => {
-      const img = new Image();
-      img.onload = img.onerror = () => resolve(img);
-      img.src = url;
-    })));
+  // A trial is shown only once every image of it is decoded: a failed image is tried
+  // IMAGE_ATTEMPTS times in all. Resolves to how many images failed (0: all decoded).
+  // The decoded images stay referenced while their trial is up, so the page's <img>
+  // elements (and Construct's steps) take them from memory.
+  const IMAGE_ATTEMPTS = 3;
+  let trialImages = [];
+  async function loadImages(urls) {
+    const wanted = Array.from(new Set(urls));
+    const decoded = new Map();
+    for (let attempt = 1; attempt <= IMAGE_ATTEMPTS; attempt++) {
+      await Promise.all(wanted.filter((url) => !decoded.has(url)).map((url) => {
+        const img = new Image();
+        img.src = url;
+        return img.decode().then(() => decoded.set(url, img), () => null);
+      }));
+      if (decoded.size === wanted.length) break;
+      if (attempt < IMAGE_ATTEMPTS) await sleep(400 * attempt);
+    }
+    trialImages = Array.from(decoded.values());
+    return wanted.length - decoded.size;
   }
 
-  function setProgress(done, total) {
+  const progressText = document.getElementById("progress-text");
+  function setProgress(done, total, showing) {
+    if (progressText && showing !== undefined) progressText.textContent = `Trial ${showing + 1} of ${total}`;
     if (!progressBar) return;
     // A <progress> element: no inline style, which the page's CSP refuses.
     progressBar.max = Math.max(total, 1);
     progressBar.value = done;
   }
 
-  // --- confidence slider shared by the interfaces -------------------------------
-  function confidenceBlock(onChange) {
-    const out = el("output", { for: "confidence" }, "50");
-    const input = el("input", { type: "range", id: "confidence", min: 0, max: 100, step: 1, value: 50,
-      "aria-label": "Confidence from 0 to 100" });
-    const state = { touched: false, value: () => Number(input.value) };
-    input.addEventListener("input", () => { state.touched = true; out.textContent = input.value; onChange(); });
-    state.node = el("div", { class: "confidence" },
-      el("label", { for: "confidence" }, "How confident are you in your answer? "),
-      el("div", { class: "slider-row" }, el("span", { class: "muted" }, "not at all"), input,
-        el("span", { class: "muted" }, "completely"), out));
+  // --- which key presses may act on the trial ---------------------------------------
+  // A trial takes keys only from presses that began after it was on screen (its images
+  // decoded and painted; `shownAt`, on the clock of event.timeStamp), and never from
+  // auto-repeat: a key held down on one trial must not answer the next. Only holding an
+  // arrow key on a slider or typing in a field may repeat.
+  let shownAt = Infinity;
+  const heldSince = new Map(); // key -> timeStamp of the press that began holding it
+  const keyId = (ev) => ev.code || ev.key;
+  const isField = (t) => t && ["INPUT", "SELECT", "TEXTAREA"].includes(t.tagName);
+  function gated(ev) {
+    const t = ev.target;
+    return !app.hidden && (t === document.body || t === document.documentElement || app.contains(t));
+  }
+  function beganBeforeShown(ev) {
+    const t = ev.target;
+    const onTrial = !app.contains(t) || (t.closest && t.closest(".trial"));
+    const since = heldSince.has(keyId(ev)) ? heldSince.get(keyId(ev)) : ev.timeStamp;
+    return Boolean(onTrial) && (since < shownAt || ev.timeStamp < shownAt);
+  }
+  function swallow(ev) { ev.preventDefault(); ev.stopImmediatePropagation(); }
+  window.addEventListener("keydown", (ev) => {
+    if (!ev.repeat && !heldSince.has(keyId(ev))) heldSince.set(keyId(ev), ev.timeStamp);
+    if (!gated(ev)) return;
+    const adjusting = isField(ev.target) && ev.key !== "Enter" && ev.key !== " ";
+    if ((ev.repeat && !adjusting) || beganBeforeShown(ev)) swallow(ev);
+  }, true);
+  window.addEventListener("keyup", (ev) => {
+    const early = gated(ev) && beganBeforeShown(ev); // e.g. Space, which clicks on release
+    heldSince.delete(keyId(ev));
+    if (early) swallow(ev);
+  }, true);
+  window.addEventListener("blur", () => heldSince.clear()); // its key-ups go elsewhere
+
+  // Show a rendered trial once its images are decoded and painted; resolves to the
+  // moment they are on screen (performance.now()).
+  async function reveal(root) {
+    await Promise.all(Array.from(root.querySelectorAll("img"), (img) => img.decode()));
+    root.classList.remove("loading");
+    await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+    shownAt = performance.now();
+    root.dataset.shown = "";
+    return shownAt;
+  }
+
+  // --- the slider every interface answers on ---------------------------------------
+  // Answered after any deliberate interaction: a pointer or touch on it, or a key that
+  // moves a slider, even one that leaves it where it started (a person who sees 50/50
+  // clicks 50). Focus alone is not an answer. The readout says what the value means.
+  const SLIDER_KEYS = new Set(["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "Home", "End", "PageUp", "PageDown"]);
+  function slider({ id, label, left, right, start = 50, readout, onTouch }) {
+    const input = el("input", { type: "range", id, min: 0, max: 100, step: 1, value: start });
+    const out = el("output", { for: id, id: `${id}-value`, class: "readout" });
+    const state = { touched: false, start, input, value: () => Number(input.value) };
+    function show() {
+      out.textContent = readout(Number(input.value));
+      input.setAttribute("aria-valuetext", out.textContent);
+    }
+    function touch() {
+      state.touched = true;
+      state.node.classList.add("touched");
+      show();
+      onTouch();
+    }
+    input.addEventListener("input", touch);
+    input.addEventListener("pointerdown", touch);
+    input.addEventListener("keydown", (ev) => { if (SLIDER_KEYS.has(ev.key)) touch(); });
+    state.node = el("div", { class: "slider" }, el("label", { for: id }, label),
+      el("div", { class: "slider-row" }, el("span", { class: "muted" }, left), input,
+        el("span", { class: "muted" }, right)), out);
+    show();
     return state;
+  }
+
+  function confidenceBlock(onChange) {
+    return slider({ id: "confidence", label: "How confident are you in your answer?", left: "not at all",
+      right: "completely", readout: (v) => `Confidence: ${v} of 100`, onTouch: onChange });
   }
 
   // --- interfaces ----------------------------------------------------------------
@@ -158,23 +238,13 @@
     root.append(el("div", { class: "nav-row" }, next));
   };
 
-  function slider(id, label, left, right, onTouch) {
-    const out = el("output", { for: id }, "50");
-    const input = el("input", { type: "range", id, min: 0, max: 100, step: 1, value: 50, "aria-label": label });
-    const state = { touched: false, value: () => Number(input.value), input };
-    input.addEventListener("input", () => { state.touched = true; out.textContent = input.value; onTouch(); });
-    state.node = el("div", { class: "confidence" }, el("label", { for: id }, label),
-      el("div", { class: "slider-row" }, el("span", { class: "muted" }, left), input,
-        el("span", { class: "muted" }, right), out));
-    return state;
-  }
-
   renderers.infer = function (trial, root, submit) {
     const message = el("p", { class: "error", id: "ask-move", role: "alert", hidden: true });
-    const mix = slider("mixing", `What share of 100 people would say ${trial.class1} vs ${trial.class2}?`,
-      `100% ${trial.class1}`, `100% ${trial.class2}`, () => { message.hidden = true; });
-    const conf = slider("confidence", "How confident are you in your answer?", "not at all", "completely",
-      () => { message.hidden = true; });
+    // 0 is "100% class 1", 100 is "100% class 2"; it starts where the server said.
+    const mix = slider({ id: "mixing", label: `What share of 100 people would say ${trial.class1} vs ${trial.class2}?`,
+      left: `100% ${trial.class1}`, right: `100% ${trial.class2}`, start: trial.slider_start ?? 50,
+      readout: (v) => `${100 - v}% ${trial.class1}, ${v}% ${trial.class2}`, onTouch: () => { message.hidden = true; } });
+    const conf = confidenceBlock(() => { message.hidden = true; });
     const next = el("button", { type: "button", id: "next", onclick: finish }, "Next");
     function finish() {
       const missing = [!mix.touched && "the first slider", !conf.touched && "the confidence slider"].filter(Boolean);
@@ -183,7 +253,8 @@
         message.hidden = false;
         return;
       }
-      submit({ slider: mix.value(), confidence: conf.value(), slider_touched: true, confidence_touched: true }, null);
+      submit({ slider: mix.value(), confidence: conf.value(), slider_touched: true, confidence_touched: true,
+        slider_start: mix.start }, null);
     }
     root.append(
       el("p", { class: "prompt" }, "This image blends a ", el("strong", {}, trial.class1), " and a ",
@@ -264,6 +335,7 @@
     if (!feedback) { window.location.assign(cfg.studyUrl); return; }
     app.replaceChildren();
     app.hidden = true;
+    if (progressText) progressText.hidden = true;
     feedback.hidden = false;
     feedback.querySelector("textarea, button").focus();
   }
@@ -272,19 +344,52 @@
     sessionToken = body.session;
     if (body.done) { endTrials(); return; }
     const trial = body.trial;
-    setProgress(trial.index, trial.total);
+    shownAt = Infinity;
+    setProgress(trial.index, trial.total, trial.index);
     const urls = trial.images ? trial.images.map((im) => im.url) : [trial.image];
-    await preload(urls);
-    const root = el("div", { class: "trial", "data-index": trial.index, "data-interface": trial.interface });
+    // The answered trial stays (inert) while the next one's images arrive, unless that is slow.
+    const slow = setTimeout(() => app.replaceChildren(
+      el("p", { class: "muted", id: "trial-status", role: "status" }, "Loading the images…")), 300);
+    const failed = await loadImages(urls);
+    clearTimeout(slow);
+    if (failed) { imagesFailed(body, failed); return; }
+    // Rendered unseen and inert (.loading) until its images are painted.
+    const root = el("div", { class: "trial loading", "data-index": trial.index, "data-interface": trial.interface });
     const key = uuid4();
-    const started = performance.now();
-    const startedAt = Date.now();
+    let shown = null, startedAt = null;
     app.replaceChildren(root);
-    renderers[trial.interface](trial, root, (response, confidence) => save(trial, root, {
-      session: sessionToken, trial_index: trial.index, idempotency_key: key,
-      rt_ms: Math.max(performance.now() - started, 0.001), client_started_at: startedAt,
-      client_answered_at: Date.now(), confidence, response,
-    }));
+    renderers[trial.interface](trial, root, (response, confidence) => {
+      if (shown === null || shownAt !== shown) return; // not on screen yet, or answered
+      shownAt = Infinity;
+      save(trial, root, {
+        session: sessionToken, trial_index: trial.index, idempotency_key: key,
+        rt_ms: Math.max(performance.now() - shown, 0.001), client_started_at: startedAt,
+        client_answered_at: Date.now(), confidence, response,
+      });
+    });
+    try {
+      shown = await reveal(root);
+    } catch (err) { // an image that decoded a moment ago could not be drawn
+      imagesFailed(body, 1);
+      return;
+    }
+    startedAt = Math.round(Date.now() - (performance.now() - shown));
+  }
+
+  // Images that would not load after retries: the trial cannot be answered. Say so,
+  // tell the researcher, and let the participant try again.
+  function imagesFailed(body, count) {
+    app.replaceChildren(
+      el("p", { class: "error", id: "image-error", role: "alert" },
+        "The images of this trial could not be loaded, so it cannot be answered yet. ",
+        "Please check your connection and try again. Nothing was saved for this trial."),
+      el("div", { class: "nav-row" },
+        el("button", { type: "button", id: "retry-images", onclick: () => showTrial(body) }, "Try again")));
+    fetch(cfg.imageFailureUrl, {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": cfg.csrf },
+      body: JSON.stringify({ trial_index: body.trial.index, failed: count, attempts: IMAGE_ATTEMPTS }),
+    }).catch(() => { /* the log is best effort; the participant's screen says it all */ });
   }
 
   async function save(trial, root, payload) {
