@@ -212,6 +212,7 @@ class ParticipantAdmin(ReadOnlyAdmin):
     def get_list_display(self, request: HttpRequest) -> list[str]:
         # Whoever pays participants finds them by recruiter id (GuardedLookupsAdmin
         # hides the column, its ordering and its lookups from everyone else).
+        columns = super().get_list_display(request)
         if request.user.has_perm(RECRUITER_ID_PERMISSION):
             return [*self.list_display, "recruiter_pid"]
         return self.list_display

@@ -64,6 +64,10 @@ class GuardedLookupsAdmin:
     use credentials, nor recruiter ids for users without the permission. A refused
     lookup is Django's DisallowedModelAdminLookup, answered with a 400."""
 
+    # False where the admin shows such a field safely itself (Django's user admin shows
+    # only a masked password hash).
+    hide_in_forms = True
+
     def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
         if request is None or lookup_touches(self.model, lookup, hidden_fields(request.user)):
             return False
@@ -75,6 +79,15 @@ class GuardedLookupsAdmin:
             name
             for name in super().get_search_fields(request)
             if not lookup_touches(self.model, name.lstrip("^=@"), hidden)
+        ]
+
+    def get_list_display(self, request: HttpRequest) -> list:
+        # `?o=<n>` sorts by the n-th column: a hidden field is never one.
+        hidden = hidden_fields(request.user)
+        return [
+            name
+            for name in super().get_list_display(request)
+            if not (isinstance(name, str) and lookup_touches(self.model, name, hidden))
         ]
 
     def get_sortable_by(self, request: HttpRequest) -> list[str]:
@@ -96,7 +109,7 @@ class GuardedLookupsAdmin:
     def get_exclude(self, request: HttpRequest, obj=None) -> list[str] | None:
         declared = super().get_exclude(request, obj)
         hidden = hidden_fields(request.user) & {f.name for f in self.model._meta.get_fields()}
-        if not hidden:
+        if not hidden or not self.hide_in_forms:
             return declared  # None keeps the form's own Meta.exclude in force
         return sorted(set(declared or ()) | hidden)
 

@@ -11,7 +11,7 @@ import pytest
 from django.contrib import admin
 from django.contrib.auth.models import Group, Permission
 from django.core.management import call_command
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -452,6 +452,34 @@ def test_admin_lookups_on_recruiter_ids_and_tokens_never_narrow(world, django_us
                     continue
                 # Refused (400) or answered alike, whatever the value.
                 assert len(answers) == 1, (role, changelist, name, answers)
+    # Sorting by column number (`?o=<n>`) reaches only the columns shown, and no admin
+    # shows a hidden field as a column or takes it for its default ordering.
+    request = RequestFactory().get("/admin/")
+    for user, hidden in [
+        (users["analyst"], SECRET_FIELDS | RECRUITER_ID_FIELDS),
+        (holder, SECRET_FIELDS),
+    ]:
+        request.user = user
+        for model, model_admin in admin.site._registry.items():
+            names = [
+                n
+                for n in [
+                    *model_admin.get_list_display(request),
+                    *model_admin.get_ordering(request),
+                    *model_admin.get_search_fields(request),
+                ]
+                if isinstance(n, str)
+            ]
+            parts = {part.lstrip("-^=@") for name in names for part in name.split("__")}
+            assert not parts & hidden, (model, user, parts & hidden)
+    # Not even a superuser narrows users by password hash, nor sees API token keys listed.
+    boss = clients["admin"]
+    assert boss.get("/admin/auth/user/?password__startswith=pbkdf2").status_code == 400
+    key = Token.objects.create(user=users["analyst"]).key
+    tokens = boss.get("/admin/authtoken/tokenproxy/")
+    assert tokens.status_code == 200 and key not in tokens.content.decode()
+    assert boss.get(f"/admin/authtoken/tokenproxy/?key__startswith={key[:3]}").status_code == 400
+    assert boss.get(f"/admin/auth/user/{users['analyst'].pk}/change/").status_code == 200
     # The holder finds a participant by recruiter id, in the list and by lookup.
     page = payer.get(f"/admin/elicitation/participant/?recruiter_pid={pid}")
     assert page.status_code == 200 and page.context["cl"].result_count == 1
