@@ -214,8 +214,8 @@ class ParticipantAdmin(ReadOnlyAdmin):
         # hides the column, its ordering and its lookups from everyone else).
         columns = super().get_list_display(request)
         if request.user.has_perm(RECRUITER_ID_PERMISSION):
-            return [*self.list_display, "recruiter_pid"]
-        return self.list_display
+            return [*columns, "recruiter_pid"]
+        return columns
 
 
 @admin.register(Judgment)
