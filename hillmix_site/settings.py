@@ -50,6 +50,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "hillmix_site.csp.PolicyByAreaMiddleware",
+    # Last, as its documentation asks: turns a locked-out login into a 429.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "hillmix_site.urls"
