@@ -91,9 +91,13 @@ def load(rows: int) -> None:
 def measure_platform() -> dict:
     django_setup()
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
     from django.test import Client
 
+    from hillmix_site.roles import ANALYST
+
     user, _ = get_user_model().objects.get_or_create(username="bench", is_staff=True)
+    user.groups.add(Group.objects.get(name=ANALYST))  # exporting needs the permission
     client = Client()
     client.force_login(user)
     start_rss = peak_rss_mb()
