@@ -9,7 +9,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def shown_index(page) -> int:
-    page.wait_for_selector(".trial")
+    # Keys act on a trial only once its images are on screen (data-shown).
+    page.wait_for_selector(".trial[data-shown]")
     return int(page.get_attribute(".trial", "data-index"))
 
 
