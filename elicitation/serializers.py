@@ -25,6 +25,7 @@ class StudySerializer(serializers.ModelSerializer):
             "repeat_trials",
             "ask_confidence",
             "construct_start",
+            "slider_start",
             "soft_label_gamma",
             "condition_count",
             "created_at",

@@ -107,7 +107,7 @@
   }
   function swallow(ev) { ev.preventDefault(); ev.stopImmediatePropagation(); }
   window.addEventListener("keydown", (ev) => {
-    if (!ev.repeat && !heldSince.has(keyId(ev))) heldSince.set(keyId(ev), ev.timeStamp);
+    if (!ev.repeat) heldSince.set(keyId(ev), ev.timeStamp); // a new press (a lost key-up too)
     if (!gated(ev)) return;
     const adjusting = isField(ev.target) && ev.key !== "Enter" && ev.key !== " ";
     if ((ev.repeat && !adjusting) || beganBeforeShown(ev)) swallow(ev);
