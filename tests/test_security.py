@@ -64,7 +64,8 @@ def test_cookies_are_secure_when_debug_is_off(tmp_path):
         "django.setup()\n"
         "from django.conf import settings\n"
         "from django.test import Client\n"
-        "r = Client().get('/admin/login/')\n"
+        # Over HTTPS: with DEBUG off a plain-HTTP request is only redirected there.
+        "r = Client().get('/admin/login/', secure=True)\n"
         "c = r.cookies['csrftoken']\n"
         "print(json.dumps({'session_secure': settings.SESSION_COOKIE_SECURE,"
         " 'csrf_secure': settings.CSRF_COOKIE_SECURE, 'httponly': settings.SESSION_COOKIE_HTTPONLY,"
