@@ -95,7 +95,9 @@ class Run:
     reconnects: int = 0
 
 
-async def _connect(port: int, tls: ssl.SSLContext | None, timeout: float):
+async def _connect(
+    port: int, tls: ssl.SSLContext | None, timeout: float
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.wait_for(
         asyncio.open_connection(HOST, port, ssl=tls, server_hostname="localhost" if tls else None),
         timeout,
@@ -124,8 +126,17 @@ async def probe(port: int, tls: ssl.SSLContext | None, timeout: float) -> tuple[
             writer.close()
 
 
-async def loris(port: int, tls, interval: float, until: float, run: Run, open_now: list[int]):
-    """One slow client: a request line, then a header line every `interval` seconds."""
+async def loris(
+    port: int,
+    tls: ssl.SSLContext | None,
+    interval: float,
+    until: float,
+    run: Run,
+    open_now: list[int],
+) -> None:
+    """One slow client until `until` (monotonic seconds): a request line, then a header
+    line every `interval` seconds; reconnects when the server drops it. `open_now[0]`
+    counts the slow clients connected."""
     while time.monotonic() < until:
         writer = None
         try:
@@ -152,7 +163,10 @@ async def loris(port: int, tls, interval: float, until: float, run: Run, open_no
                 writer.close()
 
 
-async def attack(name: str, port: int, tls, sockets: int, interval: float, hold: float) -> Run:
+async def attack(
+    name: str, port: int, tls: ssl.SSLContext | None, sockets: int, interval: float, hold: float
+) -> Run:
+    """`sockets` slow clients for `hold` seconds, and one probe a second meanwhile."""
     run = Run(name)
     open_now = [0]
     until = time.monotonic() + hold
