@@ -41,16 +41,20 @@ def import_limits() -> ImportLimits:
     )
 
 
-def resolve_import_path(path: str | Path, *, any_path: bool = False) -> Path:
+def resolve_import_path(path: str | Path, *, folder: bool = False, any_path: bool = False) -> Path:
     """The real location of `path`, which must lie inside settings.HILLMIX_IMPORT_DIRS.
 
     A relative path is looked up in each import folder in turn. Links are resolved
     before the check, so none leads out of the folders. Missing, outside the folders
     and unreadable all raise the same ValidationError, so the answer says nothing
-    about the server's other files. `any_path` (the import_dataset command, run from
-    a shell on the server) lifts the folder restriction only.
+    about the server's other files (the wording depends only on `folder`, what the
+    caller asks for). `any_path` (the import_dataset command, run from a shell on the
+    server) lifts the folder restriction only.
     """
-    message = f"{path} does not exist in an import folder, or cannot be read"
+    if folder:
+        message = f"{path} is not a folder in the import folders, or cannot be read"
+    else:
+        message = f"{path} does not exist in an import folder, or cannot be read"
     roots = [Path(d) for d in settings.HILLMIX_IMPORT_DIRS]
     given = Path(path)
     if any_path or given.is_absolute():
@@ -99,7 +103,7 @@ def import_dataset(
                     raise ValidationError(f"{path} is not inside an import folder")
             path = download_cifar10(dest)
         elif path and kind != "demo":
-            path = resolve_import_path(path, any_path=any_path)
+            path = resolve_import_path(path, folder=kind == "folder", any_path=any_path)
         arrays = read_source(kind, path, split, import_limits())
     except SourceError as exc:
         raise ValidationError(str(exc)) from None

@@ -79,13 +79,17 @@ def test_paths_outside_the_import_folders_get_one_answer(db, imports, tmp_path, 
         ("npz", imports / "missing.npz"),
         ("npz", "missing.npz"),
     ]
-    messages = set()
+    tries += [("folder", outside), ("folder", imports / "none"), ("folder", "/etc")]
+    messages = {"npz": set(), "folder": set()}
     for kind, path in tries:
         with pytest.raises(ValidationError) as caught:
             import_dataset(name="x", kind=kind, path=path)
         (message,) = caught.value.messages
-        messages.add(message.replace(str(path), "PATH"))
-    assert messages == {"PATH does not exist in an import folder, or cannot be read"}
+        messages[kind].add(message.replace(str(path), "PATH"))
+    assert messages == {
+        "npz": {"PATH does not exist in an import folder, or cannot be read"},
+        "folder": {"PATH is not a folder in the import folders, or cannot be read"},
+    }
     assert_nothing_stored(media_root)
 
 
