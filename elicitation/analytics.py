@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 
 def stimulus_aggregate(
@@ -53,6 +54,36 @@ def mean_std_by(xs: Iterable[float], ys: Iterable[float]) -> list[MeanStd]:
     return [
         MeanStd(x, float(np.mean(v)), float(np.std(v)), len(v)) for x, v in sorted(groups.items())
     ]
+
+
+def pool_symmetric(
+    lams: Sequence[float], values: Sequence[float]
+) -> list[tuple[float, list[float], MeanStd]]:
+    """Pool values over symmetric lams, as the H-Mix paper reports confidence: lam and
+    1 - lam together (0.1 with 0.9, 0.25 with 0.75, 0.5 alone). Returns, sorted by the
+    smaller lam x, (x, the lams pooled, population mean/std/n of their values)."""
+    groups: dict[float, list[float]] = defaultdict(list)
+    members: dict[float, set[float]] = defaultdict(set)
+    for lam, value in zip(lams, values, strict=True):
+        x = round(min(float(lam), 1.0 - float(lam)), 6)
+        groups[x].append(float(value))
+        members[x].add(round(float(lam), 6))
+    return [
+        (x, sorted(members[x]), MeanStd(x, float(np.mean(v)), float(np.std(v)), len(v)))
+        for x, v in sorted(groups.items())
+    ]
+
+
+def mean_interval(
+    mean: float, std: float | None, n: int, level: float = 0.95
+) -> tuple[float | None, float | None]:
+    """Student's t confidence interval of a mean from n values with sample std `std`
+    (ddof 1): mean -+ t_{(1+level)/2, n-1} * std / sqrt(n). (None, None) below two
+    values."""
+    if n < 2 or std is None:
+        return None, None
+    low, high = stats.t.interval(level, n - 1, loc=mean, scale=std / np.sqrt(n))
+    return float(low), float(high)
 
 
 def midpoint_histogram(lams: Iterable[float], grid: Sequence[float]) -> list[dict]:
