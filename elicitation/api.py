@@ -72,6 +72,7 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet):
         "stimulus_aggregates": [VIEW_JUDGMENTS],
         "confidence_by_lam": [VIEW_JUDGMENTS],
         "class_pairs": [VIEW_JUDGMENTS],
+        "paper_view": [VIEW_JUDGMENTS],
         "export": [EXPORT_JUDGMENTS],
         "export_hmix": [EXPORT_JUDGMENTS],
     }
@@ -104,6 +105,15 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet):
         """Midpoints (or perceived lams) per unordered class pair."""
         study = self.get_object()
         return Response(reports.class_pair_midpoint_table(study, _include_excluded(request)))
+
+    @extend_schema(parameters=EXPORT_PARAMS[1:], responses={200: dict})
+    @action(detail=True, url_path="aggregates/paper")
+    def paper_view(self, request: Request, slug: str) -> Response:
+        """The H-Mix paper's view: confidence pooled over symmetric true lams (0.1 with
+        0.9, 0.25 with 0.75, 0.5 alone; mean and population std over stimuli of their
+        mean confidence) and the mean midpoint per grid interface with its 95% t
+        interval."""
+        return Response(reports.paper_view(self.get_object(), _include_excluded(request)))
 
     @extend_schema(parameters=EXPORT_PARAMS, responses={200: bytes})
     @action(detail=True)

@@ -123,6 +123,7 @@ def study_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
         totals=reports.progress_totals(progress),
         charts=charts,
         class_pairs=reports.class_pair_midpoint_table(study, include),
+        paper=reports.paper_view(study, include),
         include_excluded=include,
         thresholds=thresholds,
         quality=reports.quality_report(study, thresholds),

@@ -454,6 +454,17 @@ def confidence_per_stimulus_in_python(
     return [(true_lams[k], sum(v) / len(v)) for k, v in per_stimulus.items()]
 
 
+def paper_view(study: Study, include_excluded: bool = False) -> dict:
+    """The H-Mix paper's figures for one study: confidence pooled over symmetric true
+    lams (empty without confidences) and, for a grid study, the mean midpoint with its
+    95% interval (empty otherwise)."""
+    return {
+        "study": study.slug,
+        "confidence_by_pooled_lam": confidence_by_pooled_lam(study, include_excluded),
+        "midpoints": midpoint_means(Study.objects.filter(pk=study.pk), include_excluded),
+    }
+
+
 def midpoint_means(studies: QuerySet[Study], include_excluded: bool = False) -> dict:
     """Per grid interface: n, mean chosen midpoint (weight of the pair's first image,
     repeats included) and its 95% t interval (analytics.mean_interval). H-Mix: 0.522
@@ -480,7 +491,13 @@ def midpoint_means(studies: QuerySet[Study], include_excluded: bool = False) -> 
             std = float(statistics.stdev(lams)) if n > 1 else None
         if n:
             low, high = analytics.mean_interval(mean, std, n)
-            result[interface] = {"n": n, "mean": mean, "low": low, "high": high}
+            result[interface] = {
+                "label": Interface(interface).label,
+                "n": n,
+                "mean": mean,
+                "low": low,
+                "high": high,
+            }
     return result
 
 

@@ -172,3 +172,45 @@ def test_top2_clamp_agrees_with_published_individual_labels(hmix_folder):
     )
     assert total == 216
     assert agree / total >= 0.94
+
+
+def test_sql_aggregates_equal_the_python_definition_on_hmix(imported, db):
+    from tests.test_aggregates_sql import compare_all
+
+    for interface in SOURCE_TRIALS:
+        compare_all(Study.objects.get(slug=hmix_study_slug(interface)))
+
+
+PAPER_CONFIDENCE = [
+    ([0.1, 0.9], "0.79", "0.17"),
+    ([0.25, 0.75], "0.72", "0.20"),
+    ([0.5], "0.63", "0.20"),
+]
+PAPER_MIDPOINTS = {"construct": "0.522", "select_shuffled": "0.511"}
+
+
+def test_paper_view_shows_the_papers_figures(staff_client):
+    """Issue 19 item 6: the H-Mix paper's confidence by pooled lam and mean midpoints,
+    through the API and on the dashboard, to the digits the paper prints."""
+    from django.urls import reverse
+
+    infer = staff_client.get("/api/studies/hmix-infer/aggregates/paper/").json()
+    rows = infer["confidence_by_pooled_lam"]
+    assert [(r["lams"], f"{r['mean']:.2f}", f"{r['std']:.2f}") for r in rows] == PAPER_CONFIDENCE
+    assert sum(r["n"] for r in rows) == 2070 and infer["midpoints"] == {}
+    page = staff_client.get(
+        reverse("admin:elicitation_study_dashboard", args=[Study.objects.get(slug="hmix-infer").pk])
+    ).content.decode()
+    for lams, mean, std in PAPER_CONFIDENCE:
+        assert f"{mean} &plusmn; {std}" in page, (lams, mean, std)
+    for interface, figure in PAPER_MIDPOINTS.items():
+        study = Study.objects.get(slug=hmix_study_slug(interface))
+        view = staff_client.get(f"/api/studies/{study.slug}/aggregates/paper/").json()
+        midpoint = view["midpoints"][interface]
+        assert f"{midpoint['mean']:.3f}" == figure
+        assert midpoint["low"] < midpoint["mean"] < midpoint["high"]
+        assert midpoint["n"] == SOURCE_TRIALS[interface]  # repeats count as judgments
+        page = staff_client.get(
+            reverse("admin:elicitation_study_dashboard", args=[study.pk])
+        ).content.decode()
+        assert f"<td>{figure}</td>" in page and 'id="paper-midpoints"' in page

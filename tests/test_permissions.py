@@ -102,6 +102,7 @@ EXPECTED: dict[str, list[Check]] = {
     "study-stimulus-aggregates": [Check(VIEW_JUDGMENT)],
     "study-confidence-by-lam": [Check(VIEW_JUDGMENT)],
     "study-class-pairs": [Check(VIEW_JUDGMENT)],
+    "study-paper-view": [Check(VIEW_JUDGMENT)],
     "study-export": [Check(EXPORT)],
     "study-export-hmix": [Check(EXPORT)],
     "condition-list": [Check(perms("elicitation.view_condition"))],

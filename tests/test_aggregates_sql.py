@@ -1,0 +1,158 @@
+"""The aggregates computed with GROUP BY in PostgreSQL equal their definition, the Python
+pass over every judgment (reports.*_in_python), to 1e-9, on generated data with repeats,
+missing confidences, excluded participants and both pair orders (H-Mix's own data:
+tests/test_hmix.py)."""
+
+import math
+import random
+import uuid
+
+import pytest
+from django.db import connection
+
+from elicitation import reports
+from elicitation.models import Judgment, Participant, Session, Study
+
+PAIRS = ["Cat", "Dog", "Frog", "Ship"]
+
+
+def assert_same(ours, reference, path="result"):
+    """Equal structure, key order and strings; floats equal to 1e-9 (NaN with NaN)."""
+    if isinstance(reference, dict):
+        assert list(ours) == list(reference), path
+        for key in reference:
+            assert_same(ours[key], reference[key], f"{path}/{key}")
+    elif isinstance(reference, list | tuple):
+        assert len(ours) == len(reference), path
+        for i, (a, b) in enumerate(zip(ours, reference, strict=True)):
+            assert_same(a, b, f"{path}[{i}]")
+    elif isinstance(reference, float):
+        assert isinstance(ours, float), (path, ours, reference)
+        assert (math.isnan(ours) and math.isnan(reference)) or abs(ours - reference) <= 1e-9, (
+            path,
+            ours,
+            reference,
+        )
+    else:
+        assert ours == reference, (path, ours, reference)
+
+
+def fill(study: Study, sessions: int, per_session: int, seed: int) -> None:
+    """Sessions of random judgments: grid lams or perceived lams, a quarter of the
+    confidences missing in one session, repeats of earlier trials, one session excluded."""
+    rng = random.Random(seed)
+    condition = study.conditions.first()
+    pairs = list(study.stimulus_set.pairs.all())
+    stimuli = [s for p in pairs for s in p.stimuli.all()]
+    grid = study.interface in ("construct", "select_shuffled")
+    participants = Participant.objects.bulk_create(Participant() for _ in range(sessions))
+    made = Session.objects.bulk_create(
+        Session(
+            study=study,
+            participant=p,
+            condition=condition,
+            trial_order=[],
+            state="complete",
+            excluded=i == 0,
+            quiz_attempts=i % 3,
+        )
+        for i, p in enumerate(participants)
+    )
+    judgments = []
+    for s_index, session in enumerate(made):
+        answered = []
+        for trial in range(per_session):
+            repeat = trial >= per_session - 2 and bool(answered)
+            if repeat:
+                pair, stimulus = rng.choice(answered)
+            else:
+                stimulus = None if grid else rng.choice(stimuli)
+                pair = rng.choice(pairs) if grid else stimulus.pair
+                answered.append((pair, stimulus))
+            lam = rng.randrange(11) / 10 if grid else rng.random()
+            confidence = None if s_index == 1 and trial % 4 == 0 else rng.random()
+            judgments.append(
+                Judgment(
+                    session=session,
+                    study=study,
+                    trial_index=trial,
+                    interface=study.interface,
+                    pair=pair,
+                    stimulus=stimulus,
+                    is_repeat=repeat,
+                    response={},
+                    lam=lam,
+                    confidence=confidence,
+                    rt_ms=rng.choice([150.0, 900.0, 2000.0 + rng.random()]),
+                    idempotency_key=uuid.uuid4(),
+                )
+            )
+    Judgment.objects.bulk_create(judgments)
+
+
+def compare_all(study: Study) -> None:
+    for include in (False, True):
+        for name in (
+            "stimulus_aggregates",
+            "confidence_by_true_lam",
+            "perceived_by_true_lam",
+            "class_pair_midpoint_table",
+        ):
+            ours = getattr(reports, name)(study, include)
+            reference = getattr(reports, f"{name}_in_python")(study, include)
+            assert_same(ours, reference, f"{study.slug}.{name}({include})")
+        studies = Study.objects.filter(pk=study.pk)
+        assert_same(
+            reports.midpoint_distribution(studies, include),
+            reports.midpoint_distribution_in_python(studies, include),
+        )
+    thresholds = reports.QualityThresholds(min_median_rt_ms=1000, max_repeat_disagreement=0.1)
+
+    def rows(report):
+        return [{**row, "session": row["session"].pk} for row in report]
+
+    assert_same(
+        rows(reports.quality_report(study, thresholds)),
+        rows(reports.quality_report_in_python(study, thresholds)),
+    )
+
+
+def test_the_database_computes_the_aggregates(db):
+    assert connection.vendor == "postgresql" and reports._in_database()
+
+
+@pytest.mark.parametrize("interface", ["infer", "construct", "select_shuffled"])
+def test_sql_aggregates_equal_the_python_definition(make_study, interface):
+    study = make_study(interface, n_pairs=6)
+    fill(study, sessions=12, per_session=25, seed=len(interface))
+    assert Judgment.objects.filter(study=study).count() == 300
+    compare_all(study)
+
+
+def test_sql_aggregates_of_a_study_without_judgments(make_study):
+    compare_all(make_study("infer", n_pairs=2))
+
+
+def test_paper_view_pools_symmetric_lams(make_study, role_user, client):
+    study = make_study("infer", n_pairs=6)
+    fill(study, sessions=8, per_session=20, seed=3)
+    per_stimulus = reports.confidence_per_stimulus_in_python(study)
+    expected = {}
+    for lam, confidence in per_stimulus:
+        expected.setdefault(round(min(lam, 1 - lam), 6), []).append(confidence)
+    client.force_login(role_user("a", "Analyst"))
+    response = client.get(f"/api/studies/{study.slug}/aggregates/paper/")
+    assert response.status_code == 200
+    rows = response.json()["confidence_by_pooled_lam"]
+    assert [r["x"] for r in rows] == sorted(expected) == [0.1, 0.25, 0.5]
+    assert [r["lams"] for r in rows] == [[0.1, 0.9], [0.25, 0.75], [0.5]]
+    for row in rows:
+        values = expected[row["x"]]
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))  # population
+        assert row["n"] == len(values)
+        assert row["mean"] == pytest.approx(mean, abs=1e-12)
+        assert row["std"] == pytest.approx(std, abs=1e-12)
+    assert response.json()["midpoints"] == {}
+    bad = client.get(f"/api/studies/{study.slug}/aggregates/paper/", {"include_excluded": "x"})
+    assert bad.status_code == 400
