@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from datasets.models import Stimulus
 
 from . import reports
-from .exports import FORMATS, streaming_export
+from .exports import FORMATS, export_response, streaming_export
 from .filters import ConditionFilter, JudgmentFilter, ParticipantFilter, StimulusFilter
 from .models import Condition, Judgment, Participant, Session, Study
 from .serializers import (
@@ -122,12 +122,13 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet):
         study = self.get_object()
         judgments = reports.study_judgments(study, _include_excluded(request))
         header = [name for name, _ in reports.EXPORT_COLUMNS]
-        return streaming_export(
+        return export_response(
             _format(request),
             f"{study.slug}-judgments",
             header,
-            reports.export_rows(judgments),
+            reports.export_queryset(judgments),
             reports.EXPORT_JSON_COLUMNS,
+            reports.EXPORT_CHUNK,
         )
 
     @extend_schema(parameters=EXPORT_PARAMS[1:], responses={200: bytes})
@@ -197,12 +198,13 @@ class JudgmentViewSet(viewsets.ReadOnlyModelViewSet):
         """The filtered judgments, streamed as CSV or JSON."""
         judgments: QuerySet[Judgment] = self.filter_queryset(Judgment.objects.all())
         header = [name for name, _ in reports.EXPORT_COLUMNS]
-        return streaming_export(
+        return export_response(
             _format(request),
             "judgments",
             header,
-            reports.export_rows(judgments),
+            reports.export_queryset(judgments),
             reports.EXPORT_JSON_COLUMNS,
+            reports.EXPORT_CHUNK,
         )
 
 
