@@ -87,7 +87,13 @@ class GuardedLookupsAdmin:
         return [
             name
             for name in super().get_list_display(request)
-            if not (isinstance(name, str) and lookup_touches(self.model, name, hidden))
+            # A column computed by the admin itself (progress bars, thumbnails) is no
+            # field lookup; only field names are checked.
+            if not (
+                isinstance(name, str)
+                and not hasattr(self, name)
+                and lookup_touches(self.model, name, hidden)
+            )
         ]
 
     def get_sortable_by(self, request: HttpRequest) -> list[str]:

@@ -27,7 +27,8 @@ def test_simultaneous_double_submit_stores_one_row(make_study):
     study = make_study("construct", ask_confidence=True)
     session = to_trials(start_session(study, RecruiterIds("double")))
     browser = Client()
-    browser.get(f"/s/{study.slug}/?PROLIFIC_PID=double")  # binds this browser to the session
+    # The browser holds the session's secret, as the one that started it does.
+    browser.cookies[f"hillmix_{study.slug}"] = session.token
     payload = json.dumps(construct_answer(session))
     barrier = threading.Barrier(8)
     statuses = []
