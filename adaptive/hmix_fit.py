@@ -37,7 +37,9 @@ def _canonical(class1: str, class2: str) -> tuple[tuple[str, str], bool]:
     return (class1, class2) if class1 <= class2 else (class2, class1), class1 > class2
 
 
-def load_hmix(folder: Path, interfaces=("infer", "construct", "select_shuffled")):
+def load_hmix(
+    folder: Path, interfaces=("infer", "construct", "select_shuffled")
+) -> list[Observation]:
     """The H-Mix judgments of ``interfaces`` in pair-canonical form, in file order.
 
     ``folder`` is ../shared/data/hmix; FileNotFoundError when a CSV is missing.

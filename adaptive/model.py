@@ -100,7 +100,9 @@ def infer_table(grid: Grid, lams, sd: float, lapse: float) -> np.ndarray:
     return (1 - lapse) * probs.transpose(0, 2, 1) + lapse / INFER_BINS
 
 
-def midpoint_table(grid: Grid, starts, sd: float, lapse: float, start_bias: float = 0.0):
+def midpoint_table(
+    grid: Grid, starts, sd: float, lapse: float, start_bias: float = 0.0
+) -> np.ndarray:
     """(S, 11, G): P(chosen lam on the 0.1 grid | start s, m), noise integrated over the cell."""
     edges = np.concatenate([[-np.inf], MIDPOINT_LAMS[:-1] + 0.05, [np.inf]])
     starts = np.asarray(starts, float)
@@ -231,7 +233,7 @@ class PairPosteriors:
         """Posterior mean of k."""
         return float(self.probs[pair] @ self._k)
 
-    def curve(self, pair: int, lams=None, level: float = 0.9):
+    def curve(self, pair: int, lams=None, level: float = 0.9) -> tuple[np.ndarray, ...]:
         """Posterior mean of share(lam) and its central ``level`` band on ``lams``.
 
         Returns (lams, mean, lower, upper), each (L,); lams default to 0..1 step 0.05.

@@ -55,7 +55,9 @@ class Population:
     noise: dict
 
     @classmethod
-    def fit(cls, observations: list[Observation], noise: dict, grid: Grid | None = None):
+    def fit(
+        cls, observations: list[Observation], noise: dict, grid: Grid | None = None
+    ) -> Population:
         """Per-pair curves from all ``observations`` (posterior means); ``noise`` from fit_noise."""
         grid = grid or make_grid()
         pairs = sorted({o.pair for o in observations})
