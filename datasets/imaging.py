@@ -20,6 +20,7 @@ image into uint8 pixels, (H, W, 1) grey or (H, W, 3) RGB, by this rule:
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from pathlib import Path
 from typing import BinaryIO
@@ -118,6 +119,22 @@ def encode_png(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     to_pil(image).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
+
+
+def write_pngs(images: np.ndarray, paths: list[str], file_mode: int | None = None) -> list[int]:
+    """Encode each of (N, H, W, C) uint8 `images` as encode_png does and write it to the
+    matching path (its folder must exist), replacing any file there; returns the byte
+    size of each. Runs in the stimulus generator's worker processes (datasets.services),
+    so it takes plain arrays and paths. Raises OSError when a file cannot be written."""
+    sizes = []
+    for image, path in zip(images, paths, strict=True):
+        data = encode_png(image)
+        with open(path, "wb") as handle:
+            handle.write(data)
+        if file_mode is not None:
+            os.chmod(path, file_mode)
+        sizes.append(len(data))
+    return sizes
 
 
 def decode_png(data: bytes) -> np.ndarray:

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import io
 import logging
+import multiprocessing
 import os
 import tempfile
+from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
+from django.core.files.storage import FileSystemStorage, default_storage
 from django.core.files.uploadedfile import UploadedFile
-from django.db import transaction
+from django.db import connection, transaction
 
-from .imaging import encode_png
+from .imaging import encode_png, write_pngs
 from .mixing import MIXING_POLICIES, check_lams, effective_lams, mix_pairs
-from .models import Dataset, Pair, Stimulus, StimulusSet
+from .models import Dataset, Pair, Stimulus, StimulusSet, new_stimulus_key
 from .naming import GRID_LAMS, SINGLE_LAMS, PairKey, parse_pair_name, stimulus_name
 from .pairing import locate_pairs, sample_balanced_pairs
 from .selectors import dataset_arrays, stimuli_of_set
@@ -29,6 +32,10 @@ logger = logging.getLogger(__name__)
 
 # Pairs mixed, encoded and stored per step; progress is written after each.
 GENERATION_CHUNK = 100
+# Worker processes that encode stimulus PNGs (at most the CPUs this process may use),
+# and the smallest set worth starting them for (starting costs about a tenth of a second).
+GENERATION_PROCESSES = 4
+PARALLEL_MIN_STIMULI = 500
 
 
 def import_limits() -> ImportLimits:
@@ -268,7 +275,10 @@ def generate_stimuli(stimulus_set_id: int) -> StimulusSet:
     """Mix, encode and store every stimulus of a set; safe to run again (a finished set
     is left as it is, an interrupted one is redone).
 
-    A failure removes what was written and records the error on the set.
+    Chunks of GENERATION_CHUNK pairs are mixed in one vectorised step (the set's mixing
+    method), PNG-encoded and written by worker processes (_PngWriter) while the next
+    chunk is mixed, and recorded with one bulk insert each, after which `done` is
+    updated. A failure removes what was written and records the error on the set.
     """
     stimulus_set = StimulusSet.objects.select_related("dataset").get(pk=stimulus_set_id)
     if stimulus_set.status == StimulusSet.Status.SUCCEEDED:
@@ -280,38 +290,164 @@ def generate_stimuli(stimulus_set_id: int) -> StimulusSet:
     lams = [float(x) for x in stimulus_set.lams]
     folder = f"stimuli/{stimulus_set.pk}"
     keys = [PairKey(p.class1, p.id1, p.class2, p.id2) for p in pairs]
+    writer = _PngWriter(folder, len(pairs) * len(lams))
+    done = 0
+
+    def record(job: tuple[list[Pair], np.ndarray, list[str], Future]) -> None:
+        nonlocal done
+        chunk, kept, names, written = job
+        stored, sizes = written.result()
+        per_pair = len(kept)
+        _insert_stimuli(
+            (
+                chunk[i // per_pair].pk,
+                float(kept[i % per_pair]),
+                name,
+                stored[i],
+                sizes[i],
+                new_stimulus_key(),
+            )
+            for i, name in enumerate(names)
+        )
+        done += len(names)
+        StimulusSet.objects.filter(pk=stimulus_set.pk).update(done=done)
+
     try:
         all_rows = locate_pairs(arrays, keys)
-        for start in range(0, len(pairs), GENERATION_CHUNK):
-            chunk = pairs[start : start + GENERATION_CHUNK]
-            chunk_keys = keys[start : start + GENERATION_CHUNK]
-            rows = all_rows[start : start + GENERATION_CHUNK]
-            mixed, kept = mix_pairs(
-                arrays.images[rows[:, 0]],
-                arrays.images[rows[:, 1]],
-                lams,
-                stimulus_set.mixing_policy,
-                seed=stimulus_set.seed + start,
-            )
-            jobs = [
-                (pair, key, float(lam), mixed[i, j])
-                for i, (pair, key) in enumerate(zip(chunk, chunk_keys, strict=True))
-                for j, lam in enumerate(kept)
-            ]
-            # Sequential on purpose: threads here lose to the GIL (measured in bench/stimuli.py).
-            stimuli = [_store_stimulus(folder, *job) for job in jobs]
-            Stimulus.objects.bulk_create(stimuli)
-            StimulusSet.objects.filter(pk=stimulus_set.pk).update(
-                done=start * len(lams) + len(stimuli)
-            )
+        with writer:
+            pending: deque = deque()
+            for start in range(0, len(pairs), GENERATION_CHUNK):
+                chunk = pairs[start : start + GENERATION_CHUNK]
+                rows = all_rows[start : start + GENERATION_CHUNK]
+                mixed, kept = mix_pairs(
+                    arrays.images[rows[:, 0]],
+                    arrays.images[rows[:, 1]],
+                    lams,
+                    stimulus_set.mixing_policy,
+                    seed=stimulus_set.seed + start,
+                )
+                names = [
+                    stimulus_name(float(lam), key)
+                    for key in keys[start : start + GENERATION_CHUNK]
+                    for lam in kept
+                ]
+                written = writer.submit(mixed.reshape((-1,) + mixed.shape[2:]), names)
+                pending.append((chunk, kept, names, written))
+                # Rows are written while the workers encode the next chunks.
+                if len(pending) > writer.ahead:
+                    record(pending.popleft())
+            while pending:
+                record(pending.popleft())
     except Exception as exc:
         logger.exception("stimulus set %s failed", stimulus_set.pk)
         _delete_stimuli(stimulus_set)
+        writer.delete_written()
         StimulusSet.objects.filter(pk=stimulus_set.pk).update(status="failed", error=str(exc))
         raise
     StimulusSet.objects.filter(pk=stimulus_set.pk).update(status="succeeded")
     stimulus_set.refresh_from_db()
     return stimulus_set
+
+
+def _insert_stimuli(rows: Iterable[tuple[int, float, str, str, int, str]]) -> None:
+    """Insert (pair id, lam, name, image, size_bytes, key) rows in one statement batch.
+
+    Plain parameterised SQL: building a model instance per row cost the generator more
+    than encoding the images (bench/stimuli.py). Every column Stimulus has is given.
+    """
+    fields = [
+        Stimulus._meta.get_field(f) for f in ("pair", "lam", "name", "image", "size_bytes", "key")
+    ]
+    quote = connection.ops.quote_name
+    sql = (
+        f"INSERT INTO {quote(Stimulus._meta.db_table)} "
+        f"({', '.join(quote(f.column) for f in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))})"
+    )
+    with transaction.atomic(), connection.cursor() as cursor:  # one commit, not one a row
+        cursor.executemany(sql, list(rows))
+
+
+class _PngWriter:
+    """Encodes and stores stimulus PNGs for generate_stimuli.
+
+    With a file-system storage, more than one CPU and at least PARALLEL_MIN_STIMULI
+    images, worker processes encode and write the files (Pillow's encoder holds the
+    GIL, so threads do not help); otherwise they are encoded here and saved through
+    the storage. Either way the bytes are encode_png's, under the storage names
+    `folder/name`. `submit` returns a future of (stored names, byte sizes).
+    """
+
+    def __init__(self, folder: str, total: int) -> None:
+        self.folder = folder
+        self.written: list[str] = []
+        self.pool: ProcessPoolExecutor | None = None
+        workers = min(len(os.sched_getaffinity(0)), GENERATION_PROCESSES)
+        self.parallel = (
+            isinstance(default_storage, FileSystemStorage)
+            and workers > 1
+            and total >= PARALLEL_MIN_STIMULI
+        )
+        self.workers = workers if self.parallel else 1
+        self.ahead = 2 * self.workers  # chunks in flight before rows are written
+
+    def __enter__(self) -> _PngWriter:
+        if self.parallel:
+            # forkserver: workers start from a clean process, never a copy of this one
+            # with its database connection and threads.
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["datasets.imaging"])
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=context)
+            os.makedirs(default_storage.path(self.folder), exist_ok=True)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, images: np.ndarray, names: list[str]) -> Future:
+        stored = [f"{self.folder}/{name}" for name in names]
+        self.written += stored
+        if self.pool is not None:
+            base = default_storage.path(self.folder)
+            # Names are one path segment (stimulus_name); anything else takes the
+            # storage's own checked join.
+            paths = [
+                os.path.join(base, name)
+                if "/" not in name and name not in (".", "..")
+                else default_storage.path(full)
+                for name, full in zip(names, stored, strict=True)
+            ]
+            sizes = self.pool.submit(
+                write_pngs, images, paths, default_storage.file_permissions_mode
+            )
+            future: Future = Future()
+            sizes.add_done_callback(lambda f: _settle(future, f, stored))
+            return future
+        future = Future()
+        try:
+            datas = [encode_png(image) for image in images]
+            saved = [
+                default_storage.save(n, ContentFile(d)) for n, d in zip(stored, datas, strict=True)
+            ]
+            self.written += saved
+            future.set_result((saved, [len(d) for d in datas]))
+        except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
+            future.set_exception(exc)
+        return future
+
+    def delete_written(self) -> None:
+        """Remove every file this writer may have written (after a failure)."""
+        for name in set(self.written):
+            default_storage.delete(name)
+
+
+def _settle(future: Future, sizes: Future, stored: list[str]) -> None:
+    exc = sizes.exception()
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result((stored, sizes.result()))
 
 
 def _store_stimulus(
