@@ -1,6 +1,6 @@
 """Validation of what participants send with each answer: the envelope every
-interface shares, and one reader per interface that checks the answer against what
-its trial showed and returns what is stored.
+interface shares and the field readers the interfaces' answer checks use (each
+interface's own check is its module's read_answer, elicitation.interfaces).
 
 Plain functions rather than DRF serializers: this runs for every saved answer, and a
 serializer deep-copies its fields each time one is built, which was a quarter of a
@@ -19,9 +19,6 @@ from typing import Any
 from django.utils.crypto import salted_hmac
 
 from datasets.naming import format_lam
-
-from .models import Interface
-from .soft_labels import top2_clamp
 
 LAM_TOLERANCE = 1e-6
 MAX_RT_MS = 24 * 3600 * 1000
@@ -121,6 +118,16 @@ def text(
     return _as_text(name, value, max_length)
 
 
+def value_of(data: dict, name: str) -> Any:
+    """A required, non-null field's raw value; raises AnswerError."""
+    return _value(data, name, required=True, nullable=False)
+
+
+def as_text(name: str, value: Any, max_length: int) -> str:
+    """A non-blank string of at most max_length characters; raises AnswerError."""
+    return _as_text(name, value, max_length)
+
+
 def _as_text(name: str, value: Any, max_length: int) -> str:
     if not isinstance(value, str):
         raise AnswerError(f"{name}: Not a valid string.")
@@ -201,14 +208,15 @@ def read_envelope(payload: dict) -> Envelope:
     )
 
 
-# --- The interfaces' answers -----------------------------------------------------------
+# --- What an interface's answer check sees and returns ------------------------------------
 
 
 @dataclass(frozen=True)
 class TrialContext:
     """What the trial showed: its entry in the session's trial order, the stimulus
     set's lam grid, the dataset's class names, the study's soft-label gamma, and the
-    session's id and the trial's index (which a Select-Shuffled trial's ids derive from)."""
+    session's id and the trial's index (which a Select-Shuffled trial's ids derive from),
+    and the lam of the stimulus it showed (None for grid trials)."""
 
     trial: dict
     grid: list[float]
@@ -216,6 +224,7 @@ class TrialContext:
     soft_label_gamma: float
     session_id: int
     trial_index: int
+    stimulus_lam: float | None = None  # the shown stimulus's lam (single interfaces)
 
 
 @dataclass(frozen=True)
@@ -233,37 +242,12 @@ def grid_index(value: float, grid: list[float]) -> int:
     raise AnswerError(f"lam {value} is not on the grid {grid}")
 
 
-def _grid_step(name: str, value: Any, grid: list[float]) -> int:
+def grid_step(name: str, value: Any, grid: list[float]) -> int:
+    """A step index on the grid (0 = its first lam); raises AnswerError."""
     step = _as_integer(name, value)
     if not 0 <= step < len(grid):
         raise AnswerError(f"{name}: step {step} is not on the grid (0 to {len(grid) - 1})")
     return step
-
-
-def read_construct(data: dict, context: TrialContext) -> Answer:
-    """The page knows the grid's steps (0 = lam 0.0, the last = lam 1.0), never their
-    lams, so it answers in steps: where it started, where it ended, every step shown
-    in order. Stored in lams, as H-Mix records them."""
-    grid = context.grid
-    start = _grid_step("start_step", _value(data, "start_step", True, False), grid)
-    final = _grid_step("final_step", _value(data, "final_step", True, False), grid)
-    steps = listing(
-        data, "steps", lambda n, v: _grid_step(n, v, grid), min_length=1, max_length=500
-    )
-    if start != grid_index(context.trial["start_lam"], grid):
-        raise AnswerError("start_step is not the step this trial started at")
-    if steps[0] != start:
-        raise AnswerError("steps must begin at start_step")
-    if steps[-1] != final:
-        raise AnswerError("steps must end at final_step")
-    if any(abs(b - a) != 1 for a, b in zip(steps, steps[1:], strict=False)):
-        raise AnswerError("steps may only move one grid step at a time")
-    response = {
-        "start_lam": grid[start],
-        "final_lam": grid[final],
-        "history": [grid[i] for i in steps],
-    }
-    return Answer(response, grid[final])
 
 
 CHOICE_SALT = "elicitation.select-shuffled-choice"
@@ -280,116 +264,3 @@ def choice_ids(session_id: int, trial_index: int, lams: Sequence[float]) -> list
         ).hexdigest()[:16]
         for lam in lams
     ]
-
-
-def _choice_id(name: str, value: Any) -> str:
-    return _as_text(name, value, max_length=64)
-
-
-def read_select_shuffled(data: dict, context: TrialContext) -> Answer:
-    """The page answers with the chosen image's id and the ids in the order it showed
-    them (choice_ids); stored as the chosen lam and that order in lams."""
-    chosen = text(data, "choice", max_length=64)
-    order_shown = listing(data, "order_shown", _choice_id, max_length=100)
-    shown = context.trial["order"]
-    ids = choice_ids(context.session_id, context.trial_index, shown)
-    if order_shown != ids:
-        raise AnswerError("order_shown is not the order this trial showed")
-    if chosen not in ids:
-        raise AnswerError("choice: not one of this trial's images")
-    lam = context.grid[grid_index(shown[ids.index(chosen)], context.grid)]
-    return Answer({"chosen_lam": lam, "order_shown": list(shown)}, lam)
-
-
-def read_infer(data: dict, context: TrialContext) -> Answer:
-    """Slider from "100% class 1" (0) to "100% class 2" (100), and a confidence slider.
-    The page sends `touched` flags; an untouched slider is refused, as the participant
-    was asked to move it (a deliberate click or key at the start counts as touching it).
-
-    The mixing slider starts where the trial said (`slider_start` in the session's
-    trial order: 50, or random per trial; 50 for sessions from before it was kept).
-    The page may send the start it showed, which must be that one; the served start
-    is stored with the answer either way."""
-    slider = integer(data, "slider", 0, 100)
-    confidence = integer(data, "confidence", 0, 100)
-    slider_touched = boolean(data, "slider_touched")
-    confidence_touched = boolean(data, "confidence_touched")
-    if not (slider_touched and confidence_touched):
-        raise AnswerError("both sliders must be moved before answering")
-    served_start = context.trial.get("slider_start", 50)
-    shown_start = integer(data, "slider_start", 0, 100, required=False)
-    if shown_start is not None and shown_start != served_start:
-        raise AnswerError("slider_start is not where this trial's slider started")
-    perceived = round(1.0 - slider / 100.0, 4)
-    response = {
-        "slider": slider,
-        "confidence": confidence,
-        "slider_touched": slider_touched,
-        "confidence_touched": confidence_touched,
-        "slider_start": served_start,
-        "perceived_lam": perceived,
-    }
-    return Answer(response, perceived, confidence / 100.0)
-
-
-def _class_name(name: str, value: Any) -> str:
-    return _as_text(name, value, max_length=50)
-
-
-def read_soft_label(data: dict, context: TrialContext) -> Answer:
-    """Most probable class and its probability, an optional second class, the
-    impossible classes; stored with its Top-2 Clamp soft label."""
-    first = text(data, "first_class", max_length=50)
-    first_prob = number(data, "first_prob", 0, 100)
-    second = text(data, "second_class", max_length=50, required=False, nullable=True)
-    second_prob = number(data, "second_prob", 0, 100, required=False, nullable=True)
-    impossible = listing(data, "impossible", _class_name, required=False) or []
-    names = list(context.class_names)
-    unknown = [c for c in [first, second, *impossible] if c and c not in names]
-    if unknown:
-        raise AnswerError(f"unknown classes: {unknown}")
-    if first_prob <= 0:
-        raise AnswerError("the most probable class needs a probability > 0")
-    if second is None and second_prob not in (None, 0):
-        raise AnswerError("a second probability needs a second class")
-    if second is not None:
-        if second == first:
-            raise AnswerError("the second class must differ from the first")
-        if second_prob is None:
-            raise AnswerError("give the second class a probability")
-        if second_prob > first_prob:
-            raise AnswerError("the second class cannot be more probable than the first")
-    if {first, second} & set(impossible):
-        raise AnswerError("a chosen class cannot also be impossible")
-    if len(set(impossible)) != len(impossible):
-        raise AnswerError("an impossible class is listed twice")
-    gamma = context.soft_label_gamma
-    label = top2_clamp(
-        len(names),
-        names.index(first),
-        first_prob / 100.0,
-        names.index(second) if second else None,
-        (second_prob or 0.0) / 100.0,
-        [names.index(c) for c in impossible],
-        gamma=gamma,
-    )
-    response = {
-        "first_class": first,
-        "first_prob": first_prob,
-        "second_class": second,
-        "second_prob": second_prob if second else None,
-        "impossible": impossible,
-        "soft_label": [round(float(x), 10) for x in label],
-        "gamma": gamma,
-    }
-    return Answer(response, None)
-
-
-ANSWER_READERS: dict[str, Callable[[dict, TrialContext], Answer]] = {
-    Interface.CONSTRUCT: read_construct,
-    Interface.SELECT_SHUFFLED: read_select_shuffled,
-    Interface.INFER: read_infer,
-    Interface.SOFT_LABEL: read_soft_label,
-}
-# Interfaces whose answer carries its own confidence slider.
-OWN_CONFIDENCE = {Interface.INFER}

@@ -8,14 +8,14 @@ from django.db.models import Prefetch, QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from datasets.models import Stimulus
 
-from . import reports
+from . import hmix, reports
 from .exports import FORMATS, export_response, streaming_export
 from .filters import ConditionFilter, JudgmentFilter, ParticipantFilter, StimulusFilter
 from .models import Condition, Judgment, Participant, Session, Study
@@ -136,7 +136,10 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet):
     def export_hmix(self, request: Request, slug: str):
         """The study's judgments as a CSV with the column names of the H-Mix files."""
         study = self.get_object()
-        header = reports.HMIX_COLUMNS[study.interface]
+        try:
+            header = hmix.hmix_columns(study.interface)
+        except hmix.NoHmixLayout as error:
+            raise NotFound(str(error)) from None
         return streaming_export(
             "csv",
             f"{study.slug}-hmix",

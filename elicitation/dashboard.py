@@ -13,8 +13,8 @@ from django.views.decorators.http import require_POST
 
 from hillmix_site.permissions import admin_permission_required
 
-from . import plots, reports, services
-from .models import GRID_INTERFACES, Interface, Session, Study
+from . import interfaces, reports, services
+from .models import Session, Study
 
 
 def _context(request: HttpRequest, **extra) -> dict:
@@ -66,19 +66,6 @@ def participant_link(request: HttpRequest, study: Study) -> str:
     return url + RECRUITER_PLACEHOLDERS
 
 
-def _soft_label_charts(study: Study, include_excluded: bool) -> list[str]:
-    """Soft labels have no perceived lam: the mean label per stimulus, its entropy and
-    its agreement with the mixup label, each against the stimulus's true lam."""
-    rows = reports.soft_label_summary(study, include_excluded)
-    if not rows:
-        return []
-    return [
-        plots.soft_label_bars(rows, "Mean soft label per stimulus"),
-        plots.soft_label_entropy(rows, "Entropy of the mean label vs true lam"),
-        plots.soft_label_agreement(rows, "Agreement with the mixup label vs true lam"),
-    ]
-
-
 @staff_member_required
 @admin_permission_required("elicitation.view_study")
 def study_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
@@ -88,31 +75,7 @@ def study_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
     except ValueError as error:
         return HttpResponseBadRequest(str(error))
     progress = reports.study_progress(study)
-    charts = []
-    if study.interface in GRID_INTERFACES:
-        distribution = reports.midpoint_distribution(Study.objects.filter(pk=study.pk), include)
-        if study.interface in distribution:
-            charts.append(
-                plots.midpoint_histogram(
-                    distribution[study.interface]["counts"],
-                    f"Chosen midpoints ({study.get_interface_display()})",
-                )
-            )
-    elif study.interface == Interface.SOFT_LABEL:
-        charts += _soft_label_charts(study, include)
-    else:
-        perceived = reports.perceived_by_true_lam(study, include)
-        if perceived and study.interface == Interface.INFER:
-            charts.append(
-                plots.mean_std_plot(
-                    perceived, "perceived lam", "Perceived vs true lam", diagonal=True
-                )
-            )
-        confidence = reports.confidence_by_true_lam(study, include)
-        if confidence:
-            charts.append(
-                plots.mean_std_plot(confidence, "mean confidence", "Confidence vs true lam")
-            )
+    charts = interfaces.get(study.interface).dashboard_charts(study, include)
     thresholds = _thresholds(request)
     context = _context(
         request,
@@ -152,11 +115,22 @@ def import_hmix(request: HttpRequest) -> HttpResponse:
 
     from .tasks import import_hmix as import_task
 
+    from django.core.exceptions import ValidationError
+
+    from datasets.services import resolve_import_path
+
     default = Path(settings.SHARED_DATA_DIR) / "hmix"
     if request.method == "POST":
-        folder = Path(request.POST.get("folder") or default)
-        if not (folder / "hmix_construct_midpoint.csv").exists():
-            messages.error(request, f"{folder} does not hold the H-Mix CSV files.")
+        given = request.POST.get("folder") or str(default)
+        # One answer for missing, outside the import folders and not H-Mix, so the form
+        # tells nobody which server files exist.
+        refusal = f"{given} is not a folder of H-Mix files in the import folders."
+        try:
+            folder = resolve_import_path(given, folder=True)
+        except ValidationError:
+            folder = None
+        if folder is None or not (folder / "hmix_construct_midpoint.csv").is_file():
+            messages.error(request, refusal)
         else:
             import_task.delay(str(folder))
             messages.success(

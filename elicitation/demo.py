@@ -11,7 +11,8 @@ from django.db import transaction
 from datasets.models import Dataset, StimulusSet
 from datasets.services import create_stimulus_set, generate_stimuli, import_dataset
 
-from .models import GRID_INTERFACES, Interface, Study
+from . import interfaces
+from .models import Study
 from .services import build_conditions
 
 DEMO_DATASET = "demo-digits"
@@ -76,36 +77,28 @@ DEMO_QUIZ = [
         "answer": 1,
     },
 ]
-DEMO_STUDIES = {
-    "demo-construct": {
-        "title": "Blended digits: find the halfway image",
-        "interface": Interface.CONSTRUCT,
-        "ask_confidence": True,
-    },
-    "demo-select": {
-        "title": "Blended digits: pick the halfway image",
-        "interface": Interface.SELECT_SHUFFLED,
-        "ask_confidence": False,
-    },
-    "demo-infer": {
-        "title": "Blended digits: how much of each?",
-        "interface": Interface.INFER,
-        "ask_confidence": False,
-    },
-    "demo-soft-label": {
-        "title": "Blended digits: which digit is it?",
-        "interface": Interface.SOFT_LABEL,
-        "ask_confidence": False,
-    },
-}
+
+
+def demo_studies() -> dict[str, dict]:
+    """slug -> fields of the demo study of every interface that has one (its spec's
+    `demo`: slug, title, ask_confidence)."""
+    return {
+        spec.demo["slug"]: {
+            "title": spec.demo["title"],
+            "interface": spec.name,
+            "ask_confidence": spec.demo.get("ask_confidence", False),
+        }
+        for spec in interfaces.all()
+        if spec.demo
+    }
 
 
 def ensure_demo_studies(sets: dict[str, StimulusSet]) -> list[Study]:
     studies = []
-    for slug, spec in DEMO_STUDIES.items():
+    for slug, spec in demo_studies().items():
         study = Study.objects.filter(slug=slug).first()
         if study is None:
-            grid = spec["interface"] in GRID_INTERFACES
+            grid = interfaces.get(spec["interface"]).grid
             study = Study.objects.create(
                 slug=slug,
                 stimulus_set=sets["demo-grid" if grid else "demo-single"],

@@ -1,34 +1,20 @@
 """Reading the published H-Mix jsPsych exports into plain trials. Pure Python.
 
-Each reader returns the trials of one interface in file order, in the shape our
-Judgment rows use (response payloads of elicitation.answers), plus what is
-needed to write them back in the H-Mix column layout.
+Each interface with an H-Mix file holds its mapping (elicitation.interfaces, the
+`hmix` of its spec: file, task, columns, reader, response columns); this module holds
+what they share. Each reader returns the trials of one interface in file order, in the
+shape our Judgment rows use, plus what is needed to write them back in the H-Mix
+column layout.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets.naming import PairKey, parse_pair_name
-from datasets.sources import CIFAR10_CLASSES
+from datasets.naming import PairKey
 
-from .soft_labels import DEFAULT_GAMMA, top2_clamp
-
-FILES = {
-    "construct": "hmix_construct_midpoint.csv",
-    "select_shuffled": "hmix_select_shuffled_midpoint.csv",
-    "infer": "hmix_infer_mixing_factor.csv",
-    "soft_label": "hmix_categorical_soft_labels.csv",
-}
-TASKS = {
-    "construct": "select_create",
-    "select_shuffled": "select_shuffled",
-    "infer": "rate_mixture",
-    "soft_label": "spec_conf",
-}
 REPEAT_PREFIX = "rerun_"
 
 
@@ -47,24 +33,71 @@ class HmixTrial:
     confidence: float | None
 
 
+class NoHmixLayout(LookupError):
+    """The interface has no file in the published H-Mix data."""
+
+
+def mapping(interface: str):
+    """The H-Mix mapping of an interface; raises NoHmixLayout (or LookupError for an
+    unknown interface)."""
+    from . import interfaces
+
+    spec = interfaces.get(interface)
+    if spec.hmix is None:
+        raise NoHmixLayout(f"{spec.label} has no H-Mix file layout")
+    return spec.hmix
+
+
+def interfaces_with_hmix() -> list[str]:
+    """The interfaces the published H-Mix data has a file of, in registry order."""
+    from . import interfaces
+
+    return [s.name for s in interfaces.all() if s.hmix is not None]
+
+
+def __getattr__(name: str) -> dict:
+    # READERS, FILES, TASKS by interface, built from the registry when asked for, and
+    # read_<interface>, each interface's reader.
+    if name.startswith("read_"):
+        try:
+            return mapping(name.removeprefix("read_")).read
+        except LookupError:
+            raise AttributeError(name) from None
+    built = {
+        "READERS": lambda m: m.read,
+        "FILES": lambda m: m.file,
+        "TASKS": lambda m: m.task,
+    }.get(name)
+    if built is None:
+        raise AttributeError(name)
+    return {i: built(mapping(i)) for i in interfaces_with_hmix()}
+
+
+def hmix_columns(interface: str) -> list[str]:
+    """The column layout of the interface's H-Mix file; raises NoHmixLayout."""
+    return mapping(interface).columns
+
+
 def task_name(interface: str, is_repeat: bool) -> str:
-    return (REPEAT_PREFIX if is_repeat else "") + TASKS[interface]
+    return (REPEAT_PREFIX if is_repeat else "") + mapping(interface).task
 
 
-def _rows(folder: Path, interface: str) -> list[dict]:
-    path = Path(folder) / FILES[interface]
+def rows(folder: Path, hmix_mapping) -> list[dict]:
+    """The rows of a mapping's file that belong to its task (and its repeats)."""
+    path = Path(folder) / hmix_mapping.file
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing")
-    wanted = {TASKS[interface], REPEAT_PREFIX + TASKS[interface]}
+    wanted = {hmix_mapping.task, REPEAT_PREFIX + hmix_mapping.task}
     with path.open(newline="") as handle:
         return [row for row in csv.DictReader(handle) if row.get("task") in wanted]
 
 
-def _pair_from_ids(row: dict) -> PairKey:
+def pair_from_ids(row: dict) -> PairKey:
     return PairKey(row["label1"], int(float(row["id1"])), row["label2"], int(float(row["id2"])))
 
 
-def _common(row: dict, interface: str) -> dict:
+def common(row: dict, interface: str) -> dict:
+    """The HmixTrial fields every interface's row has."""
     return {
         "interface": interface,
         "subject": row["subject"],
@@ -75,141 +108,14 @@ def _common(row: dict, interface: str) -> dict:
     }
 
 
-def read_construct(folder: Path) -> list[HmixTrial]:
-    trials = []
-    for row in _rows(folder, "construct"):
-        start, final = float(row["start_value"]), float(row["final_value"])
-        trials.append(
-            HmixTrial(
-                **_common(row, "construct"),
-                pair=parse_pair_name(row["class_pair"]),
-                stimulus_lam=None,
-                lam=final,
-                confidence=None,
-                # The export kept no step history: only where the participant started and ended.
-                response={"start_lam": start, "final_lam": final, "history": None},
-            )
-        )
-    return trials
+def hmix_response_fields(interface: str, response: dict, pair: str = "") -> dict:
+    """The interface-specific H-Mix columns for one of our stored responses; raises
+    NoHmixLayout for an interface without an H-Mix file."""
+    return mapping(interface).fields(response, pair)
 
 
-def read_select_shuffled(folder: Path) -> list[HmixTrial]:
-    trials = []
-    for row in _rows(folder, "select_shuffled"):
-        chosen = float(json.loads(row["response"])["select"].removeprefix("select"))
-        trials.append(
-            HmixTrial(
-                **_common(row, "select_shuffled"),
-                pair=parse_pair_name(row["class_pair"]),
-                stimulus_lam=None,
-                lam=chosen,
-                confidence=None,
-                response={"chosen_lam": chosen, "order_shown": None},
-            )
-        )
-    return trials
+def soft_label_answer(raw: dict, *args, **kwargs) -> dict:
+    """The H-Mix soft-label response in our schema (interfaces.soft_label)."""
+    from .interfaces.soft_label import soft_label_answer as answer
 
-
-def read_infer(folder: Path) -> list[HmixTrial]:
-    trials = []
-    for row in _rows(folder, "infer"):
-        answer = json.loads(row["responses"])
-        slider, confidence = int(answer["mixingcoeff"]), int(answer["confidence"])
-        perceived = 1.0 - slider / 100.0
-        trials.append(
-            HmixTrial(
-                **_common(row, "infer"),
-                pair=_pair_from_ids(row),
-                stimulus_lam=float(row["mixtureCoeff"]),
-                lam=perceived,
-                confidence=confidence / 100.0,
-                response={"slider": slider, "confidence": confidence, "perceived_lam": perceived},
-            )
-        )
-    return trials
-
-
-def soft_label_answer(
-    raw: dict, classes: tuple[str, ...] = CIFAR10_CLASSES, gamma: float = DEFAULT_GAMMA
-) -> dict:
-    """The H-Mix response JSON in our soft-label schema, with its Top-2 Clamp label."""
-    first = raw["classSelect"].removeprefix("mostProb")
-    second = raw.get("classSelect2", "secondProbNo").removeprefix("secondProb")
-    second = None if second == "No" else second
-    p1 = float(raw["prob"])
-    # Kept as recorded: a few answers say "no second class" yet carry a prob2.
-    p2 = float(raw["prob2"]) if raw.get("prob2") not in (None, "") else None
-    impossible = [k.removeprefix("improbClassSelect") for k in raw if k.startswith("improbClass")]
-    label = top2_clamp(
-        len(classes),
-        classes.index(first),
-        p1 / 100.0,
-        classes.index(second) if second else None,
-        (p2 or 0.0) / 100.0 if second else 0.0,
-        [classes.index(c) for c in impossible],
-        gamma=gamma,
-    )
-    return {
-        "first_class": first,
-        "first_prob": p1,
-        "second_class": second,
-        "second_prob": p2,
-        "impossible": impossible,
-        "soft_label": [float(x) for x in label],
-        "gamma": gamma,
-    }
-
-
-def read_soft_label(folder: Path) -> list[HmixTrial]:
-    trials = []
-    for row in _rows(folder, "soft_label"):
-        trials.append(
-            HmixTrial(
-                **_common(row, "soft_label"),
-                pair=_pair_from_ids(row),
-                stimulus_lam=float(row["mixtureCoeff"]),
-                lam=None,
-                confidence=None,
-                response=soft_label_answer(json.loads(row["response"])),
-            )
-        )
-    return trials
-
-
-READERS = {
-    "construct": read_construct,
-    "select_shuffled": read_select_shuffled,
-    "infer": read_infer,
-    "soft_label": read_soft_label,
-}
-
-
-def hmix_response_fields(interface: str, response: dict) -> dict:
-    """The interface-specific H-Mix columns for one of our stored responses."""
-    if interface == "construct":
-        return {"start_value": response["start_lam"], "final_value": response["final_lam"]}
-    if interface == "select_shuffled":
-        return {
-            "response": json.dumps(
-                {"select": f"select{response['chosen_lam']}"}, separators=(",", ":")
-            )
-        }
-    if interface == "infer":
-        return {
-            "responses": json.dumps(
-                {"mixingcoeff": response["slider"], "confidence": response["confidence"]},
-                separators=(",", ":"),
-            )
-        }
-    raw = {
-        "classSelect": "mostProb" + response["first_class"],
-        "prob": _number_text(response["first_prob"]),
-        "classSelect2": "secondProb" + (response["second_class"] or "No"),
-        "prob2": "" if response["second_prob"] is None else _number_text(response["second_prob"]),
-    }
-    raw.update({f"improbClassSelect{c}": "1" for c in response["impossible"]})
-    return {"response": json.dumps(raw, separators=(",", ":"))}
-
-
-def _number_text(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
+    return answer(raw, *args, **kwargs)

@@ -6,15 +6,11 @@ from django.db import models
 
 from datasets.models import Pair, Stimulus, StimulusSet
 
+from . import interfaces
 
-class Interface(models.TextChoices):
-    CONSTRUCT = "construct", "Construct"
-    SELECT_SHUFFLED = "select_shuffled", "Select-Shuffled"
-    INFER = "infer", "Infer mixing factor with uncertainty"
-    SOFT_LABEL = "soft_label", "Soft categorical label"
-
-
-GRID_INTERFACES = {Interface.CONSTRUCT, Interface.SELECT_SHUFFLED}
+# An interface is stored by its registry name; the fields' choices are the registry's
+# (a callable, so a new interface module changes no migration).
+INTERFACE_MAX_LENGTH = 20
 
 
 def new_public_id() -> str:
@@ -63,7 +59,7 @@ class Study(models.Model):
 
     slug = models.SlugField(max_length=80, unique=True)
     title = models.CharField(max_length=200)
-    interface = models.CharField(max_length=20, choices=Interface.choices)
+    interface = models.CharField(max_length=INTERFACE_MAX_LENGTH, choices=interfaces.choices)
     stimulus_set = models.ForeignKey(StimulusSet, on_delete=models.PROTECT, related_name="studies")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
     consent_text = models.TextField(help_text="Shown above the consent boxes (plain text).")
@@ -131,7 +127,7 @@ class Study(models.Model):
 
     @property
     def is_grid(self) -> bool:
-        return self.interface in GRID_INTERFACES
+        return interfaces.get(self.interface).grid
 
     def clean(self) -> None:
         """A study that can run: a valid participant flow (study_rules.flow_errors) and,
@@ -285,7 +281,7 @@ class Judgment(models.Model):
         Study, on_delete=models.PROTECT, related_name="judgments", db_index=False
     )
     trial_index = models.PositiveIntegerField()
-    interface = models.CharField(max_length=20, choices=Interface.choices)
+    interface = models.CharField(max_length=INTERFACE_MAX_LENGTH, choices=interfaces.choices)
     pair = models.ForeignKey(Pair, on_delete=models.PROTECT)
     stimulus = models.ForeignKey(Stimulus, on_delete=models.PROTECT, null=True, blank=True)
     is_repeat = models.BooleanField(default=False)

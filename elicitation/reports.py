@@ -20,8 +20,8 @@ from django.utils import timezone
 
 from datasets.models import Pair, Stimulus
 
-from . import analytics
-from .models import GRID_INTERFACES, Interface, Judgment, Session, Study
+from . import analytics, interfaces
+from .models import Judgment, Session, Study
 
 
 def counted(judgments: QuerySet[Judgment], include_excluded: bool = False) -> QuerySet[Judgment]:
@@ -166,7 +166,7 @@ def midpoint_distribution_in_python(
 ) -> dict:
     """Per grid interface: how often each lam was chosen as the 50/50 point."""
     result = {}
-    for interface in sorted(GRID_INTERFACES):
+    for interface in sorted(interfaces.names(grid=True)):
         lams, grid = [], set()
         for study in studies.filter(interface=interface).select_related("stimulus_set"):
             grid.update(float(x) for x in study.stimulus_set.lams)
@@ -362,7 +362,7 @@ def midpoint_distribution(studies: QuerySet[Study], include_excluded: bool = Fal
     if not _in_database():
         return midpoint_distribution_in_python(studies, include_excluded)
     result = {}
-    for interface in sorted(GRID_INTERFACES):
+    for interface in sorted(interfaces.names(grid=True)):
         of_interface = studies.filter(interface=interface)
         grid = {
             round(float(x), 6)
@@ -470,7 +470,7 @@ def midpoint_means(studies: QuerySet[Study], include_excluded: bool = False) -> 
     repeats included) and its 95% t interval (analytics.mean_interval). H-Mix: 0.522
     Construct, 0.511 Select-Shuffled."""
     result = {}
-    for interface in sorted(GRID_INTERFACES):
+    for interface in sorted(interfaces.names(grid=True)):
         judgments = counted(
             Judgment.objects.filter(
                 study__in=studies.filter(interface=interface).values("pk"), lam__isnull=False
@@ -492,7 +492,7 @@ def midpoint_means(studies: QuerySet[Study], include_excluded: bool = False) -> 
         if n:
             low, high = analytics.mean_interval(mean, std, n)
             result[interface] = {
-                "label": Interface(interface).label,
+                "label": interfaces.get(interface).label,
                 "n": n,
                 "mean": mean,
                 "low": low,
@@ -660,52 +660,11 @@ def export_rows(judgments: QuerySet[Judgment]) -> Iterator[tuple]:
     return export_queryset(judgments).iterator(chunk_size=EXPORT_CHUNK)
 
 
-HMIX_COLUMNS = {
-    Interface.CONSTRUCT: [
-        "subject",
-        "condition",
-        "rt",
-        "task",
-        "class_pair",
-        "start_value",
-        "final_value",
-    ],
-    Interface.SELECT_SHUFFLED: ["subject", "condition", "rt", "task", "class_pair", "response"],
-    Interface.INFER: [
-        "subject",
-        "condition",
-        "rt",
-        "task",
-        "responses",
-        "filename",
-        "label1",
-        "label2",
-        "mixtureCoeff",
-        "id1",
-        "id2",
-        "class_pair",
-    ],
-    Interface.SOFT_LABEL: [
-        "subject",
-        "condition",
-        "rt",
-        "task",
-        "response",
-        "filename",
-        "label1",
-        "label2",
-        "mixtureCoeff",
-        "id1",
-        "id2",
-    ],
-}
-
-
 def hmix_rows(study: Study, include_excluded: bool = False) -> Iterator[list]:
     """The study's judgments in the column layout of the H-Mix CSV for its interface."""
-    from .hmix import hmix_response_fields, task_name
+    from .hmix import hmix_columns, hmix_response_fields, task_name
 
-    columns = HMIX_COLUMNS[study.interface]
+    columns = hmix_columns(study.interface)
     rows = (
         study_judgments(study, include_excluded)
         .order_by("session__started_at", "session_id", "trial_index")
@@ -750,8 +709,6 @@ def hmix_rows(study: Study, include_excluded: bool = False) -> Iterator[list]:
             "mixtureCoeff": true_lam,
             "id1": id1,
             "id2": id2,
-            **hmix_response_fields(study.interface, response),
+            **hmix_response_fields(study.interface, response, pair),
         }
-        if study.interface == Interface.INFER:
-            values["class_pair"] = f"{pair}.png"
         yield [values[c] for c in columns]

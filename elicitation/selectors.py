@@ -12,11 +12,10 @@ from django.utils import timezone
 
 from datasets.models import Pair, Stimulus, stimulus_url
 
-from .answers import choice_ids, grid_index
+from . import interfaces
 from .models import (
     Condition,
     ConditionItem,
-    Interface,
     Participant,
     Session,
     Study,
@@ -111,6 +110,7 @@ class TrialItem:
     class1: str
     class2: str
     images: dict[float, str]  # lam -> opaque URL: the pair's grid, or the one stimulus shown
+    stimulus_lam: float | None = None  # the shown stimulus's lam (single interfaces)
 
 
 class StudyCatalog:
@@ -157,6 +157,7 @@ class StudyCatalog:
                 class2=row.pair.class2,
                 images=grids.get(row.pair_id)
                 or {round(row.stimulus.lam, 4): row.stimulus.served_url},
+                stimulus_lam=row.stimulus.lam if row.stimulus_id else None,
             )
             for row in rows
         }
@@ -294,9 +295,7 @@ def next_trial(live: LiveSession) -> dict | None:
     Blind: nothing beyond what the page shows on purpose (DESIGN section 7). Images
     come under opaque URLs; no lam, no pair or source ids. The two classes are named
     where the interface names them (not for Soft categorical label, which offers all
-    classes). Construct gets its grid in step order and its starting step; Select-
-    Shuffled gets the images in the order shown, each with an id that only the server
-    maps back to its lam (answers.choice_ids)."""
+    classes); the rest is the interface's (its spec's `serve`)."""
     session, study = live.session, live.catalog.study
     if session.state != Session.State.TRIALS or session.position >= session.trial_count:
         return None
@@ -308,25 +307,10 @@ def next_trial(live: LiveSession) -> dict | None:
         "interface": study.interface,
         "ask_confidence": study.ask_confidence,
     }
-    if study.interface != Interface.SOFT_LABEL:
+    interface = interfaces.get(study.interface)
+    if interface.names_classes:
         trial["class1"], trial["class2"] = item.class1, item.class2
-    if study.interface == Interface.CONSTRUCT:
-        grid = live.catalog.grid
-        trial["images"] = [{"url": item.images[round(lam, 4)]} for lam in grid]
-        trial["start_step"] = grid_index(spec["start_lam"], grid)
-    elif study.interface == Interface.SELECT_SHUFFLED:
-        order = spec["order"]
-        ids = choice_ids(session.pk, session.position, order)
-        trial["images"] = [
-            {"choice": choice, "url": item.images[round(lam, 4)]}
-            for choice, lam in zip(ids, order, strict=True)
-        ]
-    else:
-        [trial["image"]] = item.images.values()
-        if study.interface == Interface.SOFT_LABEL:
-            trial["class_names"] = study.stimulus_set.dataset.class_names
-    if study.interface == Interface.INFER:
-        trial["slider_start"] = spec.get("slider_start", 50)  # 50: sessions from before
+    interface.serve(trial, spec, item, live.catalog.grid, session)
     return trial
 
 

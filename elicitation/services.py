@@ -19,9 +19,8 @@ from django.utils import timezone
 
 from datasets.selectors import pairs_of_set, stimuli_of_set
 
+from . import interfaces
 from .answers import (
-    ANSWER_READERS,
-    OWN_CONFIDENCE,
     Answer,
     AnswerError,
     Envelope,
@@ -30,11 +29,9 @@ from .answers import (
     read_envelope,
 )
 from .models import (
-    GRID_INTERFACES,
     Condition,
     ConditionItem,
     ImageLoadFailure,
-    Interface,
     Judgment,
     Participant,
     Session,
@@ -159,17 +156,9 @@ def _trial_order(study: Study, positions: list[int], rng: random.Random) -> list
     order = [{"item": p, "repeat": False} for p in positions]
     order += [{"item": p, "repeat": True} for p in repeats]
     grid = grid_lams(study)
+    interface = interfaces.get(study.interface)
     for spec in order:
-        if study.interface == Interface.CONSTRUCT:
-            start = study.construct_start
-            target = float(rng.choice(["0.1", "0.9"]) if start == "random" else start)
-            # A CutMix grid's steps are effective lams (0.0938 for 0.1 at 32x32).
-            spec["start_lam"] = min(grid, key=lambda lam: abs(lam - target))
-        elif study.interface == Interface.SELECT_SHUFFLED:
-            spec["order"] = rng.sample(grid, len(grid))
-        elif study.interface == Interface.INFER:
-            random_start = study.slider_start == Study.SliderStart.RANDOM
-            spec["slider_start"] = rng.randint(0, 100) if random_start else 50
+        spec.update(interface.trial_spec(study, grid, rng))
     return order
 
 
@@ -492,22 +481,26 @@ def _replay_or_refuse(live: LiveSession, envelope: Envelope) -> SaveResult:
 def _read_answer(live: LiveSession, envelope: Envelope) -> Answer:
     """The answer checked against what its trial showed, or a 400."""
     session, study = live.session, live.catalog.study
-    own_confidence = study.interface in OWN_CONFIDENCE
+    interface = interfaces.get(study.interface)
+    own_confidence = interface.own_confidence
     if own_confidence or not study.ask_confidence:
         if envelope.confidence is not None:
             raise FlowError("confidence: this study does not ask for a separate confidence")
     elif envelope.confidence is None:
         raise FlowError("confidence: this study asks for a confidence between 0 and 100")
+    spec = session.trial_order[session.position]
+    item = live.catalog.item(session.condition_id, spec["item"])
     context = TrialContext(
-        trial=session.trial_order[session.position],
+        trial=spec,
         grid=live.catalog.grid,
         class_names=study.stimulus_set.dataset.class_names,
         soft_label_gamma=study.soft_label_gamma,
         session_id=session.pk,
         trial_index=session.position,
+        stimulus_lam=item.stimulus_lam,
     )
     try:
-        answer = ANSWER_READERS[study.interface](envelope.response, context)
+        answer = interface.read_answer(envelope.response, context)
     except AnswerError as error:
         raise FlowError(f"response: {error}") from None
     if not own_confidence and envelope.confidence is not None:
@@ -661,12 +654,6 @@ def record_image_failure(session: Session, payload: dict) -> ImageLoadFailure:
 
 HMIX_NAMESPACE = uuid.UUID("5f1c3c1e-7d0a-4a8e-9a57-48d1c0a9e001")
 HMIX_DATASET = "hmix-endpoints"
-HMIX_TITLES = {
-    Interface.CONSTRUCT: "H-Mix: Construct midpoint",
-    Interface.SELECT_SHUFFLED: "H-Mix: Select-Shuffled midpoint",
-    Interface.INFER: "H-Mix: Infer mixing factor",
-    Interface.SOFT_LABEL: "H-Mix: Soft categorical label",
-}
 
 
 def hmix_study_slug(interface: str) -> str:
@@ -696,7 +683,8 @@ def import_hmix(folder: str | Path) -> dict[str, dict]:
     dataset = Dataset.objects.filter(name=HMIX_DATASET).first() or import_dataset(
         name=HMIX_DATASET, kind="npz", path=folder / "hmix_endpoints.npz"
     )
-    grid_pairs = list(dict.fromkeys(t.pair for i in GRID_INTERFACES for t in trials[i]))
+    grid_of = {i: interfaces.get(i).grid for i in trials}
+    grid_pairs = list(dict.fromkeys(t.pair for i in trials if grid_of[i] for t in trials[i]))
     grid_set = StimulusSet.objects.filter(name="hmix-grid").first()
     if grid_set is None:
         grid_set = create_stimulus_set(
@@ -708,11 +696,7 @@ def import_hmix(folder: str | Path) -> dict[str, dict]:
         name="hmix-single",
         dataset=dataset,
         kind="single",
-        entries=[
-            (t.pair, t.stimulus_lam)
-            for i in (Interface.INFER, Interface.SOFT_LABEL)
-            for t in trials[i]
-        ],
+        entries=[(t.pair, t.stimulus_lam) for i in trials if not grid_of[i] for t in trials[i]],
     )
     stimulus_of = {
         (s.pair.name, round(s.lam, 4)): s
@@ -726,11 +710,11 @@ def import_hmix(folder: str | Path) -> dict[str, dict]:
         if Study.objects.filter(slug=slug).exists():
             report[interface] = {"status": "already imported"}
             continue
-        grid = interface in GRID_INTERFACES
+        grid = grid_of[interface]
         with transaction.atomic():
             study = Study.objects.create(
                 slug=slug,
-                title=HMIX_TITLES[interface],
+                title=hmix.mapping(interface).title,
                 interface=interface,
                 stimulus_set=grid_set if grid else single_set,
                 status=Study.Status.CLOSED,

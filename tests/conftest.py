@@ -96,7 +96,9 @@ def make_study(db, make_stimulus_set):
         conditions: int = 2,
         **fields,
     ):
-        grid = interface in ("construct", "select_shuffled")
+        from elicitation import interfaces
+
+        grid = interfaces.get(interface).grid
         slug = slug or f"study-{interface}".replace("_", "-")
         stimulus_set = make_stimulus_set(
             name=f"set-{slug}", kind="grid" if grid else "single", n_pairs=n_pairs

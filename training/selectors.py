@@ -13,7 +13,8 @@ from django.core.files.storage import default_storage
 from datasets.imaging import decode_png
 from datasets.models import Stimulus
 from datasets.selectors import dataset_arrays
-from elicitation.models import GRID_INTERFACES, Interface, Judgment
+from elicitation import interfaces
+from elicitation.models import Judgment
 
 from . import policies
 from .config import EvalData, LabelMap, TrainData
@@ -46,7 +47,9 @@ class _Point:
 
 def _judged_points(job: TrainingJob, class_index: dict[str, int], row_of_id: dict[int, int]):
     """Every stimulus of the job's sets with the judgments of the job's studies on it,
-    and the midpoints (class1, class2, lam) the grid studies gave."""
+    and the midpoints (class1, class2, lam) the grid studies gave. What a judgment
+    yields is its interface's (InterfaceSpec.evidence); an unknown interface raises
+    LookupError rather than being left out."""
     per_stimulus: dict[tuple[str, float], list] = defaultdict(list)
     per_pair: dict[str, list] = defaultdict(list)
     midpoints = []
@@ -63,14 +66,17 @@ def _judged_points(job: TrainingJob, class_index: dict[str, int], row_of_id: dic
         "response",
     )
     for interface, pair, class1, class2, true_lam, lam, confidence, response in judgments:
-        if interface in GRID_INTERFACES:
-            per_pair[pair].append((lam, confidence))
+        evidence = interfaces.get(interface).evidence(lam, confidence, response)
+        if evidence is None:
+            continue
+        if evidence.kind == "midpoint":
+            per_pair[pair].append((evidence.value, evidence.confidence))
             if class1 in class_index and class2 in class_index:
-                midpoints.append((class_index[class1], class_index[class2], lam))
-        elif interface == Interface.INFER:
-            per_stimulus[(pair, round(true_lam, 4))].append(("lam", lam, confidence))
-        elif interface == Interface.SOFT_LABEL:
-            per_stimulus[(pair, round(true_lam, 4))].append(("soft", response["soft_label"], None))
+                midpoints.append((class_index[class1], class_index[class2], evidence.value))
+        else:
+            per_stimulus[(pair, round(true_lam, 4))].append(
+                (evidence.kind, evidence.value, evidence.confidence)
+            )
     points = []
     stimuli = Stimulus.objects.filter(
         pair__stimulus_set__in=job.stimulus_sets.all()
@@ -86,7 +92,7 @@ def _judged_points(job: TrainingJob, class_index: dict[str, int], row_of_id: dic
             point.perceived.append(policies.perceived_from_midpoint(stimulus.lam, midpoint))
             point.confidences.append(confidence)
         for kind, value, confidence in per_stimulus.get((pair.name, round(stimulus.lam, 4)), []):
-            if kind == "lam":
+            if kind == "perceived":
                 point.perceived.append(value)
                 point.confidences.append(confidence)
             else:

@@ -1,0 +1,54 @@
+// What every interface's trial screen shares: the element builder, the one slider
+// widget, the confidence block, and the registry the interface modules add their
+// renderer to (HillMix.renderers[interface] = function (trial, root, submit)). The
+// trial page loads this, then its study's interface module (static/js/interfaces/),
+// then trials.js, which runs the flow.
+(function () {
+  "use strict";
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "class") node.className = v;
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else if (v !== false && v !== null && v !== undefined) node.setAttribute(k, v === true ? "" : v);
+    }
+    for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(c));
+    return node;
+  }
+
+  // --- the slider every interface answers on ---------------------------------------
+  // Answered after any deliberate interaction: a pointer or touch on it, or a key that
+  // moves a slider, even one that leaves it where it started (a person who sees 50/50
+  // clicks 50). Focus alone is not an answer. The readout says what the value means.
+  const SLIDER_KEYS = new Set(["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "Home", "End", "PageUp", "PageDown"]);
+  function slider({ id, label, left, right, start = 50, readout, onTouch }) {
+    const input = el("input", { type: "range", id, min: 0, max: 100, step: 1, value: start });
+    const out = el("output", { for: id, id: `${id}-value`, class: "readout" });
+    const state = { touched: false, start, input, value: () => Number(input.value) };
+    function show() {
+      out.textContent = readout(Number(input.value));
+      input.setAttribute("aria-valuetext", out.textContent);
+    }
+    function touch() {
+      state.touched = true;
+      state.node.classList.add("touched");
+      show();
+      onTouch();
+    }
+    input.addEventListener("input", touch);
+    input.addEventListener("pointerdown", touch);
+    input.addEventListener("keydown", (ev) => { if (SLIDER_KEYS.has(ev.key)) touch(); });
+    state.node = el("div", { class: "slider" }, el("label", { for: id }, label),
+      el("div", { class: "slider-row" }, el("span", { class: "muted" }, left), input,
+        el("span", { class: "muted" }, right)), out);
+    show();
+    return state;
+  }
+
+  function confidenceBlock(onChange) {
+    return slider({ id: "confidence", label: "How confident are you in your answer?", left: "not at all",
+      right: "completely", readout: (v) => `Confidence: ${v} of 100`, onTouch: onChange });
+  }
+
+  window.HillMix = { el, slider, confidenceBlock, renderers: {} };
+})();
