@@ -112,12 +112,11 @@ def import_hmix(request: HttpRequest) -> HttpResponse:
     from pathlib import Path
 
     from django.conf import settings
-
-    from .tasks import import_hmix as import_task
-
     from django.core.exceptions import ValidationError
 
     from datasets.services import resolve_import_path
+
+    from .tasks import import_hmix as import_task
 
     default = Path(settings.SHARED_DATA_DIR) / "hmix"
     if request.method == "POST":
