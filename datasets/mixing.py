@@ -188,11 +188,10 @@ def _cutmix_mask_numpy(boxes: np.ndarray, height: int, width: int) -> np.ndarray
 
 
 class MixingMethod:
-    """One mixing method. Subclasses set `name` and `label` and define
+    """One mixing method. Subclasses set `name` (stored on stimulus sets) and define
     `effective_lams`, `mix_numpy` and `mix_torch`."""
 
     name: str = ""
-    label: str = ""
 
     def effective_lams(
         self, lams: np.ndarray, height: int, width: int, distinct: bool = False
@@ -225,7 +224,6 @@ class Mixup(MixingMethod):
     Minimization"); uint8 results are rounded to the nearest level."""
 
     name = "mixup"
-    label = "mixup (pixel blend)"
 
     def effective_lams(self, lams, height, width, distinct=False):
         return check_lams(lams).reshape(-1)
@@ -238,9 +236,11 @@ class Mixup(MixingMethod):
         import torch
 
         lam_arr = np.broadcast_to(check_lams(lams), (x1.shape[0],)).copy()
-        weight = torch.as_tensor(lam_arr, dtype=x1.dtype, device=x1.device)
-        weight = weight.reshape((-1,) + (1,) * (x1.ndim - 1))
-        return weight * x1 + (1.0 - weight) * x2, lam_arr
+        shape = (-1,) + (1,) * (x1.ndim - 1)
+        # 1 - lam in float64 before the cast, as numpy's path computes it.
+        weight1 = torch.as_tensor(lam_arr, dtype=x1.dtype, device=x1.device).reshape(shape)
+        weight2 = torch.as_tensor(1.0 - lam_arr, dtype=x1.dtype, device=x1.device).reshape(shape)
+        return weight1 * x1 + weight2 * x2, lam_arr
 
 
 class CutMix(MixingMethod):
@@ -249,7 +249,6 @@ class CutMix(MixingMethod):
     asked for (cutmix_areas)."""
 
     name = "cutmix"
-    label = "CutMix (pasted box)"
 
     def effective_lams(self, lams, height, width, distinct=False):
         areas = cutmix_areas(check_lams(lams).reshape(-1), height, width, distinct)
@@ -286,8 +285,9 @@ MIXING_POLICIES = tuple(MIXING_METHODS)
 
 
 def mixing_choices() -> list[tuple[str, str]]:
-    """(name, label) of every registered method, for model and form choices."""
-    return [(m.name, m.label) for m in MIXING_METHODS.values()]
+    """(name, name) of every registered method, for model and form choices (a callable,
+    so registering a method needs no migration)."""
+    return [(name, name) for name in MIXING_METHODS]
 
 
 def get_method(name: str) -> MixingMethod:

@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
 
-from datasets.mixing import check_lams, cutmix, mix_pairs, mixup
+from datasets.mixing import (
+    MIXING_METHODS,
+    check_lams,
+    cutmix,
+    effective_lams,
+    get_method,
+    mix_pairs,
+    mixup,
+)
 from datasets.naming import PairKey, format_lam, parse_pair_name, stimulus_name
 
 
@@ -211,3 +219,56 @@ def test_construct_starts_on_a_cutmix_grid_step(demo_dataset, django_capture_on_
     assert grid[1] != 0.1 and len(set(grid)) == 11
     starts = {spec["start_lam"] for spec in _trial_order(study, [0, 1] * 10, random.Random(3))}
     assert starts == {grid[1], grid[-2]}
+
+
+# --- the registry: one definition per method, numpy and torch paths agree ------------
+
+
+@pytest.mark.parametrize("name", list(MIXING_METHODS))
+def test_numpy_and_torch_paths_of_each_method_agree(name, rng):
+    """The stimulus path (uint8, channels last) and the training path (float tensors,
+    channels first) of a method give the same images and effective lams."""
+    torch = pytest.importorskip("torch")
+    method = MIXING_METHODS[name]
+    x1 = rng.integers(0, 256, (12, 9, 7, 3), dtype=np.uint8)
+    x2 = rng.integers(0, 256, (12, 9, 7, 3), dtype=np.uint8)
+    lams = rng.random(12)
+    expected, kept = method.mix_numpy(x1, x2, lams, np.random.default_rng(3))
+
+    def tensor(x):
+        return torch.from_numpy(x).permute(0, 3, 1, 2).to(torch.float64)
+
+    mixed, kept_torch = method.mix_torch(tensor(x1), tensor(x2), lams, np.random.default_rng(3))
+    as_uint8 = mixed.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(as_uint8, expected)
+    np.testing.assert_array_equal(kept_torch, kept)
+    # In training's own units ([0, 1] float32) they agree to within one grey level.
+    mixed32, _ = method.mix_torch(
+        tensor(x1).float() / 255, tensor(x2).float() / 255, lams, np.random.default_rng(3)
+    )
+    difference = mixed32.permute(0, 2, 3, 1).numpy() * 255 - expected.astype(np.float64)
+    assert np.abs(difference).max() <= 0.5 + 1e-3
+    # The effective lam is the share of image 1 each mixed image really holds.
+    white, black = np.full_like(x1, 255), np.zeros_like(x2)
+    share, _ = method.mix_numpy(white, black, lams, np.random.default_rng(3))
+    np.testing.assert_allclose(share.mean(axis=(1, 2, 3)) / 255, kept, atol=0.5 / 255)
+
+
+def test_unknown_method_is_refused_everywhere(rng):
+    x = rng.integers(0, 256, (1, 4, 4, 1), dtype=np.uint8)
+    with pytest.raises(ValueError, match="unknown mixing policy"):
+        get_method("fmix")
+    with pytest.raises(ValueError, match="unknown mixing policy"):
+        effective_lams([0.5], "fmix", 4, 4)
+    with pytest.raises(ValueError, match="unknown mixing policy"):
+        mix_pairs(x, x, [0.5], "fmix")
+
+
+def test_mixup_table_path_gives_the_formula_bytes(rng):
+    """The per-lam lookup table is only a faster evaluation of the same formula."""
+    x1 = rng.integers(0, 256, (66, 5, 5, 3), dtype=np.uint8)
+    x2 = rng.integers(0, 256, (66, 5, 5, 3), dtype=np.uint8)
+    lams = np.tile(np.linspace(0, 1, 11), 6)
+    weight = lams.reshape(-1, 1, 1, 1)
+    direct = np.rint(weight * x1.astype(float) + (1 - weight) * x2.astype(float))
+    np.testing.assert_array_equal(mixup(x1, x2, lams), direct.astype(np.uint8))

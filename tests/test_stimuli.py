@@ -184,3 +184,51 @@ def test_cutmix_set_and_rerun_is_idempotent(
 
 def test_all_class_pairs_reachable():
     assert len(list(itertools.combinations(range(10), 2))) == 45
+
+
+def test_worker_processes_store_the_same_png_bytes_as_encoding_here(
+    demo_dataset, django_capture_on_commit_callbacks, media_root, monkeypatch
+):
+    """Generation through the PNG worker processes and in this process store byte-equal
+    files (encode_png of the mixed pixels) and the same rows."""
+    import os
+
+    from datasets import services
+    from datasets.imaging import encode_png
+    from datasets.mixing import mix_pairs
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("worker processes need two CPUs")
+    monkeypatch.setattr(services, "PARALLEL_MIN_STIMULI", 1)
+    monkeypatch.setattr(services, "GENERATION_CHUNK", 7)  # several chunks in flight
+    results = {}
+    for processes in (2, 1):
+        monkeypatch.setattr(services, "GENERATION_PROCESSES", processes)
+        stimulus_set = build(
+            django_capture_on_commit_callbacks,
+            name=f"procs-{processes}",
+            dataset=demo_dataset,
+            kind="grid",
+            n_pairs=20,
+            seed=4,
+        )
+        assert stimulus_set.status == "succeeded" and stimulus_set.done == 20 * 11
+        rows = {}
+        for s in stimuli_of_set(stimulus_set).select_related("pair"):
+            with default_storage.open(s.image.name, "rb") as handle:
+                data = handle.read()
+            assert len(data) == s.size_bytes and len(s.key) >= 20
+            assert s.image.name == f"stimuli/{stimulus_set.pk}/{s.name}"
+            rows[(s.pair.position, s.lam, s.name)] = data
+        results[processes] = rows
+    assert results[2] == results[1] and len(results[2]) == 220
+    arrays = dataset_arrays(demo_dataset)
+    stimulus_set = StimulusSet.objects.get(name="procs-2")
+    pair = stimulus_set.pairs.get(position=13)
+    row = {int(i): r for r, i in enumerate(arrays.ids)}
+    mixed, kept = mix_pairs(
+        arrays.images[[row[pair.id1]]], arrays.images[[row[pair.id2]]], GRID_LAMS, seed=4 + 7
+    )
+    for j, lam in enumerate(kept):
+        stimulus = pair.stimuli.get(lam=lam)
+        assert results[2][(13, lam, stimulus.name)] == encode_png(mixed[0, j])
