@@ -5,6 +5,7 @@ Every operation needs the Django permission its view names in `action_permission
 from __future__ import annotations
 
 from django.db.models import Prefetch, QuerySet
+from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
@@ -82,10 +83,12 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet):
 
     @extend_schema(parameters=EXPORT_PARAMS[1:], responses={200: dict})
     @action(detail=True, url_path="aggregates/stimuli")
-    def stimulus_aggregates(self, request: Request, slug: str) -> Response:
+    def stimulus_aggregates(self, request: Request, slug: str) -> HttpResponse:
         """Per stimulus: perceived lams, confidences, mean, population std, relabel
         diff, weighted relabel (the layout of H-Mix's processed file)."""
-        return Response(reports.stimulus_aggregates(self.get_object(), _include_excluded(request)))
+        # Encoded by orjson, not the renderer: a million judgments' lists (see reports).
+        body = reports.stimulus_aggregates_json(self.get_object(), _include_excluded(request))
+        return HttpResponse(body, content_type="application/json")
 
     @extend_schema(parameters=EXPORT_PARAMS[1:], responses={200: dict})
     @action(detail=True, url_path="aggregates/confidence-by-lam")

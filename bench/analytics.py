@@ -1,0 +1,238 @@
+"""Dashboards and aggregates at a million judgments (issue 21, goal 3).
+
+Loads an Infer study with 1,000,000 judgments (10,000 participants of 100 trials, the
+last two of each a repeat, over 1,000 stimuli) into a throw-away PostgreSQL database
+with one INSERT ... SELECT over generate_series, then times, in-process through
+Django's test client as an Analyst, the study's dashboard page and its aggregate
+endpoints. Next to each it times the bare SQL aggregate that yields the same numbers
+(plain psycopg2, no Django) and prints the ratio endpoint / bare SQL. Each figure is
+the median of --repeat runs.
+
+    .venv/bin/python bench/analytics.py [--rows 1000000] [--repeat 3]
+    BENCH_PG=postgres://postgres@127.0.0.1:5432 (default) selects the server.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from _pg import SERVER, recreate_database
+
+ROOT = Path(__file__).resolve().parent.parent
+DB_NAME = "hillmix_bench_analytics"
+PER_SESSION = 100
+PAIRS = 200  # x 5 single lams = 1,000 stimuli
+
+
+def django_setup() -> None:
+    sys.path.insert(0, str(ROOT))
+    os.environ["DATABASE_URL"] = f"{SERVER}/{DB_NAME}"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hillmix_site.settings")
+    os.environ.setdefault("MEDIA_ROOT", "/tmp/hillmix-bench-analytics-media")
+    os.environ["ALLOWED_HOSTS"] = "testserver"  # the in-process test client
+    import django
+
+    django.setup()
+
+
+def load(rows: int) -> int:
+    """An Infer study with `rows` judgments made in SQL; returns the study's pk."""
+    from django.core.management import call_command
+    from django.db import connection
+
+    from datasets.models import Stimulus
+    from datasets.services import create_stimulus_set, import_dataset
+    from elicitation.models import Participant, Session, Study
+    from elicitation.services import build_conditions
+
+    call_command("migrate", verbosity=0)
+    dataset = import_dataset(name="digits", kind="demo")
+    stimulus_set = create_stimulus_set(name="s", dataset=dataset, kind="single", n_pairs=PAIRS)
+    study = Study.objects.create(
+        slug="bench",
+        title="Bench",
+        interface="infer",
+        stimulus_set=stimulus_set,
+        consent_text="-",
+        status="live",
+        ask_confidence=True,
+    )
+    conditions = build_conditions(study, 4)
+    n_sessions = (rows + PER_SESSION - 1) // PER_SESSION
+    participants = Participant.objects.bulk_create(
+        (Participant() for _ in range(n_sessions)), batch_size=5000
+    )
+    Session.objects.bulk_create(
+        (
+            Session(
+                study=study,
+                participant=p,
+                condition=conditions[i % len(conditions)],
+                trial_order=[],
+                state="complete",
+                excluded=i % 50 == 0,
+            )
+            for i, p in enumerate(participants)
+        ),
+        batch_size=5000,
+    )
+    first_session = Session.objects.filter(study=study).order_by("pk").first().pk
+    stimuli = list(
+        Stimulus.objects.filter(pair__stimulus_set=stimulus_set)
+        .order_by("pk")
+        .values_list("pk", "pair_id")
+    )
+    with connection.cursor() as cur:
+        cur.execute("SELECT setseed(0.21)")
+        # A trial's stimulus is (session * 7 + trial) mod n; the two repeats at the end
+        # show the session's first two stimuli again.
+        cur.execute(
+            """
+            INSERT INTO elicitation_judgment
+              (session_id, study_id, trial_index, interface, pair_id, stimulus_id, is_repeat,
+               response, lam, confidence, rt_ms, idempotency_key, created_at)
+            SELECT %(first)s + g / %(per)s, %(study)s, g %% %(per)s, 'infer',
+                   (%(pairs)s::bigint[])[1 + k], (%(stimuli)s::bigint[])[1 + k],
+                   g %% %(per)s >= %(per)s - 2, '{}'::jsonb, random(), random(),
+                   300 + 3000 * random(), gen_random_uuid(), now()
+            FROM (
+                SELECT g, ((g / %(per)s) * 7
+                           + CASE WHEN g %% %(per)s >= %(per)s - 2
+                                  THEN g %% %(per)s - (%(per)s - 2) ELSE g %% %(per)s END)
+                          %% %(n)s AS k
+                FROM generate_series(0, %(rows)s - 1) AS g
+            ) AS t
+            """,
+            {
+                "first": first_session,
+                "per": PER_SESSION,
+                "study": study.pk,
+                "pairs": [p for _, p in stimuli],
+                "stimuli": [s for s, _ in stimuli],
+                "n": len(stimuli),
+                "rows": rows,
+            },
+        )
+        cur.execute("ANALYZE")
+    return study.pk
+
+
+# The bare SQL behind each endpoint's numbers: the same GROUP BYs over the same rows
+# (excluded participants left out), fetched with psycopg2 and nothing else.
+COUNTED = """
+    SELECT j.* FROM elicitation_judgment j JOIN elicitation_session s ON s.id = j.session_id
+    WHERE j.study_id = %(study)s AND NOT s.excluded
+"""
+BARE = {
+    "confidence-by-lam": f"""
+        SELECT round(t::numeric, 6), avg(c), stddev_pop(c), count(*) FROM (
+            SELECT max(st.lam) t, avg(j.confidence) c FROM ({COUNTED}) j
+            JOIN datasets_stimulus st ON st.id = j.stimulus_id
+            WHERE j.confidence IS NOT NULL GROUP BY j.stimulus_id) x GROUP BY 1 ORDER BY 1
+    """,
+    "class-pairs": f"""
+        SELECT LEAST(p.class1, p.class2), GREATEST(p.class1, p.class2), count(*),
+               avg(CASE WHEN p.class1 <= p.class2 THEN j.lam ELSE 1 - j.lam END),
+               stddev_pop(CASE WHEN p.class1 <= p.class2 THEN j.lam ELSE 1 - j.lam END)
+        FROM ({COUNTED}) j JOIN datasets_pair p ON p.id = j.pair_id
+        WHERE j.lam IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2
+    """,
+    "stimuli": f"""
+        SELECT st.name, st.lam, array_agg(j.lam ORDER BY j.id),
+               array_agg(j.confidence ORDER BY j.id), avg(j.lam), stddev_pop(j.lam),
+               avg(j.lam * j.confidence)
+        FROM ({COUNTED}) j JOIN datasets_stimulus st ON st.id = j.stimulus_id
+        WHERE j.lam IS NOT NULL GROUP BY st.id ORDER BY min(j.id)
+    """,
+    "perceived-by-lam": f"""
+        SELECT round(st.lam::numeric, 6), avg(j.lam), stddev_pop(j.lam), count(*)
+        FROM ({COUNTED}) j JOIN datasets_stimulus st ON st.id = j.stimulus_id
+        WHERE j.lam IS NOT NULL GROUP BY 1 ORDER BY 1
+    """,
+    "quality": """
+        SELECT session_id, count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY rt_ms)
+        FROM elicitation_judgment WHERE study_id = %(study)s GROUP BY session_id
+    """,
+    "progress": """
+        SELECT condition_id, state, count(*) FROM elicitation_session
+        WHERE study_id = %(study)s GROUP BY 1, 2
+    """,
+}
+# What the dashboard page shows of an Infer study: every figure above but the per-stimulus
+# lists, and the paper's pooled confidence (the per-stimulus confidence GROUP BY again).
+DASHBOARD = ["progress", "perceived-by-lam", "confidence-by-lam", "class-pairs", "quality"]
+DASHBOARD_PAPER = "confidence-by-lam"
+
+
+def bare_seconds(names: list[str], study: int) -> float:
+    import psycopg2
+
+    conn = psycopg2.connect(f"{SERVER}/{DB_NAME}")
+    start = time.perf_counter()
+    with conn.cursor() as cur:
+        for name in names:
+            cur.execute(BARE[name], {"study": study})
+            cur.fetchall()
+    seconds = time.perf_counter() - start
+    conn.close()
+    return seconds
+
+
+def endpoint_seconds(client, url: str) -> float:
+    start = time.perf_counter()
+    response = client.get(url)
+    body = response.content
+    seconds = time.perf_counter() - start
+    assert response.status_code == 200 and body, (url, response.status_code)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--reuse", action="store_true", help="keep the loaded database")
+    args = parser.parse_args()
+
+    if not args.reuse:
+        recreate_database(DB_NAME)
+    django_setup()
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from django.test import Client
+    from django.urls import reverse
+
+    from elicitation.models import Judgment, Study
+    from hillmix_site.roles import ANALYST
+
+    start = time.perf_counter()
+    study = Study.objects.get(slug="bench").pk if args.reuse else load(args.rows)
+    count = Judgment.objects.filter(study_id=study).count()
+    print(f"study with {count:,} judgments ready in {time.perf_counter() - start:.0f} s")
+
+    user, _ = get_user_model().objects.get_or_create(username="bench", is_staff=True)
+    user.groups.add(Group.objects.get(name=ANALYST))
+    client = Client()
+    client.force_login(user)
+    endpoints = [
+        ("dashboard page", reverse("admin:elicitation_study_dashboard", args=[study]),
+         DASHBOARD + [DASHBOARD_PAPER]),
+        ("confidence-by-lam", "/api/studies/bench/aggregates/confidence-by-lam/",
+         ["confidence-by-lam"]),
+        ("class-pairs", "/api/studies/bench/aggregates/class-pairs/", ["class-pairs"]),
+        ("per-stimulus", "/api/studies/bench/aggregates/stimuli/", ["stimuli"]),
+        ("paper view", "/api/studies/bench/aggregates/paper/", ["confidence-by-lam"]),
+    ]  # fmt: skip
+    print(f"{'endpoint':<18} {'endpoint s':>10} {'bare SQL s':>10} {'ratio':>6}  (median of "
+          f"{args.repeat})")  # fmt: skip
+    for label, url, bare in endpoints:
+        ours = statistics.median(endpoint_seconds(client, url) for _ in range(args.repeat))
+        base = statistics.median(bare_seconds(bare, study) for _ in range(args.repeat))
+        print(f"{label:<18} {ours:>10.3f} {base:>10.3f} {ours / base:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()
