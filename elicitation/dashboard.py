@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -66,6 +67,16 @@ def participant_link(request: HttpRequest, study: Study) -> str:
     return url + RECRUITER_PLACEHOLDERS
 
 
+QUALITY_PAGE_SIZE = 200
+
+
+def _without(request: HttpRequest, name: str) -> str:
+    """The request's query string without parameter `name`, to build page links on."""
+    query = request.GET.copy()
+    query.pop(name, None)
+    return query.urlencode()
+
+
 @staff_member_required
 @admin_permission_required("elicitation.view_study")
 def study_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
@@ -77,6 +88,11 @@ def study_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
     progress = reports.study_progress(study)
     charts = interfaces.get(study.interface).dashboard_charts(study, include)
     thresholds = _thresholds(request)
+    # A page of sessions at a time: a large study's table would be most of the page's
+    # time (10,000 rows: 6 s of template rendering) and more than anyone reads at once.
+    quality_page = Paginator(reports.quality_sessions(study), QUALITY_PAGE_SIZE).get_page(
+        request.GET.get("quality_page")
+    )
     context = _context(
         request,
         title=f"Dashboard: {study.title}",
@@ -89,7 +105,9 @@ def study_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
         paper=reports.paper_view(study, include),
         include_excluded=include,
         thresholds=thresholds,
-        quality=reports.quality_report(study, thresholds),
+        quality=reports.quality_report(study, thresholds, quality_page.object_list),
+        quality_page=quality_page,
+        quality_query=_without(request, "quality_page"),
     )
     return TemplateResponse(request, "admin/elicitation/dashboard.html", context)
 

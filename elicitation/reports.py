@@ -531,7 +531,14 @@ class QualityThresholds:
     max_repeat_disagreement: float = settings.HILLMIX_QUALITY["max_repeat_disagreement"]
 
 
-def quality_report_in_python(study: Study, thresholds: QualityThresholds) -> list[dict]:
+def quality_sessions(study: Study) -> QuerySet[Session]:
+    """The sessions of a study in the quality report's order (first started first)."""
+    return Session.objects.filter(study=study).order_by("started_at", "pk")
+
+
+def quality_report_in_python(
+    study: Study, thresholds: QualityThresholds, sessions: QuerySet[Session] | None = None
+) -> list[dict]:
     """One row per session with its flags: many quiz attempts, very fast answers,
     repeat trials that disagree with the first answer."""
     by_session: dict[int, list] = defaultdict(list)
@@ -543,8 +550,9 @@ def quality_report_in_python(study: Study, thresholds: QualityThresholds) -> lis
     for session_id, *rest in rows.iterator():
         by_session[session_id].append(rest)
     report = []
-    sessions = Session.objects.filter(study=study).select_related("participant", "condition")
-    for session in sessions.order_by("started_at"):
+    if sessions is None:
+        sessions = quality_sessions(study)
+    for session in sessions.select_related("participant", "condition"):
         answers = by_session.get(session.pk, [])
         first_answer = {}
         repeats = []
@@ -589,12 +597,20 @@ def _quality_row(
     }
 
 
-def quality_report(study: Study, thresholds: QualityThresholds) -> list[dict]:
-    """One row per session with its flags: many quiz attempts, very fast answers,
-    repeat trials that disagree with the first answer (quality_report_in_python defines
-    them; here the per-session numbers come from one GROUP BY)."""
+def quality_report(
+    study: Study, thresholds: QualityThresholds, sessions: QuerySet[Session] | None = None
+) -> list[dict]:
+    """One row per session (`sessions`, a slice of quality_sessions, or all of them) with
+    its flags: many quiz attempts, very fast answers, repeat trials that disagree with the
+    first answer (quality_report_in_python defines them; here the per-session numbers
+    come from one GROUP BY over those sessions' judgments)."""
     if not _in_database():
-        return quality_report_in_python(study, thresholds)
+        return quality_report_in_python(study, thresholds, sessions)
+    sessions = (quality_sessions(study) if sessions is None else sessions).select_related(
+        "participant", "condition"
+    )
+    sessions = list(sessions)
+    ids = [session.pk for session in sessions]
     table = Judgment._meta.db_table
     # A repeat is compared with the session's first earlier non-repeat answer to the same
     # pair and stimulus, as the Python path does walking trials in order; that answer is
@@ -603,7 +619,8 @@ def quality_report(study: Study, thresholds: QualityThresholds) -> list[dict]:
         WITH answers AS (
             SELECT session_id, count(*) AS n,
                    percentile_cont(0.5) WITHIN GROUP (ORDER BY rt_ms) AS median_rt
-            FROM {table} WHERE study_id = %(study)s GROUP BY session_id
+            FROM {table} WHERE study_id = %(study)s AND session_id = ANY(%(ids)s)
+            GROUP BY session_id
         ),
         repeats AS (
             SELECT r.session_id, avg(abs(r.lam - f.lam)) AS disagreement
@@ -615,19 +632,18 @@ def quality_report(study: Study, thresholds: QualityThresholds) -> list[dict]:
                   AND NOT f.is_repeat AND f.lam IS NOT NULL
                 ORDER BY f.trial_index LIMIT 1
             ) AS f
-            WHERE r.study_id = %(study)s AND r.is_repeat AND r.lam IS NOT NULL
+            WHERE r.study_id = %(study)s AND r.session_id = ANY(%(ids)s)
+              AND r.is_repeat AND r.lam IS NOT NULL
             GROUP BY r.session_id
         )
         SELECT a.session_id, a.n, a.median_rt, r.disagreement
         FROM answers AS a LEFT JOIN repeats AS r USING (session_id)
     """
-    numbers = {row[0]: row[1:] for row in _fetch(sql, {"study": study.pk})}
-    report = []
-    sessions = Session.objects.filter(study=study).select_related("participant", "condition")
-    for session in sessions.order_by("started_at"):
-        answers, median_rt, disagreement = numbers.get(session.pk, (0, None, None))
-        report.append(_quality_row(session, answers, median_rt, disagreement, thresholds))
-    return report
+    numbers = {row[0]: row[1:] for row in _fetch(sql, {"study": study.pk, "ids": ids})}
+    return [
+        _quality_row(session, *numbers.get(session.pk, (0, None, None)), thresholds)
+        for session in sessions
+    ]
 
 
 # --- export rows ------------------------------------------------------------------

@@ -156,3 +156,36 @@ def test_paper_view_pools_symmetric_lams(make_study, role_user, client):
     assert response.json()["midpoints"] == {}
     bad = client.get(f"/api/studies/{study.slug}/aggregates/paper/", {"include_excluded": "x"})
     assert bad.status_code == 400
+
+
+def test_dashboard_pages_the_quality_table(make_study, role_user, client, monkeypatch):
+    from django.urls import reverse
+
+    from elicitation import dashboard
+
+    monkeypatch.setattr(dashboard, "QUALITY_PAGE_SIZE", 5)
+    study = make_study("infer", n_pairs=6)
+    fill(study, sessions=12, per_session=10, seed=5)
+    client.force_login(role_user("r", "Researcher"))
+    url = reverse("admin:elicitation_study_dashboard", args=[study.pk])
+    everyone = reports.quality_report_in_python(study, reports.QualityThresholds())
+    seen = []
+    for page in (1, 2, 3):
+        response = client.get(url, {"quality_page": page, "min_median_rt_ms": "1000"})
+        assert response.status_code == 200
+        rows = response.context["quality"]
+        assert len(rows) == (5 if page < 3 else 2)
+        seen += [row["session"].pk for row in rows]
+        assert all(row["answers"] == 10 for row in rows)
+        assert "quality_page=" in response.content.decode()
+        # The page's rows equal the Python definition's rows for the same sessions.
+        page_sessions = reports.quality_sessions(study)[(page - 1) * 5 : page * 5]
+        thresholds = reports.QualityThresholds(min_median_rt_ms=1000)
+        assert_same(
+            [{**r, "session": r["session"].pk} for r in rows],
+            [
+                {**r, "session": r["session"].pk}
+                for r in reports.quality_report_in_python(study, thresholds, page_sessions)
+            ],
+        )
+    assert seen == [row["session"].pk for row in everyone]
