@@ -80,7 +80,9 @@ def test_setup_demo_builds_playable_studies(client, db, capsys, django_capture_o
     assert "http://testserver/s/demo-construct/" in out and "Researcher login: researcher /" in out
     assert "demo-grid: 66 stimuli" in out and "demo-single: 20 stimuli" in out
     call_command("setup_demo")  # a second run changes nothing but the password
-    assert Study.objects.count() == 4
+    # One demo study per interface: the four of H-Mix and 2AFC.
+    assert Study.objects.count() == 5
+    assert "http://testserver/s/demo-2afc/" in out
     for study in Study.objects.all():
         assert study.status == "live" and study.conditions.count() == 2
         page = client.get(f"/s/{study.slug}/")
