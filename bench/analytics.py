@@ -152,9 +152,13 @@ BARE = {
         FROM ({COUNTED}) j JOIN datasets_stimulus st ON st.id = j.stimulus_id
         WHERE j.lam IS NOT NULL GROUP BY 1 ORDER BY 1
     """,
+    # The dashboard's quality table shows its first page: 200 sessions.
     "quality": """
         SELECT session_id, count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY rt_ms)
-        FROM elicitation_judgment WHERE study_id = %(study)s GROUP BY session_id
+        FROM elicitation_judgment WHERE study_id = %(study)s AND session_id IN (
+            SELECT id FROM elicitation_session WHERE study_id = %(study)s
+            ORDER BY started_at, id LIMIT 200)
+        GROUP BY session_id
     """,
     "progress": """
         SELECT condition_id, state, count(*) FROM elicitation_session

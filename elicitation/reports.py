@@ -367,13 +367,31 @@ def perceived_by_true_lam(study: Study, include_excluded: bool = False) -> list[
     judgments = study_judgments(study, include_excluded).filter(
         stimulus__isnull=False, lam__isnull=False
     )
-    source, params = _source(judgments, "j_true_lam", "j_perceived")
-    key = _KEY.format("j.j_true_lam")
-    sql = f"""
-        SELECT {key} AS x, avg(j.j_perceived), stddev_pop(j.j_perceived), count(*)
-        FROM ({source}) AS j GROUP BY 1 ORDER BY 1
+    source, params = _source(judgments, "j_stimulus", "j_perceived")
+    # Grouped by stimulus first (no rounding per judgment), then the stimuli's groups
+    # pooled per rounded true lam.
+    groups = f"""
+        SELECT {_KEY.format("s.lam")} AS k, g.n, g.m, g.v
+        FROM (
+            SELECT j.j_stimulus AS stimulus_id, count(*) AS n, avg(j.j_perceived) AS m,
+                   var_pop(j.j_perceived) AS v
+            FROM ({source}) AS j GROUP BY j.j_stimulus
+        ) AS g JOIN {Stimulus._meta.db_table} AS s ON s.id = g.stimulus_id
     """
-    return [{"x": x, "mean": m, "std": sd, "n": n} for x, m, sd, n in _fetch(sql, params)]
+    return [
+        {"x": x, "mean": m, "std": sd, "n": n}
+        for x, n, m, sd in _fetch(_POOLED.format(groups=groups), params)
+    ]
+
+
+# Pools groups (k, n, mean m, population variance v) per key k into n, mean and
+# population std: mean = sum(n m) / N, variance = sum(n (v + (m - mean)^2)) / N.
+_POOLED = """
+    WITH g AS ({groups}),
+    t AS (SELECT k, sum(n)::float8 AS n, sum(n * m) / sum(n)::float8 AS m FROM g GROUP BY k)
+    SELECT t.k, t.n::bigint, t.m, sqrt(sum(g.n * (g.v + (g.m - t.m) ^ 2)) / t.n)
+    FROM t JOIN g ON g.k = t.k GROUP BY t.k, t.n, t.m ORDER BY t.k
+"""
 
 
 def midpoint_distribution(studies: QuerySet[Study], include_excluded: bool = False) -> dict:
@@ -415,23 +433,22 @@ def class_pair_midpoint_table(study: Study, include_excluded: bool = False) -> l
         return class_pair_midpoint_table_in_python(study, include_excluded)
     judgments = study_judgments(study, include_excluded).filter(lam__isnull=False)
     source, params = _source(judgments, "j_class1", "j_class2", "j_perceived")
-    # COLLATE "C": Python compares strings by code point.
-    sql = f"""
-        SELECT c.a, c.b, count(*), avg(c.v), stddev_pop(c.v)
+    # Grouped by ordered class pair first, then both orders of a pair pooled; a reversed
+    # pair's midpoints are 1 - lam (mean 1 - m, same variance). COLLATE "C": Python
+    # compares strings by code point.
+    groups = f"""
+        SELECT CASE WHEN c1 COLLATE "C" <= c2 THEN ARRAY[c1, c2] ELSE ARRAY[c2, c1] END AS k,
+               n, CASE WHEN c1 COLLATE "C" <= c2 THEN m ELSE 1.0 - m END AS m, v
         FROM (
-            SELECT CASE WHEN j.j_class1 COLLATE "C" <= j.j_class2 THEN j.j_class1
-                        ELSE j.j_class2 END AS a,
-                   CASE WHEN j.j_class1 COLLATE "C" <= j.j_class2 THEN j.j_class2
-                        ELSE j.j_class1 END AS b,
-                   CASE WHEN j.j_class1 COLLATE "C" <= j.j_class2 THEN j.j_perceived
-                        ELSE 1.0 - j.j_perceived END AS v
-            FROM ({source}) AS j
-        ) AS c
-        GROUP BY c.a, c.b ORDER BY c.a COLLATE "C", c.b COLLATE "C"
+            SELECT j.j_class1 AS c1, j.j_class2 AS c2, count(*) AS n,
+                   avg(j.j_perceived) AS m, var_pop(j.j_perceived) AS v
+            FROM ({source}) AS j GROUP BY j.j_class1, j.j_class2
+        ) AS o
     """
+    sql = _POOLED.format(groups=groups).replace("ORDER BY t.k", 'ORDER BY t.k COLLATE "C"')
     return [
         {"class_a": a, "class_b": b, "n": n, "mean": m, "std": sd}
-        for a, b, n, m, sd in _fetch(sql, params)
+        for (a, b), n, m, sd in _fetch(sql, params)
     ]
 
 
