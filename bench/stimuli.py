@@ -2,9 +2,9 @@
 
 Prints stimuli per second for 1,000 pairs x 11 lam values through the platform's
 path (vectorised mix + PNG encode in worker processes + storage + bulk database
-rows), against a plain
-per-image Pillow blend-and-save loop measured in the same run, and the bytes a
-Select-Shuffled trial (11 stimuli) costs against the original suite's ~1.08 MB.
+rows), against a plain per-image Pillow blend-and-save loop measured in the same
+run, and the bytes a Select-Shuffled trial (11 stimuli) costs against the original
+suite's ~1.08 MB.
 
     .venv/bin/python bench/stimuli.py [--pairs 1000]
 """
