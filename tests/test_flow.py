@@ -490,7 +490,7 @@ def test_a_remembered_session_still_refuses_what_the_session_refuses(make_study)
 
 
 def test_a_study_edit_between_the_read_and_the_write_rechecks_and_stores(make_study, monkeypatch):
-    from elicitation import services
+    from elicitation.services import judgments as services  # where the save path lives
 
     study = make_study("construct", ask_confidence=True)
     session = to_trials(start_session(study, RecruiterIds("raced")))  # not yet remembered

@@ -1,0 +1,374 @@
+"""Participants' sessions: the flow's errors and recruiter ids, dealing a study into
+conditions, starting and resuming sessions, consent to feedback."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from datasets.selectors import pairs_of_set, stimuli_of_set
+
+from .. import interfaces
+from ..models import (
+    Condition,
+    ConditionItem,
+    Participant,
+    Session,
+    Study,
+)
+from ..selectors import (
+    catalog_of,
+    condition_is_full,
+    grid_lams,
+    least_filled_condition,
+    participant_by_recruiter_pid,
+    session_of,
+)
+
+NO_SESSION = "No session for this study in this browser."
+
+
+class FlowError(Exception):
+    """A participant request that cannot be honoured; `status` is the HTTP code to send."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class AlreadyCompleted(FlowError):
+    """The recruiter id's session in this study is complete: it can be shown the study's
+    completion page, never opened again."""
+
+    def __init__(self) -> None:
+        super().__init__("You have already completed this study. Thank you!", status=409)
+
+
+class StudyFull(FlowError):
+    """Every condition has reached the study's target: the newcomer is sent back to the
+    recruiter."""
+
+    def __init__(self) -> None:
+        super().__init__("This study is full: every place has been taken.", status=403)
+
+
+def printable(text: str, keep: str = "") -> str:
+    """Text without control characters (NUL cannot even be stored in PostgreSQL)."""
+    return "".join(c for c in text if c >= " " or c in keep).strip()
+
+
+@dataclass(frozen=True)
+class RecruiterIds:
+    pid: str = ""
+    study_id: str = ""
+    session_id: str = ""
+
+    @classmethod
+    def from_query(cls, query: dict) -> RecruiterIds:
+        def clean(key: str) -> str:
+            return printable(str(query.get(key, "")))[:100]
+
+        return cls(clean("PROLIFIC_PID"), clean("STUDY_ID"), clean("SESSION_ID"))
+
+
+# --- Study set-up -------------------------------------------------------------
+
+
+def build_conditions(study: Study, n_conditions: int | None = None) -> list[Condition]:
+    """Split the study's stimulus set into n conditions (default: the study's
+    condition_count), dealt round-robin.
+
+    Grid interfaces get one item per pair; single interfaces one per stimulus.
+    """
+    n_conditions = n_conditions or study.condition_count
+    study.stimulus_set.refresh_from_db(fields=["status"])  # a worker may have finished it
+    if study.stimulus_set.status != "succeeded":
+        raise FlowError(
+            f"stimulus set {study.stimulus_set} is {study.stimulus_set.status}; "
+            "build conditions once its images are ready"
+        )
+    if n_conditions < 1:
+        raise FlowError("a study needs at least one condition")
+    if study.sessions.exists():
+        raise FlowError("conditions cannot change once participants have started")
+    if study.is_grid:
+        units = [(pair, None) for pair in pairs_of_set(study.stimulus_set)]
+    else:
+        units = [(s.pair, s) for s in stimuli_of_set(study.stimulus_set).order_by("pair", "lam")]
+    if len(units) < n_conditions:
+        raise FlowError(f"{len(units)} items cannot fill {n_conditions} conditions")
+    with transaction.atomic():
+        study.conditions.all().delete()
+        conditions = [
+            Condition.objects.create(study=study, name=f"c{i + 1}", position=i)
+            for i in range(n_conditions)
+        ]
+        ConditionItem.objects.bulk_create(
+            ConditionItem(
+                condition=conditions[i % n_conditions],
+                position=i // n_conditions,
+                pair=pair,
+                stimulus=stimulus,
+            )
+            for i, (pair, stimulus) in enumerate(units)
+        )
+    return conditions
+
+
+# --- Starting and resuming ----------------------------------------------------
+
+
+def _trial_order(study: Study, positions: list[int], rng: random.Random) -> list[dict]:
+    """The condition's items (their positions) in a per-session random order, then
+    repeats of earlier ones, with what each trial shows fixed now so a reload shows the
+    same thing."""
+    positions = list(positions)
+    rng.shuffle(positions)
+    repeats = rng.sample(positions, min(study.repeat_trials, len(positions)))
+    order = [{"item": p, "repeat": False} for p in positions]
+    order += [{"item": p, "repeat": True} for p in repeats]
+    grid = grid_lams(study)
+    interface = interfaces.get(study.interface)
+    for spec in order:
+        spec.update(interface.trial_spec(study, grid, rng))
+    return order
+
+
+def lock_study(study: Study) -> None:
+    """Hold the study's row until the transaction ends, so new sessions are assigned one
+    at a time. Not FOR UPDATE: that also blocks the key-share lock every saved answer's
+    foreign key takes on the row. SQLite runs one writer at a time anyway."""
+    lock = " FOR NO KEY UPDATE" if connection.features.has_select_for_no_key_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {Study._meta.db_table} WHERE id = %s{lock}", [study.pk])
+
+
+def address_key(address: str) -> str:
+    """A salted hash of a client address: enough to rate-limit, useless to identify."""
+    return hashlib.sha256(f"{settings.SECRET_KEY}:{address}".encode()).hexdigest()
+
+
+# pg_advisory_xact_lock's first key: this project's lock space for session starts.
+_START_LOCK_SPACE = 0x484D  # "HM"
+
+
+def _claim_start(key: str) -> None:
+    """Refuse (429) a new session from the address hashed to `key` once it started
+    HILLMIX_SESSION_STARTS_PER_MINUTE in the last minute. Inside the start's
+    transaction, under a per-address lock on PostgreSQL held to its commit, so the
+    count and the insert are one step: concurrent starts from one address cannot all
+    pass a count none of them has added to yet. Other addresses never wait for it."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s, %s)",
+                [_START_LOCK_SPACE, int(key[:8], 16) - 2**31],  # an int4 from the hash
+            )
+    recent = Session.objects.filter(
+        start_address=key, started_at__gte=timezone.now() - timedelta(minutes=1)
+    )
+    if recent.count() >= settings.HILLMIX_SESSION_STARTS_PER_MINUTE:
+        raise FlowError(
+            "Too many new sessions from your network; please wait a minute.", status=429
+        )
+
+
+def start_session(
+    study: Study,
+    recruiter: RecruiterIds,
+    address: str = "",
+    quiz_answers: list[int | None] | None = None,
+) -> Session:
+    """A new session in the least-filled condition, or, for a recruiter id that has one
+    in this study already, that session on `resume_session`'s terms. The session
+    returned carries its new secret as `session.token` (the only time it is known: the
+    database keeps its hash); set it as the browser's cookie.
+
+    `quiz_answers` come with the consent from the page whose last screen is the quiz
+    ([] in a study without one): a new session starts with them graded, in its trials
+    if they pass. None: the quiz was not reached, the session starts at the
+    instructions. `address` is the client's real address (hillmix_site.client_address):
+    at most HILLMIX_SESSION_STARTS_PER_MINUTE starts per address and minute (429).
+
+    The study row lock serialises assignment, so concurrent starts on PostgreSQL
+    spread evenly over conditions. It is held for two statements and the commit: new
+    participants arrive all at once when a study is posted.
+
+    Raises FlowError: 403 closed study or a resume refused, 429 too many starts, 503 no
+    conditions; StudyFull (403) when every condition has reached its target. Nothing is
+    stored then.
+    """
+    participant = participant_by_recruiter_pid(recruiter.pid)
+    existing = session_of(study, participant)
+    if existing:
+        return resume_session(existing, recruiter)
+    if study.status != Study.Status.LIVE:
+        raise FlowError("This study is not accepting participants.", status=403)
+    key = address_key(address) if address else ""
+    catalog = catalog_of(study)
+    rng = random.Random(secrets.randbits(64))
+    try:
+        with transaction.atomic():
+            if key:
+                _claim_start(key)
+            participant = participant or Participant.objects.create(
+                recruiter_pid=recruiter.pid or None
+            )
+            lock_study(study)
+            least = least_filled_condition(study)
+            if least is None:
+                raise FlowError("This study has no conditions yet.", status=503)
+            condition_id, filled = least
+            if condition_is_full(study, filled):
+                raise StudyFull()
+            session = Session(
+                study=study,
+                participant=participant,
+                condition_id=condition_id,
+                recruiter_study_id=recruiter.study_id,
+                recruiter_session_id=recruiter.session_id,
+                start_address=key,
+                trial_order=_trial_order(study, catalog.positions(condition_id), rng),
+                **_first_attempt(study, quiz_answers),
+            )
+            session.new_secret()
+            session.save(force_insert=True)
+            return session
+    except IntegrityError:
+        # The same recruiter id started twice at once: the other request won, and its
+        # browser holds the secret.
+        raise FlowError(
+            "Your session has just started in another window; please reload this page.",
+            status=409,
+        ) from None
+
+
+def resume_session(session: Session, recruiter: RecruiterIds) -> Session:
+    """Open `session` in a browser that does not hold its secret, when the recruiter's
+    ids prove more than the recruiter id alone: the same PROLIFIC_PID, STUDY_ID and
+    SESSION_ID it started with (Prolific's SESSION_ID is new for every submission), all
+    present. The session gets a new secret, returned as `session.token`; the browser
+    that held the old one loses it. A recruiter id is seen by the recruiter, the lab
+    and the participant's own links: never a credential on its own.
+
+    Raises AlreadyCompleted (409) for a completed session (it never becomes writable
+    again), FlowError 403 when the ids do not match.
+    """
+    if session.state == Session.State.COMPLETE:
+        raise AlreadyCompleted()
+    stored = (
+        session.participant.recruiter_pid or "",
+        session.recruiter_study_id,
+        session.recruiter_session_id,
+    )
+    given = (recruiter.pid, recruiter.study_id, recruiter.session_id)
+    if not all(given) or not all(
+        hmac.compare_digest(a.encode(), b.encode()) for a, b in zip(stored, given, strict=True)
+    ):
+        raise FlowError(
+            "This study was already started in another browser. Please continue it there, "
+            "or open the study's link from your recruiter in this browser.",
+            status=403,
+        )
+    session.new_secret()
+    session.last_seen_at = timezone.now()
+    session.save(update_fields=["token_hash", "last_seen_at"])
+    return session
+
+
+def _first_attempt(study: Study, quiz_answers: list[int | None] | None) -> dict:
+    """A new session's fields for the quiz answers sent with the consent."""
+    if quiz_answers is None:
+        return {}
+    if not study.quiz:
+        return {"state": Session.State.TRIALS}
+    attempt = _graded(study.quiz, quiz_answers)
+    passed = attempt["passed"]
+    return {
+        "state": Session.State.TRIALS if passed else Session.State.INSTRUCTIONS,
+        "quiz_attempts": 1,
+        "quiz_log": [attempt],
+    }
+
+
+def _graded(quiz: list[dict], answers: list[int | None]) -> dict:
+    """One attempt at the quiz, as the session's quiz log keeps it."""
+    correct = [a == q["answer"] for a, q in zip(answers, quiz, strict=False)]
+    passed = len(answers) == len(quiz) and all(correct)
+    return {"answers": answers, "passed": passed, "at": timezone.now().isoformat()}
+
+
+TOUCH_EVERY = timedelta(seconds=30)
+
+
+def touch(session: Session) -> None:
+    """Mark the session active (condition balancing counts recently seen sessions).
+    A page shown right after a step (which marks it too) writes nothing, and the
+    statement is hand-written: pages are shown several times per participant."""
+    now = timezone.now()
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Session._meta.db_table} SET last_seen_at = %s "
+            "WHERE id = %s AND last_seen_at < %s",
+            [adapt(now), session.pk, adapt(now - TOUCH_EVERY)],
+        )
+
+
+def _advance(session: Session, expected: str, new_state: str, **fields) -> None:
+    if session.state != expected:
+        raise FlowError(f"This step is not open now (you are at: {session.state}).", status=409)
+    session.state = new_state
+    session.last_seen_at = timezone.now()
+    for name, value in fields.items():
+        setattr(session, name, value)
+    session.save(update_fields=["state", "last_seen_at", *fields])
+
+
+def finish_instructions(session: Session) -> None:
+    """Start the trials of a study without a quiz; with one, passing it does."""
+    if session.study.quiz:
+        raise FlowError("Answer the quiz to continue.", status=409)
+    _advance(session, Session.State.INSTRUCTIONS, Session.State.TRIALS)
+
+
+def submit_quiz(session: Session, answers: list[int | None]) -> bool:
+    """Record an attempt (the quiz is the instructions page's last screen); all correct
+    opens the trials, any wrong sends back to the instructions."""
+    quiz = session.study.quiz
+    if not quiz:
+        raise FlowError("This study has no quiz.", status=409)
+    # A session read for the participant pages leaves these out: one query, not one each.
+    if unread := session.get_deferred_fields() & {"quiz_attempts", "quiz_log"}:
+        session.refresh_from_db(fields=unread)
+    attempt = _graded(quiz, answers)
+    _advance(
+        session,
+        Session.State.INSTRUCTIONS,
+        Session.State.TRIALS if attempt["passed"] else Session.State.INSTRUCTIONS,
+        quiz_attempts=session.quiz_attempts + 1,
+        quiz_log=[*session.quiz_log, attempt],
+    )
+    return attempt["passed"]
+
+
+def submit_feedback(session: Session, answers: dict[str, str]) -> None:
+    cleaned = {
+        printable(str(k))[:200]: printable(str(v), keep="\n\t")[:5000] for k, v in answers.items()
+    }
+    _advance(
+        session,
+        Session.State.FEEDBACK,
+        Session.State.COMPLETE,
+        feedback=cleaned,
+        completed_at=timezone.now(),
+    )
