@@ -8,11 +8,15 @@ from training import metrics
 from training.config import TrainConfig, TrainData
 from training.loop import train_model
 from training.policies import (
+    LABEL_POLICIES,
+    POLICIES,
     PointJudgments,
     fit_human_curves,
     fit_logistic,
+    get_policy,
     label_points,
     perceived_from_midpoint,
+    policy_choices,
 )
 from training.selectors import heldout_split
 
@@ -168,3 +172,69 @@ def test_online_mixup_training_runs_on_cpu():
         on_progress=seen.append,
     )
     assert result.images_seen == 128 and result.device == "cpu" and seen
+
+
+# --- the label-policy registry: one definition per policy -----------------------------
+
+
+def test_policies_that_label_any_lam_label_stored_points_with_the_same_definition():
+    """mixup, uniform and human_fit label stored points and online batches through one
+    definition: label_points and the policy's label map agree on the same points."""
+    rng = np.random.default_rng(5)
+    points = [
+        PointJudgments(int(a), int(b), float(x), perceived=[float(x) * 0.9])
+        for a, b, x in zip(
+            rng.integers(0, K, 30), rng.integers(0, K, 30), rng.random(30), strict=True
+        )
+    ]
+    curves = fit_human_curves(points, [(0, 1, 0.4)] * 6, min_judgments=1)
+    with_map = [name for name, p in LABEL_POLICIES.items() if p.label_map(K) is not None]
+    assert sorted(with_map) == ["human_fit", "mixup", "uniform"]
+    for name in with_map:
+        stored = label_points(name, points, K, np.random.default_rng(0), curves)
+        label_map = get_policy(name).label_map(K, curves)
+        for p, row in zip(points, stored, strict=True):
+            online = label_map(np.array([p.class1]), np.array([p.class2]), p.lam)
+            np.testing.assert_array_equal(online[0], row)
+    np.testing.assert_allclose(
+        get_policy("mixup").label_map(K)(np.array([0, 1]), np.array([2, 1]), 0.3),
+        [[0.3, 0, 0.7, 0], [0, 1, 0, 0]],
+    )
+
+
+def test_policy_names_are_checked_in_the_registry():
+    assert POLICIES == tuple(LABEL_POLICIES)
+    assert {c[0] for c in policy_choices()} == set(POLICIES)
+    for bad in ("mixupp", "", None):
+        with pytest.raises(ValueError, match="unknown policy"):
+            get_policy(bad)
+        with pytest.raises(ValueError, match="unknown policy"):
+            label_points(bad, [], K, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="fitted curves"):
+        label_points("human_fit", [point(perceived=[0.5])], K, np.random.default_rng(0))
+
+
+def test_online_cutmix_training_uses_the_registry_torch_path():
+    """Online mixing takes its method from the registry; labels get the effective lam."""
+    rng = np.random.default_rng(0)
+    data = TrainData(
+        rng.integers(0, 256, (64, 8, 8, 1), dtype=np.uint8),
+        rng.integers(0, 3, 64),
+        np.zeros((0, 8, 8, 1), np.uint8),
+        np.zeros((0, 3)),
+        num_classes=3,
+    )
+    given = []
+    mixup_map = get_policy("mixup").label_map(3)
+
+    def label_map(c1, c2, lam):
+        given.append(lam)
+        return mixup_map(c1, c2, lam)
+
+    cfg = TrainConfig(epochs=1, batch_size=16, online_alpha=1.0, online_mixing="cutmix")
+    result = train_model(cfg, data, label_map=label_map)
+    assert result.images_seen == 64 and len(given) == 4
+    # Effective CutMix lams of an 8x8 image: whole-pixel box areas out of 64.
+    assert all(abs(lam * 64 - round(lam * 64)) < 1e-9 for lam in given)
+    with pytest.raises(ValueError, match="unknown mixing policy"):
+        train_model(TrainConfig(epochs=1, online_alpha=1.0, online_mixing="fmix"), data, label_map)

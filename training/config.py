@@ -27,6 +27,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     seed: int = 0
     online_alpha: float = 0.0  # > 0: mix each batch online with lam ~ Beta(alpha, alpha)
+    online_mixing: str = "mixup"  # the mixing method online (datasets.mixing registry)
     device: str = "auto"  # auto | cpu | cuda
     fgsm_eps: float = FGSM_EPS
 

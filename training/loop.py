@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from datasets.mixing import get_method
+
 from . import metrics
 from .config import Cancelled, EvalData, LabelMap, Progress, TrainConfig, TrainData
 from .nets import build_model
@@ -63,7 +65,11 @@ def train_model(
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train on base images (one-hot) and mixed points (soft labels), or on online
-    mixup of the base images when cfg.online_alpha > 0 (labels from label_map)."""
+    mixing of the base images when cfg.online_alpha > 0: each batch is mixed with a
+    shuffled copy of itself by the registered method cfg.online_mixing (datasets.mixing,
+    its torch path, on the training device) at lam ~ Beta(alpha, alpha), and labelled
+    by label_map at the effective lam. Raises ValueError for an unknown method or a
+    missing label map."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = pick_device(cfg.device)
@@ -81,6 +87,7 @@ def train_model(
     online = cfg.online_alpha > 0
     if online and label_map is None:
         raise ValueError("online mixup needs a label map")
+    mixing = get_method(cfg.online_mixing)  # ValueError for an unknown method
     x_all = _to_device(data.base_images if online else images, device)
     y_all = torch.as_tensor(targets, dtype=torch.float32, device=device)
     hard = data.base_labels
@@ -106,10 +113,12 @@ def train_model(
             if online:
                 lam = float(rng.beta(cfg.online_alpha, cfg.online_alpha))
                 perm = torch.randperm(len(index), device=device)
-                x = lam * x + (1 - lam) * x[perm]
+                x, kept = mixing.mix_torch(x, x[perm], np.full(len(index), lam), rng)
                 classes = hard[index.cpu().numpy()]
+                # One lam per batch (Zhang et al. 2018), so every image keeps the same
+                # share; the label map is given that effective share, not the lam drawn.
                 y = torch.as_tensor(
-                    label_map(classes, classes[perm.cpu().numpy()], lam),
+                    label_map(classes, classes[perm.cpu().numpy()], float(kept[0])),
                     dtype=torch.float32,
                     device=device,
                 )

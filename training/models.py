@@ -5,7 +5,7 @@ from datasets.models import Dataset, StimulusSet
 from elicitation.models import Study
 
 from .config import ARCHITECTURES
-from .policies import POLICIES
+from .policies import policy_choices
 
 
 class TrainingJob(models.Model):
@@ -39,7 +39,7 @@ class TrainingJob(models.Model):
     studies = models.ManyToManyField(
         Study, blank=True, help_text="Studies whose judgments label the stimuli."
     )
-    policy = models.CharField(max_length=20, choices=[(p, p) for p in POLICIES])
+    policy = models.CharField(max_length=20, choices=policy_choices)
     architecture = models.CharField(
         max_length=20, choices=[(a, a) for a in ARCHITECTURES], default="small_cnn"
     )

@@ -9,31 +9,13 @@ confidences, and Top-2 Clamp soft labels.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-POLICIES = (
-    "onehot",
-    "random",
-    "uniform",
-    "mixup",
-    "relabel",
-    "relabel_weighted",
-    "relabel_uncertain",
-    "human_fit",
-    "soft_categorical",
-)
-HUMAN_POLICIES = {
-    "relabel",
-    "relabel_weighted",
-    "relabel_uncertain",
-    "human_fit",
-    "soft_categorical",
-}
-# Policies that can label any lam, so online mixup (lam ~ Beta(alpha, alpha)) can use them.
-LABEL_MAP_POLICIES = {"mixup", "uniform", "human_fit"}
+from .config import LabelMap
 
 # human_fit: a class pair needs this many judgments for a curve of its own; below it,
 # the pair uses the curve fitted over all pairs.
@@ -75,6 +57,127 @@ def _confidence(point: PointJudgments) -> float:
     return float(np.mean(known)) if known else 1.0
 
 
+def _two_class_batch(
+    num_classes: int, class1: np.ndarray, class2: np.ndarray, share1: np.ndarray
+) -> np.ndarray:
+    """_two_class for a batch: (B,) classes and shares -> (B, K)."""
+    class1, class2 = np.asarray(class1, dtype=int), np.asarray(class2, dtype=int)
+    share1 = np.broadcast_to(np.asarray(share1, dtype=np.float64), class1.shape)
+    labels = np.zeros((len(class1), num_classes))
+    rows = np.arange(len(class1))
+    np.add.at(labels, (rows, class1), share1)
+    np.add.at(labels, (rows, class2), 1.0 - share1)
+    return labels
+
+
+def _mixup_any(c1, c2, lam, num_classes, curves):
+    return _two_class_batch(num_classes, c1, c2, lam)
+
+
+def _uniform_any(c1, c2, lam, num_classes, curves):
+    return np.full((len(c1), num_classes), 1.0 / num_classes)
+
+
+def _human_fit_any(c1, c2, lam, num_classes, curves):
+    if curves is None:
+        raise ValueError("human_fit needs fitted curves")
+    lams = np.broadcast_to(np.asarray(lam, dtype=np.float64), np.shape(c1))
+    shares = [curves.share(int(a), int(b), float(x)) for a, b, x in zip(c1, c2, lams, strict=True)]
+    return _two_class_batch(num_classes, c1, c2, np.array(shares, dtype=np.float64))
+
+
+def _relabel_point(p: PointJudgments, num_classes: int) -> np.ndarray:
+    return _two_class(num_classes, p.class1, p.class2, float(np.mean(p.perceived)))
+
+
+def _relabel_weighted_point(p: PointJudgments, num_classes: int) -> np.ndarray:
+    confidences = [1.0 if c is None else c for c in p.confidences]
+    weighted = float(np.mean(np.asarray(p.perceived) * np.asarray(confidences)))
+    return _two_class(num_classes, p.class1, p.class2, weighted)
+
+
+def _relabel_uncertain_point(p: PointJudgments, num_classes: int) -> np.ndarray:
+    w = _confidence(p)
+    relabel = _relabel_point(p, num_classes)
+    return w * relabel + (1 - w) * np.full(num_classes, 1.0 / num_classes)
+
+
+def _soft_categorical_point(p: PointJudgments, num_classes: int) -> np.ndarray:
+    return np.mean(np.stack(p.soft_labels), axis=0)
+
+
+# (class1 (B,), class2 (B,), lam (B,) or scalar, K, curves) -> (B, K) labels.
+AnyLamLabels = Callable[[np.ndarray, np.ndarray, Any, int, "PairCurves | None"], np.ndarray]
+
+
+@dataclass(frozen=True)
+class LabelPolicy:
+    """One label policy (DESIGN section 3).
+
+    A policy labels a point either at any (class1, class2, lam) (`any_lam`: the same
+    definition labels stored points and online-mixed batches) or from the judgments
+    on a stored point (`per_point`), or draws labels (`random`). `evidence` names the
+    judgments every point needs ("perceived" lams or "soft" labels; None: none).
+    """
+
+    name: str
+    any_lam: AnyLamLabels | None = None
+    per_point: Callable[[PointJudgments, int], np.ndarray] | None = None
+    evidence: str | None = None
+    fits_curves: bool = False  # fit_human_curves before labelling
+    adds_points: bool = True  # False: train on the base images alone
+
+    @property
+    def needs_judgments(self) -> bool:
+        return self.evidence is not None
+
+    def label_map(self, num_classes: int, curves: PairCurves | None = None) -> LabelMap | None:
+        """Labels for online mixing, (class1, class2, lam) -> (B, K); None when the
+        policy cannot label an arbitrary lam."""
+        if self.any_lam is None:
+            return None
+        any_lam = self.any_lam
+        return lambda c1, c2, lam: any_lam(c1, c2, lam, num_classes, curves)
+
+
+def _random_labels(points, num_classes, rng):
+    return rng.dirichlet(np.ones(num_classes), size=len(points))
+
+
+LABEL_POLICIES: dict[str, LabelPolicy] = {
+    p.name: p
+    for p in (
+        LabelPolicy("onehot", adds_points=False),
+        LabelPolicy("random"),
+        LabelPolicy("uniform", any_lam=_uniform_any),
+        LabelPolicy("mixup", any_lam=_mixup_any),
+        LabelPolicy("relabel", per_point=_relabel_point, evidence="perceived"),
+        LabelPolicy("relabel_weighted", per_point=_relabel_weighted_point, evidence="perceived"),
+        LabelPolicy("relabel_uncertain", per_point=_relabel_uncertain_point, evidence="perceived"),
+        LabelPolicy("human_fit", any_lam=_human_fit_any, evidence="perceived", fits_curves=True),
+        LabelPolicy("soft_categorical", per_point=_soft_categorical_point, evidence="soft"),
+    )
+}
+POLICIES = tuple(LABEL_POLICIES)
+# Derived views of the registry, for messages and checks that name several policies.
+HUMAN_POLICIES = {name for name, p in LABEL_POLICIES.items() if p.needs_judgments}
+LABEL_MAP_POLICIES = {name for name, p in LABEL_POLICIES.items() if p.any_lam is not None}
+
+
+def policy_choices() -> list[tuple[str, str]]:
+    """(name, name) of every registered policy, for model and form choices."""
+    return [(name, name) for name in LABEL_POLICIES]
+
+
+def get_policy(name: str) -> LabelPolicy:
+    """The registered policy called `name`; raises ValueError for any other name. The one
+    place a policy string is checked."""
+    try:
+        return LABEL_POLICIES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown policy {name!r}; choose from {POLICIES}") from None
+
+
 def label_points(
     policy: str,
     points: Sequence[PointJudgments],
@@ -82,52 +185,30 @@ def label_points(
     rng: np.random.Generator,
     curves: PairCurves | None = None,
 ) -> np.ndarray:
-    """(N, K) labels for the mixed points under a policy ('onehot' adds no points)."""
-    if policy not in POLICIES:
-        raise ValueError(f"unknown policy {policy!r}; choose from {POLICIES}")
-    if policy == "onehot":
+    """(N, K) labels for the mixed points under a policy ('onehot' adds no points).
+    Raises ValueError for an unknown policy, a human policy without the judgments it
+    needs on every point, or human_fit without curves."""
+    spec = get_policy(policy)
+    if not spec.adds_points:
         return np.zeros((0, num_classes))
-    if policy == "random":
-        return rng.dirichlet(np.ones(num_classes), size=len(points))
-    if policy == "uniform":
-        return np.full((len(points), num_classes), 1.0 / num_classes)
-    if policy == "human_fit":
-        if curves is None:
-            raise ValueError("human_fit needs fitted curves")
-        return (
-            np.stack(
-                [
-                    _two_class(
-                        num_classes, p.class1, p.class2, curves.share(p.class1, p.class2, p.lam)
-                    )
-                    for p in points
-                ]
-            )
-            if points
-            else np.zeros((0, num_classes))
-        )
+    if spec.any_lam is not None:
+        if spec.fits_curves and curves is None:
+            raise ValueError(f"{policy} needs fitted curves")
+        if not points:
+            return np.zeros((0, num_classes))
+        c1 = np.array([p.class1 for p in points])
+        c2 = np.array([p.class2 for p in points])
+        lam = np.array([p.lam for p in points], dtype=np.float64)
+        return spec.any_lam(c1, c2, lam, num_classes, curves)
+    if spec.per_point is None:
+        return _random_labels(points, num_classes, rng)
     labels = []
     for p in points:
-        if policy == "mixup":
-            labels.append(_two_class(num_classes, p.class1, p.class2, p.lam))
-            continue
-        if policy == "soft_categorical":
-            if not p.soft_labels:
-                raise ValueError("soft_categorical needs soft-label judgments on every point")
-            labels.append(np.mean(np.stack(p.soft_labels), axis=0))
-            continue
-        if not p.perceived:
+        if spec.evidence == "soft" and not p.soft_labels:
+            raise ValueError(f"{policy} needs soft-label judgments on every point")
+        if spec.evidence == "perceived" and not p.perceived:
             raise ValueError(f"{policy} needs judgments on every point")
-        relabel = _two_class(num_classes, p.class1, p.class2, float(np.mean(p.perceived)))
-        if policy == "relabel":
-            labels.append(relabel)
-        elif policy == "relabel_weighted":
-            confidences = [1.0 if c is None else c for c in p.confidences]
-            weighted = float(np.mean(np.asarray(p.perceived) * np.asarray(confidences)))
-            labels.append(_two_class(num_classes, p.class1, p.class2, weighted))
-        else:  # relabel_uncertain
-            w = _confidence(p)
-            labels.append(w * relabel + (1 - w) * np.full(num_classes, 1.0 / num_classes))
+        labels.append(spec.per_point(p, num_classes))
     return np.stack(labels) if labels else np.zeros((0, num_classes))
 
 

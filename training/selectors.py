@@ -109,20 +109,6 @@ def _stimulus_pixels(points: list[_Point]) -> np.ndarray:
     return np.stack(images)
 
 
-def _label_map(policy: str, num_classes: int, curves: policies.PairCurves | None) -> LabelMap:
-    eye = np.eye(num_classes)
-    if policy == "uniform":
-        return lambda c1, c2, lam: np.full((len(c1), num_classes), 1.0 / num_classes)
-    if policy == "human_fit":
-        return lambda c1, c2, lam: np.stack(
-            [
-                curves.share(a, b, lam) * eye[a] + (1 - curves.share(a, b, lam)) * eye[b]
-                for a, b in zip(c1, c2, strict=True)
-            ]
-        )
-    return lambda c1, c2, lam: lam * eye[c1] + (1 - lam) * eye[c2]
-
-
 def cifar10h_probs() -> np.ndarray | None:
     path = Path(settings.HILLMIX_CIFAR10H_PROBS)
     return np.load(path) if path.exists() else None
@@ -136,22 +122,23 @@ def job_data(job: TrainingJob, seed: int) -> JobData:
     train_row_of_id = {int(arrays.ids[r]): int(r) for r in train_rows}
     notes = []
     points, midpoints = _judged_points(job, class_index, train_row_of_id)
+    policy = policies.get_policy(job.policy)
     if job.studies.exists():
-        needs_soft = job.policy == "soft_categorical"
+        needs_soft = policy.evidence == "soft"
         points = [
             p for p in points if (p.judgments.soft_labels if needs_soft else p.judgments.perceived)
         ]
     curves = None
-    if job.policy == "human_fit":
+    if policy.fits_curves:
         curves = policies.fit_human_curves([p.judgments for p in points], midpoints)
-        notes.append(f"human_fit: {len(curves.curves)} class pairs with their own curve")
+        notes.append(f"{job.policy}: {len(curves.curves)} class pairs with their own curve")
     label_map = None
     mixed_images = np.zeros((0, *arrays.images.shape[1:]), dtype=np.uint8)
     mixed_labels = np.zeros((0, num_classes))
     if job.online_alpha > 0:
-        label_map = _label_map(job.policy, num_classes, curves)
+        label_map = policy.label_map(num_classes, curves)
         notes.append(f"online mixup, alpha {job.online_alpha}")
-    elif job.policy != "onehot" and points:
+    elif policy.adds_points and points:
         mixed_images = _stimulus_pixels(points)
         mixed_labels = policies.label_points(
             job.policy,

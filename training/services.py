@@ -46,18 +46,19 @@ def create_job(*, stimulus_sets=(), studies=(), enqueue: bool = True, **fields) 
     if job.epochs < 1 or job.batch_size < 1 or job.learning_rate <= 0:
         raise ValidationError("epochs, batch size and learning rate must be positive")
     check_job_bounds(epochs=job.epochs, batch_size=job.batch_size, seeds=seeds)
-    if job.policy in policies.HUMAN_POLICIES and not studies:
+    policy = policies.get_policy(job.policy)  # full_clean has checked the name
+    if policy.needs_judgments and not studies:
         raise ValidationError(
             f"the {job.policy} policy needs studies whose judgments label the stimuli"
         )
     if job.online_alpha < 0:
         raise ValidationError("online_alpha cannot be negative")
-    if job.online_alpha > 0 and job.policy not in policies.LABEL_MAP_POLICIES:
+    if job.online_alpha > 0 and policy.label_map(1) is None:
         raise ValidationError(
             "online mixup needs a policy that labels any lam: "
             f"{sorted(policies.LABEL_MAP_POLICIES)}"
         )
-    if job.policy != "onehot" and job.online_alpha == 0 and not stimulus_sets:
+    if policy.adds_points and job.online_alpha == 0 and not stimulus_sets:
         raise ValidationError(f"the {job.policy} policy needs stimulus sets (or online mixup)")
     for stimulus_set in stimulus_sets:
         if stimulus_set.dataset_id != job.dataset_id:
