@@ -393,10 +393,22 @@ class _PngWriter:
 
     def __enter__(self) -> _PngWriter:
         if self.parallel:
-            # forkserver: workers start from a clean process, never a copy of this one
-            # with its database connection and threads.
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["datasets.imaging"])
+            # A Celery prefork worker runs tasks in a daemonic process, which
+            # multiprocessing forbids to start children lest they outlive it. These
+            # cannot: __exit__ shuts the pool down before the task returns. So the flag
+            # is lifted while the pool lives (the pool starts workers on demand), and
+            # there the workers are forked (Celery's process state cannot be pickled
+            # for a fork server; its task processes run one thread). Elsewhere a fork
+            # server starts them clean, never a copy of a process with its database
+            # connection and threads.
+            process = multiprocessing.current_process()
+            self.was_daemon = process.daemon
+            if self.was_daemon:
+                process.daemon = False
+                context = multiprocessing.get_context("fork")
+            else:
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(["datasets.imaging"])
             self.pool = ProcessPoolExecutor(self.workers, mp_context=context)
             os.makedirs(default_storage.path(self.folder), exist_ok=True)
         return self
@@ -404,6 +416,8 @@ class _PngWriter:
     def __exit__(self, *exc_info: object) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+            if self.was_daemon:
+                multiprocessing.current_process().daemon = True
 
     def submit(self, images: np.ndarray, names: list[str]) -> Future:
         stored = [f"{self.folder}/{name}" for name in names]

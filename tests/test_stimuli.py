@@ -232,3 +232,34 @@ def test_worker_processes_store_the_same_png_bytes_as_encoding_here(
     for j, lam in enumerate(kept):
         stimulus = pair.stimuli.get(lam=lam)
         assert results[2][(13, lam, stimulus.name)] == encode_png(mixed[0, j])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_celery_worker_generates_a_large_set_with_its_png_workers(start_worker):
+    """A Celery prefork worker runs tasks in a daemonic process; generation still starts
+    its PNG worker processes there (a set above PARALLEL_MIN_STIMULI), twice in a row."""
+    import time
+
+    from datasets import services
+    from datasets.services import import_dataset
+
+    worker = start_worker()
+    dataset = import_dataset(name="digits-worker", kind="demo")
+    n_pairs = services.PARALLEL_MIN_STIMULI // 11 + 5
+    sets = [
+        create_stimulus_set(name=f"big-{i}", dataset=dataset, kind="grid", n_pairs=n_pairs)
+        for i in range(2)
+    ]
+    deadline = time.monotonic() + 180
+    while StimulusSet.objects.filter(status__in=["pending", "running"]).exists():
+        assert time.monotonic() < deadline, worker.output()
+        time.sleep(0.5)
+    for stimulus_set in sets:
+        stimulus_set.refresh_from_db()
+        assert stimulus_set.status == "succeeded", (stimulus_set.error, worker.output())
+        assert stimulus_set.done == stimulus_set.total == n_pairs * 11
+        sizes = list(stimuli_of_set(stimulus_set).values_list("size_bytes", flat=True))
+        assert len(sizes) == n_pairs * 11 and min(sizes) > 0
+        stimulus = stimuli_of_set(stimulus_set).last()
+        with default_storage.open(stimulus.image.name, "rb") as handle:
+            assert len(handle.read()) == stimulus.size_bytes
