@@ -3,7 +3,7 @@
 // save's reply carries the trial after it.
 (function () {
   "use strict";
-  const { el, renderers } = window.HillMix; // static/js/interfaces/common.js
+  const { el, keyGuard, renderers } = window.HillMix; // static/js/interfaces/common.js
   const app = document.getElementById("trial-app");
   const banner = document.getElementById("connection");
   const cfg = app.dataset;
@@ -76,38 +76,9 @@
     progressBar.value = done;
   }
 
-  // --- which key presses may act on the trial ---------------------------------------
-  // A trial takes keys only from presses that began after it was on screen (its images
-  // decoded and painted; `shownAt`, on the clock of event.timeStamp), and never from
-  // auto-repeat: a key held down on one trial must not answer the next. Only holding an
-  // arrow key on a slider or typing in a field may repeat.
-  let shownAt = Infinity;
-  const heldSince = new Map(); // key -> timeStamp of the press that began holding it
-  const keyId = (ev) => ev.code || ev.key;
-  const isField = (t) => t && ["INPUT", "SELECT", "TEXTAREA"].includes(t.tagName);
-  function gated(ev) {
-    const t = ev.target;
-    return !app.hidden && (t === document.body || t === document.documentElement || app.contains(t));
-  }
-  function beganBeforeShown(ev) {
-    const t = ev.target;
-    const onTrial = !app.contains(t) || (t.closest && t.closest(".trial"));
-    const since = heldSince.has(keyId(ev)) ? heldSince.get(keyId(ev)) : ev.timeStamp;
-    return Boolean(onTrial) && (since < shownAt || ev.timeStamp < shownAt);
-  }
-  function swallow(ev) { ev.preventDefault(); ev.stopImmediatePropagation(); }
-  window.addEventListener("keydown", (ev) => {
-    if (!ev.repeat) heldSince.set(keyId(ev), ev.timeStamp); // a new press (a lost key-up too)
-    if (!gated(ev)) return;
-    const adjusting = isField(ev.target) && ev.key !== "Enter" && ev.key !== " ";
-    if ((ev.repeat && !adjusting) || beganBeforeShown(ev)) swallow(ev);
-  }, true);
-  window.addEventListener("keyup", (ev) => {
-    const early = gated(ev) && beganBeforeShown(ev); // e.g. Space, which clicks on release
-    heldSince.delete(keyId(ev));
-    if (early) swallow(ev);
-  }, true);
-  window.addEventListener("blur", () => heldSince.clear()); // its key-ups go elsewhere
+  // Which key presses may act on the trial (common.js): `guard.shownAt` is when the
+  // trial on screen was shown, Infinity while none takes answers.
+  const guard = keyGuard(app);
 
   // Show a rendered trial once its images are decoded and painted; resolves to the
   // moment they are on screen (performance.now()).
@@ -115,9 +86,9 @@
     await Promise.all(Array.from(root.querySelectorAll("img"), (img) => img.decode()));
     root.classList.remove("loading");
     await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
-    shownAt = performance.now();
+    guard.shownAt = performance.now();
     root.dataset.shown = "";
-    return shownAt;
+    return guard.shownAt;
   }
 
   // --- the loop --------------------------------------------------------------------
@@ -148,7 +119,7 @@
     sessionToken = body.session;
     if (body.done) { endTrials(); return; }
     const trial = body.trial;
-    shownAt = Infinity;
+    guard.shownAt = Infinity;
     setProgress(trial.index, trial.total, trial.index);
     const urls = trial.images ? trial.images.map((im) => im.url) : [trial.image];
     // The answered trial stays (inert) while the next one's images arrive, unless that is slow.
@@ -163,8 +134,8 @@
     let shown = null, startedAt = null;
     app.replaceChildren(root);
     renderers[trial.interface](trial, root, (response, confidence) => {
-      if (shown === null || shownAt !== shown) return; // not on screen yet, or answered
-      shownAt = Infinity;
+      if (shown === null || guard.shownAt !== shown) return; // not on screen yet, or answered
+      guard.shownAt = Infinity;
       save(trial, root, {
         session: sessionToken, trial_index: trial.index, idempotency_key: key,
         rt_ms: Math.max(performance.now() - shown, 0.001), client_started_at: startedAt,

@@ -1,5 +1,5 @@
 // What every interface's trial screen shares: the element builder, the one slider
-// widget, the confidence block, and the registry the interface modules add their
+// widget, the confidence block, the key guard, and the registry the interface modules add their
 // renderer to (HillMix.renderers[interface] = function (trial, root, submit)). The
 // trial page loads this, then its study's interface module (static/js/interfaces/),
 // then trials.js, which runs the flow.
@@ -50,5 +50,41 @@
       right: "completely", readout: (v) => `Confidence: ${v} of 100`, onTouch: onChange });
   }
 
-  window.HillMix = { el, slider, confidenceBlock, renderers: {} };
+  // --- which key presses may act on the trial ---------------------------------------
+  // A trial takes keys only from presses that began after it was on screen (its images
+  // decoded and painted; the guard's `shownAt`, set by the page, on the clock of
+  // event.timeStamp), and never from auto-repeat: a key held down on one trial must not
+  // answer the next. Only holding an arrow key on a slider or typing in a field may repeat.
+  function keyGuard(app) {
+    const guard = { shownAt: Infinity };
+    const heldSince = new Map(); // key -> timeStamp of the press that began holding it
+    const keyId = (ev) => ev.code || ev.key;
+    const isField = (t) => t && ["INPUT", "SELECT", "TEXTAREA"].includes(t.tagName);
+    function gated(ev) {
+      const t = ev.target;
+      return !app.hidden && (t === document.body || t === document.documentElement || app.contains(t));
+    }
+    function beganBeforeShown(ev) {
+      const t = ev.target;
+      const onTrial = !app.contains(t) || (t.closest && t.closest(".trial"));
+      const since = heldSince.has(keyId(ev)) ? heldSince.get(keyId(ev)) : ev.timeStamp;
+      return Boolean(onTrial) && (since < guard.shownAt || ev.timeStamp < guard.shownAt);
+    }
+    function swallow(ev) { ev.preventDefault(); ev.stopImmediatePropagation(); }
+    window.addEventListener("keydown", (ev) => {
+      if (!ev.repeat) heldSince.set(keyId(ev), ev.timeStamp); // a new press (a lost key-up too)
+      if (!gated(ev)) return;
+      const adjusting = isField(ev.target) && ev.key !== "Enter" && ev.key !== " ";
+      if ((ev.repeat && !adjusting) || beganBeforeShown(ev)) swallow(ev);
+    }, true);
+    window.addEventListener("keyup", (ev) => {
+      const early = gated(ev) && beganBeforeShown(ev); // e.g. Space, which clicks on release
+      heldSince.delete(keyId(ev));
+      if (early) swallow(ev);
+    }, true);
+    window.addEventListener("blur", () => heldSince.clear()); // its key-ups go elsewhere
+    return guard;
+  }
+
+  window.HillMix = { el, slider, confidenceBlock, keyGuard, renderers: {} };
 })();
