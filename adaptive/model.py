@@ -161,6 +161,33 @@ class InterfaceModel:
         entropy = -(pred * np.log(np.maximum(pred, 1e-300))).sum(axis=1)
         return entropy - self.cond_entropy @ probs
 
+    def midpoint_information_gain(
+        self, probs: np.ndarray, n_m: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Mutual information (nats) between the next outcome and the midpoint m alone, (C,).
+
+        The slope k is marginalised out: I(outcome; m) = H(predicted outcome) -
+        E_m[H(outcome | m)], P(outcome | m) = sum_k P(outcome | m, k) p(k | m). The goal
+        (every pair's midpoint within a tolerance) measures m, so information about k
+        alone is wasted on it. ``n_m``: grid points on m (the grid is m-major).
+        Returns (gain (C,), marginal posterior of m (n_m,)).
+        """
+        n_c, n_o, n_g = self.table.shape
+        if getattr(self, "_by_m", None) is None or self._by_m.shape[0] != n_m:
+            # (M, C*O, K), contiguous, so the sum over k is one batched matmul per choice.
+            self._by_m = np.ascontiguousarray(
+                self.table.reshape(n_c * n_o, n_m, n_g // n_m).transpose(1, 0, 2)
+            )
+        pm = probs.reshape(n_m, n_g // n_m)
+        joint = np.matmul(self._by_m, pm[:, :, None])[:, :, 0]  # (M, C*O): P(o, m | c)
+        joint = joint.T.reshape(n_c, n_o, n_m)
+        marginal = pm.sum(axis=1)
+        pred = joint.sum(axis=2)
+        entropy = -(pred * np.log(np.maximum(pred, 1e-300))).sum(axis=1)
+        cond = joint / np.maximum(marginal, 1e-300)
+        cond_entropy = -(joint * np.log(np.maximum(cond, 1e-300))).sum(axis=(1, 2))
+        return entropy - cond_entropy, marginal
+
 
 def build_model(
     interface: str, grid: Grid, noise: dict | None = None, candidates=None

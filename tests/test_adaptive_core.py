@@ -142,6 +142,55 @@ def test_chooser_prefers_informative_lams_over_known_ones():
     assert gains[np.isclose(lams, 0.6)][0] > 3 * gains[np.isclose(lams, 0.05)][0]
 
 
+def test_midpoint_information_gain_matches_a_direct_computation():
+    grid = Grid(np.linspace(0, 1, 6), np.array([3.0, 10.0]))
+    model = build_model("afc", grid, NOISE, [0.3, 0.5, 0.7])
+    probs = np.random.default_rng(1).random(grid.size)
+    probs /= probs.sum()
+    gain, marginal = model.midpoint_information_gain(probs, len(grid.m_values))
+    pm = probs.reshape(6, 2)
+    assert np.allclose(marginal, pm.sum(axis=1))
+    for c, lam in enumerate([0.3, 0.5, 0.7]):
+        # P(answer 1 | m) with the slope marginalised out, then I(answer; m) by hand.
+        p1 = np.array(
+            [
+                sum(
+                    pm[i, j] / pm[i].sum() * (0.02 + 0.96 * _sigmoid(k * (lam - m)))
+                    for j, k in enumerate(grid.k_values)
+                )
+                for i, m in enumerate(grid.m_values)
+            ]
+        )
+        pred = float(marginal @ p1)
+        h = -(pred * math.log(pred) + (1 - pred) * math.log(1 - pred))
+        cond = -(p1 * np.log(p1) + (1 - p1) * np.log(1 - p1))
+        assert gain[c] == pytest.approx(h - marginal @ cond, rel=1e-9)
+
+
+def test_midpoint_objective_serves_the_pair_likely_to_miss_the_tolerance():
+    grid = make_grid(n_m=101, n_k=8)
+    model = build_model("infer", grid, NOISE)
+    post = PairPosteriors(2, grid)
+    m, k = grid.m, grid.k
+    # Pair 0: midpoint known exactly, slope unknown (information about k only).
+    known = np.where(np.isclose(m, 0.5), 1.0, 1e-12)
+    # Pair 1: slope known, midpoint uncertain around 0.35.
+    unsure = norm.pdf(m, 0.35, 0.08) * np.where(np.isclose(k, grid.k_values[4]), 1.0, 1e-12)
+    for row, w in enumerate((known, unsure)):
+        post.probs[row] = w / w.sum()
+        post.log_post[row] = np.log(post.probs[row])
+    gains = [model.midpoint_information_gain(post.probs[p], 101)[0] for p in (0, 1)]
+    assert gains[0].max() < 1e-6 < gains[1].max()
+    # The curve objective values pair 0's slope information; the midpoint objective does not.
+    assert model.expected_information_gain(post.probs[0]).max() > 0.01
+    chooser = Chooser(post, model, max_per_pair=1, budget=5, objective="midpoint")
+    trial = chooser.choose(chooser.new_session())
+    assert trial.pair == 1
+    assert abs(trial.value - 0.35) <= 0.15
+    with pytest.raises(ValueError):
+        Chooser(post, model, objective="slope")
+
+
 def test_chooser_keeps_the_session_constraints():
     grid = make_grid(n_m=51, n_k=8)
     model = build_model("infer", grid, NOISE)
