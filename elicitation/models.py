@@ -113,7 +113,7 @@ class Study(models.Model):
         "(e.g. the recruiter's return link). Empty: the page asks them to return the study.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
-    # Bumped by every save: per-process caches of a study (selectors.study_catalog)
+    # Bumped by every save: per-process caches of a study (live.study_catalog)
     # compare it to know when to reload.
     updated_at = models.DateTimeField(auto_now=True)
 

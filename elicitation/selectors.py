@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import connection
 from django.utils import timezone
 
-from datasets.models import Pair, Stimulus, stimulus_url
+from datasets.models import Pair, Stimulus
 
 from . import interfaces
+from .live import LiveSession, study_catalog
 from .models import (
     Condition,
-    ConditionItem,
     Participant,
     Session,
     Study,
-    secret_hash,
 )
 
 
@@ -88,205 +84,6 @@ def study_is_full(study: Study) -> bool:
         return False
     least = least_filled_condition(study)
     return least is not None and condition_is_full(study, least[1])
-
-
-def grid_lams(study: Study) -> list[float]:
-    return sorted(float(x) for x in study.stimulus_set.lams)
-
-
-# --- The trial hot path ------------------------------------------------------------
-# Showing a trial and saving its answer happen for every participant every few
-# seconds. They read the session row with one hand-written query and everything else
-# from a per-process catalog of the study: building an ORM query costs about 1 ms
-# here, several times the query itself.
-
-
-@dataclass(frozen=True)
-class TrialItem:
-    """One condition item as the trial page shows it."""
-
-    pair_id: int
-    stimulus_id: int | None
-    class1: str
-    class2: str
-    images: dict[float, str]  # lam -> opaque URL: the pair's grid, or the one stimulus shown
-    stimulus_lam: float | None = None  # the shown stimulus's lam (single interfaces)
-
-
-class StudyCatalog:
-    """A study with its grid and its conditions' items, loaded once per process and
-    version of the study row, and shared by its requests: read it, never change it.
-    Stimulus sets are immutable once ready, and conditions cannot change once
-    sessions exist, so only the study row itself can go stale."""
-
-    def __init__(self, study: Study, version: object) -> None:
-        self.study = study
-        self.version = version
-        self.grid = grid_lams(study)
-        self._conditions: dict[int, dict[int, TrialItem]] = {}
-
-    def item(self, condition_id: int, position: int) -> TrialItem:
-        return self._items(condition_id)[position]
-
-    def positions(self, condition_id: int) -> list[int]:
-        """The positions of the condition's items."""
-        return list(self._items(condition_id))
-
-    def _items(self, condition_id: int) -> dict[int, TrialItem]:
-        items = self._conditions.get(condition_id)
-        if items is None:
-            items = self._conditions[condition_id] = self._load_condition(condition_id)
-        return items
-
-    def _load_condition(self, condition_id: int) -> dict[int, TrialItem]:
-        rows = list(
-            ConditionItem.objects.filter(condition_id=condition_id).select_related(
-                "pair", "stimulus"
-            )
-        )
-        grids: dict[int, dict[float, str]] = {}
-        if self.study.is_grid:
-            stimuli = Stimulus.objects.filter(pair_id__in={r.pair_id for r in rows})
-            for pair_id, lam, key in stimuli.values_list("pair_id", "lam", "key"):
-                grids.setdefault(pair_id, {})[round(lam, 4)] = stimulus_url(key)
-        return {
-            row.position: TrialItem(
-                pair_id=row.pair_id,
-                stimulus_id=row.stimulus_id,
-                class1=row.pair.class1,
-                class2=row.pair.class2,
-                images=grids.get(row.pair_id)
-                or {round(row.stimulus.lam, 4): row.stimulus.served_url},
-                stimulus_lam=row.stimulus.lam if row.stimulus_id else None,
-            )
-            for row in rows
-        }
-
-
-_catalogs: dict[int, StudyCatalog] = {}
-
-
-def study_catalog(study_id: int, version: object) -> StudyCatalog:
-    catalog = _catalogs.get(study_id)
-    if catalog is None or catalog.version != version:
-        study = Study.objects.select_related("stimulus_set__dataset").get(pk=study_id)
-        catalog = _catalogs[study_id] = StudyCatalog(study, version)
-    return catalog
-
-
-def catalog_of(study: Study) -> StudyCatalog:
-    """The catalog `study` was read from, or, for a study read some other way (a script,
-    a test), one made for the occasion."""
-    catalog = _catalogs.get(study.pk)
-    if catalog is not None and catalog.study is study:
-        return catalog
-    return StudyCatalog(study, version=None)
-
-
-@dataclass
-class LiveSession:
-    """The columns of a session the trial endpoints need, with its study's catalog."""
-
-    session: Session
-    catalog: StudyCatalog
-
-
-# In the model's field order, as Model.from_db expects them.
-_LIVE_COLUMNS = tuple(
-    field.attname
-    for field in Session._meta.concrete_fields
-    if field.name in {"id", "study", "condition", "token_hash", "state", "position", "trial_order"}
-)
-_TRIAL_ORDER = _LIVE_COLUMNS.index("trial_order")
-
-
-def _live_session(where: str, params: list) -> LiveSession | None:
-    columns = ", ".join(f"s.{name}" for name in _LIVE_COLUMNS)
-    sql = (
-        f"SELECT {columns}, st.updated_at FROM {Session._meta.db_table} s "
-        f"JOIN {Study._meta.db_table} st ON st.id = s.study_id WHERE {where}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    *values, version = row
-    if isinstance(values[_TRIAL_ORDER], str | bytes):  # JSON as the driver hands it over
-        values[_TRIAL_ORDER] = json.loads(values[_TRIAL_ORDER])
-    session = Session.from_db(connection.alias, _LIVE_COLUMNS, values)
-    catalog = study_catalog(session.study_id, version)
-    session.study = catalog.study
-    return LiveSession(session, catalog)
-
-
-def live_session(token: str | None, slug: str | None = None) -> LiveSession | None:
-    """The session whose secret is `token` (in the study `slug`, when given), for the
-    participant pages and the trial endpoints: one query on the unique index of the
-    secret's hash."""
-    if not token:
-        return None
-    token_hash = secret_hash(token)
-    if slug is None:
-        live = _live_session("s.token_hash = %s", [token_hash])
-    else:
-        live = _live_session("s.token_hash = %s AND st.slug = %s", [token_hash, slug])
-    if live is not None:
-        _remember(token_hash, slug, live.session)
-    return live
-
-
-# --- Saving without reading the session first ------------------------------------------
-# A session's id, study, condition and trial order are fixed when it starts; only its
-# position and state move. So a save whose session this process has read before checks
-# the answer against what it remembers and goes straight to its write, and the write's
-# UPDATE confirms the rest (position, state, the study's version) in the same
-# statement. One query fewer for nearly every answer.
-
-KNOWN_SESSIONS_MAX = 1024  # a few KB each (the trial order); every worker sees everyone
-
-
-@dataclass(frozen=True)
-class _KnownSession:
-    id: int
-    study_id: int
-    condition_id: int
-    trial_order: list  # shared by requests: read it, never change it
-
-
-_known_sessions: dict[tuple[str, str | None], _KnownSession] = {}
-_known_lock = threading.Lock()
-
-
-def _remember(token_hash: str, slug: str | None, session: Session) -> None:
-    known = _KnownSession(session.pk, session.study_id, session.condition_id, session.trial_order)
-    with _known_lock:
-        if len(_known_sessions) >= KNOWN_SESSIONS_MAX:  # forget the oldest
-            del _known_sessions[next(iter(_known_sessions))]
-        _known_sessions[token_hash, slug] = known
-
-
-def presumed_live_session(token_hash: str, slug: str | None, position: int) -> LiveSession | None:
-    """The session whose secret hashes to `token_hash` as it is if `position` is its
-    next trial, from what this process remembers (no query); None when it remembers
-    nothing. Only for a write that confirms the position, the state, the secret (it may
-    have been renewed) and the study's version itself."""
-    known = _known_sessions.get((token_hash, slug))
-    catalog = _catalogs.get(known.study_id) if known else None
-    if catalog is None or not 0 <= position < len(known.trial_order):
-        return None
-    columns = {
-        "id": known.id,
-        "study_id": known.study_id,
-        "condition_id": known.condition_id,
-        "token_hash": token_hash,
-        "trial_order": known.trial_order,
-        "position": position,
-        "state": Session.State.TRIALS,
-    }
-    session = Session.from_db(connection.alias, _LIVE_COLUMNS, [columns[c] for c in _LIVE_COLUMNS])
-    session.study = catalog.study
-    return LiveSession(session, catalog)
 
 
 def next_trial(live: LiveSession) -> dict | None:

@@ -19,10 +19,9 @@ from django.views.decorators.http import require_GET, require_POST
 from hillmix_site.client_address import client_address
 
 from . import services
+from .live import LiveSession, live_session
 from .models import Session, Study
 from .selectors import (
-    LiveSession,
-    live_session,
     next_trial,
     progress,
     session_by_recruiter_pid,

@@ -199,8 +199,8 @@ def test_construct_starts_on_a_cutmix_grid_step(demo_dataset, django_capture_on_
     import random
 
     from datasets.services import create_stimulus_set
+    from elicitation.live import grid_lams
     from elicitation.models import Study
-    from elicitation.selectors import grid_lams
     from elicitation.services import _trial_order, build_conditions
 
     with django_capture_on_commit_callbacks(execute=True):

@@ -12,8 +12,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from elicitation.live import live_session
 from elicitation.models import Judgment, Participant, Session, secret_hash, session_reference
-from elicitation.selectors import live_session
 from elicitation.services import (
     FlowError,
     RecruiterIds,

@@ -18,6 +18,7 @@ from ..answers import (
     integer,
     read_envelope,
 )
+from ..live import LiveSession, live_session, presumed_live_session
 from ..models import (
     ImageLoadFailure,
     Judgment,
@@ -25,11 +26,6 @@ from ..models import (
     Study,
     secret_hash,
     session_reference,
-)
-from ..selectors import (
-    LiveSession,
-    live_session,
-    presumed_live_session,
 )
 from .sessions import NO_SESSION, FlowError
 

@@ -17,6 +17,7 @@ from django.utils import timezone
 from datasets.selectors import pairs_of_set, stimuli_of_set
 
 from .. import interfaces
+from ..live import catalog_of, grid_lams
 from ..models import (
     Condition,
     ConditionItem,
@@ -25,9 +26,7 @@ from ..models import (
     Study,
 )
 from ..selectors import (
-    catalog_of,
     condition_is_full,
-    grid_lams,
     least_filled_condition,
     participant_by_recruiter_pid,
     session_of,
