@@ -2,8 +2,9 @@
 
 Loads 1,000,000 judgments into a throw-away PostgreSQL database, then measures,
 each in a fresh process, (a) the platform's streaming CSV export through the REST
-endpoint (/api/judgments/export/) and (b) PostgreSQL's COPY of the same joined
-rows to a file. Prints rows per second and peak memory (RSS) of each.
+endpoint (/api/judgments/export/), (b) its JSON export and (c) PostgreSQL's COPY of
+the same joined rows to a file. Prints rows per second and peak memory (RSS) of each,
+and each export's throughput as a ratio to COPY's.
 
     .venv/bin/python bench/export.py [--rows 1000000]
     BENCH_PG=postgres://postgres@127.0.0.1:5432 (default) selects the server.
@@ -88,7 +89,7 @@ def load(rows: int) -> None:
         cur.execute("ANALYZE")
 
 
-def measure_platform() -> dict:
+def measure_platform(fmt: str) -> dict:
     django_setup()
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
@@ -102,7 +103,7 @@ def measure_platform() -> dict:
     client.force_login(user)
     start_rss = peak_rss_mb()
     start = time.perf_counter()
-    response = client.get("/api/judgments/export/", {"study": "bench"})
+    response = client.get("/api/judgments/export/", {"study": "bench", "as": fmt})
     lines = 0
     with open(os.devnull, "w") as sink:
         for chunk in response.streaming_content:
@@ -111,7 +112,7 @@ def measure_platform() -> dict:
             sink.write(text)
     seconds = time.perf_counter() - start
     return {
-        "rows": lines - 1,
+        "rows": lines - (1 if fmt == "csv" else 2),  # the header; JSON's brackets
         "seconds": seconds,
         "start_rss_mb": start_rss,
         "peak_rss_mb": peak_rss_mb(),
@@ -130,8 +131,7 @@ def measure_copy() -> dict:
     # The very SELECT the platform's export runs, handed to COPY.
     queryset = export_queryset(Judgment.objects.filter(study__slug="bench"))
     sql, params = queryset.query.sql_with_params()
-    with connection.cursor() as cur:
-        select = cur.mogrify(sql, params).decode()
+    select = connection.ops.compose_sql(sql, params)
     conn = psycopg2.connect(f"{SERVER}/{DB_NAME}")
     start_rss = peak_rss_mb()
     start = time.perf_counter()
@@ -162,24 +162,25 @@ def child(step: str, rows: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--step", choices=["load", "platform", "copy"])
+    parser.add_argument("--step", choices=["load", "csv", "json", "copy"])
     args = parser.parse_args()
     if args.step == "load":
         load(args.rows)
         print(json.dumps({}))
         return
     if args.step:
-        print(json.dumps(measure_platform() if args.step == "platform" else measure_copy()))
+        print(json.dumps(measure_copy() if args.step == "copy" else measure_platform(args.step)))
         return
 
     recreate_database(DB_NAME)
     start = time.perf_counter()
     child("load", args.rows)
     print(f"loaded {args.rows:,} judgments in {time.perf_counter() - start:.0f} s")
-    ours, copy = child("platform", args.rows), child("copy", args.rows)
+    ours, as_json, copy = (child(step, args.rows) for step in ("csv", "json", "copy"))
     for label, result in (
-        ("platform CSV export (REST, streaming)", ours),
-        ("PostgreSQL COPY of the same rows    ", copy),
+        ("platform CSV export (REST, streaming) ", ours),
+        ("platform JSON export (REST, streaming)", as_json),
+        ("PostgreSQL COPY of the same rows      ", copy),
     ):
         print(
             f"{label}: {result['rows']:>9,} rows in {result['seconds']:6.1f} s = "
@@ -187,7 +188,8 @@ def main() -> None:
             f"{result['peak_rss_mb']:.0f} MB ({result['peak_rss_mb'] - result['start_rss_mb']:+.0f}"
             f" MB during the export)"
         )
-    print(f"throughput ratio platform / COPY: {copy['seconds'] / ours['seconds']:.2f}")
+    print(f"throughput ratio platform CSV / COPY: {copy['seconds'] / ours['seconds']:.2f}")
+    print(f"throughput ratio platform JSON / COPY: {copy['seconds'] / as_json['seconds']:.2f}")
 
 
 if __name__ == "__main__":

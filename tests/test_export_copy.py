@@ -112,18 +112,6 @@ def test_copy_export_writes_the_python_path_bytes(
     assert_same_bytes(client, study)
 
 
-@pytest.mark.shared_data
-def test_copy_export_of_the_hmix_import_writes_the_python_path_bytes(
-    staff_client,  # noqa: F811
-    imported,  # noqa: F811
-    db,
-):
-    from elicitation.models import Study
-
-    for study in Study.objects.filter(slug__startswith="hmix"):
-        assert_same_bytes(staff_client, study)
-
-
 def test_copy_rows_reassembles_any_split():
     """Rows split across chunks, or several rows in one, come out whole."""
     rows = [b"a,b\r\n", b"", "ü,😀\r\n".encode(), b"x" * 70_000]
@@ -180,14 +168,16 @@ def test_a_client_gone_mid_export_frees_the_connection_at_once(
     browser = Client()
     browser.force_login(user)
     host, port = live_server.thread.host, live_server.thread.port
-    client = socket.create_connection((host, port))
+    client = socket.create_connection((host, port), timeout=30)
     client.sendall(
         f"GET /api/studies/{study.slug}/export/ HTTP/1.1\r\nHost: {host}\r\n"
         f"Cookie: sessionid={browser.cookies['sessionid'].value}\r\n\r\n".encode()
     )
     received = b""
     while len(received) < 200_000:
-        received += client.recv(65536)
+        chunk = client.recv(65536)
+        assert chunk, received[:300]
+        received += chunk
     assert b"200 OK" in received.split(b"\r\n", 1)[0]
     time.sleep(0.5)
     assert active_copies() == 1  # the export is under way, held back by the client
@@ -198,4 +188,17 @@ def test_a_client_gone_mid_export_frees_the_connection_at_once(
     assert active_copies() == 0
 
 
+# Last in the module: its module-wide import holds a transaction open until the end.
 from tests.test_hmix import hmix_folder, imported, staff_client  # noqa: E402,F401
+
+
+@pytest.mark.shared_data
+def test_copy_export_of_the_hmix_import_writes_the_python_path_bytes(
+    staff_client,  # noqa: F811
+    imported,  # noqa: F811
+    db,
+):
+    from elicitation.models import Study
+
+    for study in Study.objects.filter(slug__startswith="hmix"):
+        assert_same_bytes(staff_client, study)
