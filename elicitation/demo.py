@@ -63,7 +63,9 @@ DEMO_INSTRUCTIONS = [
     "In this study you will see images that blend two handwritten digits.\n\n"
     "We want to know how 100 other people would see each image.",
     "Depending on the study you change an image with the keys G and H (or the buttons), "
-    "pick one image from a row, move sliders, or name the digits you see.\n\n"
+    "pick one image from a row, move sliders, name the digits you see, or say which of two "
+    "digits an image shows more of (keys F and J, or the buttons).\n\n"
+    "Where the study asks how sure you are, move the confidence slider before you go on.\n\n"
     "There are no right or wrong answers.",
 ]
 DEMO_QUIZ = [

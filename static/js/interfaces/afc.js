@@ -39,7 +39,9 @@
         el("strong", {}, trial.class2), ". Which does it show more of?"),
       el("div", { class: "stage" }, el("img", { class: "stimulus pixelated", id: "stimulus", src: trial.image, alt: "mixed image" })),
       el("div", { class: "nav-row" }, ...buttons),
-      el("p", { class: "muted" }, "Keys: F for the left answer, J for the right one."),
+      el("p", { class: "muted" }, conf
+        ? "Keys: F for the left answer, J for the right one; then set how sure you are and continue."
+        : "Keys: F for the left answer, J for the right one."),
     );
     if (conf) root.append(conf.node, el("div", { class: "nav-row" }, next));
   };
