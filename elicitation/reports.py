@@ -137,21 +137,10 @@ def stimulus_aggregates_in_python(study: Study, include_excluded: bool = False) 
 
 def confidence_by_true_lam_in_python(study: Study, include_excluded: bool = False) -> list[dict]:
     """Mean and std over per-stimulus mean confidences, for each true lam."""
-    per_stimulus = defaultdict(list)
-    true_lams = {}
-    rows = (
-        study_judgments(study, include_excluded)
-        .filter(stimulus__isnull=False, confidence__isnull=False)
-        .values_list("stimulus_id", "stimulus__lam", "confidence")
-    )
-    for stimulus_id, true_lam, confidence in rows.iterator():
-        per_stimulus[stimulus_id].append(confidence)
-        true_lams[stimulus_id] = true_lam
-    means = {k: sum(v) / len(v) for k, v in per_stimulus.items()}
-    return [
-        m.__dict__
-        for m in analytics.mean_std_by([true_lams[k] for k in means], list(means.values()))
-    ]
+    per_stimulus = confidence_per_stimulus_in_python(study, include_excluded)
+    lams = [lam for lam, _ in per_stimulus]
+    means = [confidence for _, confidence in per_stimulus]
+    return [m.__dict__ for m in analytics.mean_std_by(lams, means)]
 
 
 def perceived_by_true_lam_in_python(study: Study, include_excluded: bool = False) -> list[dict]:
