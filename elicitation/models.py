@@ -211,6 +211,16 @@ class Session(models.Model):
         FEEDBACK = "feedback"
         COMPLETE = "complete"
 
+    class Kind(models.TextChoices):
+        """Who the session is: only LIVE sessions are research data. Pilots, previews
+        (Prolific's unfilled placeholders, the researcher's preview link) and simulated
+        participants stay out of exports, aggregates, balance and payments by default."""
+
+        LIVE = "live"
+        PILOT = "pilot"
+        PREVIEW = "preview"
+        SIMULATED = "simulated"
+
     study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="sessions")
     participant = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="sessions")
     # The SHA-256 of the secret the participant's browser holds (never the secret).
@@ -234,6 +244,7 @@ class Session(models.Model):
     quiz_log = models.JSONField(default=list, blank=True)
     feedback = models.JSONField(default=dict, blank=True)
     excluded = models.BooleanField(default=False)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.LIVE)
     started_at = models.DateTimeField(auto_now_add=True)
     last_seen_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)

@@ -27,10 +27,12 @@ from .models import Judgment, Session, Study
 
 
 def counted(judgments: QuerySet[Judgment], include_excluded: bool = False) -> QuerySet[Judgment]:
-    """The exclusion rule, the one every export, aggregate and dashboard applies: the
-    judgments of participants a researcher excluded are left out unless
+    """The exclusion rule, the one every export, aggregate and dashboard applies: only
+    live sessions are research data (pilots, previews and simulated participants never
+    are), and the judgments of participants a researcher excluded are left out unless
     `include_excluded` asks for them."""
-    return judgments if include_excluded else judgments.filter(session__excluded=False)
+    live = judgments.filter(session__kind=Session.Kind.LIVE)
+    return live if include_excluded else live.filter(session__excluded=False)
 
 
 def include_excluded_param(value: str | None) -> bool:

@@ -59,7 +59,7 @@ def least_filled_condition(study: Study) -> tuple[int, int] | None:
     sql = (
         f"SELECT c.id, COUNT(s.id) FROM {Condition._meta.db_table} c "
         f"LEFT JOIN {Session._meta.db_table} s ON s.condition_id = c.id "
-        "AND NOT s.excluded AND (s.state = %s OR s.last_seen_at >= %s) "
+        "AND NOT s.excluded AND s.kind = 'live' AND (s.state = %s OR s.last_seen_at >= %s) "
         "WHERE c.study_id = %s GROUP BY c.id, c.position "
         "ORDER BY COUNT(s.id), c.position, c.id LIMIT 1"
     )

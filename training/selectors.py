@@ -15,6 +15,7 @@ from datasets.models import Stimulus
 from datasets.selectors import dataset_arrays
 from elicitation import interfaces
 from elicitation.models import Judgment
+from elicitation.reports import counted
 
 from . import policies
 from .config import EvalData, LabelMap, TrainData
@@ -53,9 +54,7 @@ def _judged_points(job: TrainingJob, class_index: dict[str, int], row_of_id: dic
     per_stimulus: dict[tuple[str, float], list] = defaultdict(list)
     per_pair: dict[str, list] = defaultdict(list)
     midpoints = []
-    judgments = Judgment.objects.filter(
-        study__in=job.studies.all(), session__excluded=False
-    ).values_list(
+    judgments = counted(Judgment.objects.filter(study__in=job.studies.all())).values_list(
         "interface",
         "pair__name",
         "pair__class1",
