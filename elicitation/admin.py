@@ -8,7 +8,15 @@ from hillmix_site.permissions import RECRUITER_ID_PERMISSION, GuardedLookupsAdmi
 
 from . import dashboard, services
 from .forms import StudyForm
-from .models import Condition, ImageLoadFailure, Judgment, Participant, Session, Study
+from .models import (
+    AuditLog,
+    Condition,
+    ImageLoadFailure,
+    Judgment,
+    Participant,
+    Session,
+    Study,
+)
 from .study_rules import LOCKED_ONCE_STARTED
 
 
@@ -54,6 +62,7 @@ class StudyAdmin(GuardedLookupsAdmin, admin.ModelAdmin):
                     "instruction_pages",
                     "quiz",
                     "feedback_questions",
+                    "language",
                 ]
             },
         ),
@@ -233,3 +242,14 @@ class JudgmentAdmin(ReadOnlyAdmin):
         "created_at",
     ]
     list_filter = ["study", "interface", "is_repeat"]
+
+
+@admin.register(AuditLog)
+class AuditLogAdmin(ReadOnlyAdmin):
+    """Who exported data, saw recruiter ids, erased, withdrew or paid: read-only, for
+    whoever holds elicitation.view_auditlog (admins)."""
+
+    list_display = ["created_at", "username", "action", "study", "detail"]
+    list_filter = ["action", "study"]
+    search_fields = ["username", "action", "detail"]
+    date_hierarchy = "created_at"

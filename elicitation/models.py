@@ -1,6 +1,7 @@
 import hashlib
 import secrets
 
+from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import models
 
@@ -44,6 +45,12 @@ def session_reference(token_hash: str) -> str:
     sends it back with every answer, so an answer from a page showing another session
     is refused. Knowing it opens nothing."""
     return hashlib.sha256(f"reference:{token_hash}".encode()).hexdigest()[:22]
+
+
+def language_choices() -> list[tuple[str, str]]:
+    """A study's languages: settings.LANGUAGES (a callable, so adding a catalogue under
+    locale/ changes no migration)."""
+    return list(settings.LANGUAGES)
 
 
 class Study(models.Model):
@@ -111,6 +118,13 @@ class Study(models.Model):
         blank=True,
         help_text="Where the 'study full' page sends people back to the recruiter "
         "(e.g. the recruiter's return link). Empty: the page asks them to return the study.",
+    )
+    language = models.CharField(
+        max_length=10,
+        choices=language_choices,
+        default="en",
+        help_text="The language of the participant pages and their messages (texts you "
+        "write, such as the consent text, are shown as written).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     # Bumped by every save: per-process caches of a study (live.study_catalog)
@@ -337,3 +351,41 @@ class ImageLoadFailure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.session} trial {self.trial_index}: {self.failed} image(s)"
+
+
+class AuditLog(models.Model):
+    """Who did what to personal or research data, and when: exports, views of
+    recruiter ids, erasures, withdrawals, payments. Written by services.audit.record
+    only; read-only in the admin. The username is copied so the entry still names
+    who acted after their account is deleted."""
+
+    class Action:
+        """The actions recorded (a plain CharField, so a new action needs no migration)."""
+
+        EXPORT = "export"
+        VIEW_RECRUITER_IDS = "view_recruiter_ids"
+        ACCESS_EXPORT = "access_export"
+        ERASE = "erase"
+        WITHDRAW = "withdraw"
+        DROP_RECRUITER_IDS = "drop_recruiter_ids"
+        DELETE_NON_LIVE = "delete_non_live"
+        PAYMENT = "payment"
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    username = models.CharField(
+        max_length=150, blank=True, help_text="Who acted (empty: a participant or the system)."
+    )
+    action = models.CharField(max_length=40, db_index=True)
+    study = models.ForeignKey(
+        Study, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    detail = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.username or '-'} {self.action}"
