@@ -126,6 +126,29 @@ class Study(models.Model):
         help_text="The language of the participant pages and their messages (texts you "
         "write, such as the consent text, are shown as written).",
     )
+    class Design(models.TextChoices):
+        FIXED = "fixed", "Fixed: every session shows its condition's stimuli in random order"
+        ADAPTIVE = "adaptive", "Adaptive: each next trial is the most informative one"
+
+    # Adaptive studies (issue 18, DESIGN section 8): each next trial is chosen when it
+    # is served (services.adaptive), by expected information gain about each pair's
+    # psychometric curve, under these constraints.
+    design = models.CharField(max_length=10, choices=Design.choices, default=Design.FIXED)
+    adaptive_budget = models.PositiveSmallIntegerField(
+        default=60, help_text="Adaptive: trials per session (repeats included)."
+    )
+    adaptive_max_per_pair = models.PositiveSmallIntegerField(
+        default=3, help_text="Adaptive: each participant sees a pair at most this often "
+        "(repeats aside)."
+    )
+    adaptive_repeat_spacing = models.PositiveSmallIntegerField(
+        default=10, help_text="Adaptive: a repeat (there are 'repeat trials' of them) comes "
+        "at least this many trials after the trial it repeats."
+    )
+    adaptive_noise = models.JSONField(
+        default=dict, blank=True, help_text="Adaptive: the response noise per interface "
+        "(adaptive.hmix_fit.fit_noise, fitted to H-Mix); empty: the defaults."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     # Bumped by every save: per-process caches of a study (live.study_catalog)
     # compare it to know when to reload.
@@ -138,6 +161,10 @@ class Study(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    @property
+    def is_adaptive(self) -> bool:
+        return self.design == Study.Design.ADAPTIVE
 
     @property
     def is_grid(self) -> bool:
@@ -389,3 +416,25 @@ class AuditLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.username or '-'} {self.action}"
+
+
+class PairPosterior(models.Model):
+    """An adaptive study's posterior over one pair's psychometric curve
+    share(lam) = sigmoid(k (lam - m)): the log posterior on adaptive.model.make_grid()'s
+    (m, log k) grid (float64, m-major, max subtracted), updated by every saved judgment
+    of the pair in the save's transaction under this row's lock (services.adaptive), so
+    it always equals the one recomputed from the stored judgments."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="posteriors")
+    pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="+")
+    log_posterior = models.BinaryField()
+    judgment_count = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["study", "pair"], name="one_posterior_per_pair"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.study.slug}/{self.pair_id}: {self.judgment_count} judgments"
