@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -26,6 +27,13 @@ def study_by_slug(slug: str) -> Study | None:
         cursor.execute(f"SELECT id, updated_at FROM {Study._meta.db_table} WHERE slug = %s", [slug])
         row = cursor.fetchone()
     return study_catalog(*row).study if row else None
+
+
+def study_language(slug: str) -> str:
+    """The language of the study's participant pages (Study.language); the site's
+    LANGUAGE_CODE for an unknown study (its 404 page)."""
+    study = study_by_slug(slug)
+    return study.language if study is not None else settings.LANGUAGE_CODE
 
 
 def participant_by_recruiter_pid(pid: str) -> Participant | None:

@@ -7,6 +7,8 @@ app_name = "elicitation"
 urlpatterns = [
     path("", views.home, name="home"),
     path("s/<slug:slug>/", views.study_page, name="study"),
+    # The participant scripts' messages in one language (Study.language).
+    path("jsi18n/<slug:language>/", views.javascript_catalog, name="javascript_catalog"),
     path("s/<slug:slug>/consent/", views.consent, name="consent"),
     path("s/<slug:slug>/instructions/", views.instructions_done, name="instructions"),
     path("s/<slug:slug>/quiz/", views.quiz, name="quiz"),

@@ -5,7 +5,9 @@ or JSON reply carries the secret."""
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib import messages
@@ -14,7 +16,11 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import translation
+from django.utils.translation import gettext
+from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
+from django.views.i18n import JavaScriptCatalog
 
 from hillmix_site.client_address import client_address
 
@@ -27,12 +33,40 @@ from .selectors import (
     session_by_recruiter_pid,
     study_by_slug,
     study_is_full,
+    study_language,
 )
 from .services import NO_SESSION, AlreadyCompleted, FlowError, RecruiterIds, StudyFull
 
 RECRUITER_PARAMS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")
 RECRUITER_SALT = "elicitation.recruiter-ids"
 ENTRY_COOKIE_AGE = 24 * 3600  # from following the recruiter's link to consenting
+
+
+def in_study_language(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Run a participant view with its study's language (Study.language) active: its
+    page, its messages and the JavaScript catalogue the page loads. Texts the researcher
+    wrote (consent, instructions, quiz) are shown as written."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, slug: str, *args, **kwargs) -> HttpResponse:
+        with translation.override(study_language(slug)):
+            response = view(request, slug, *args, **kwargs)
+            response.headers.setdefault("Content-Language", translation.get_language())
+        return response
+
+    return wrapped
+
+
+@require_GET
+@cache_control(public=True, max_age=3600)
+def javascript_catalog(request: HttpRequest, language: str) -> HttpResponse:
+    """The participant scripts' messages in one of settings.LANGUAGES (Django's
+    JavaScriptCatalog: gettext() and interpolate() for static/js, served as a script of
+    this site, as the Content-Security-Policy wants). 404 for another language."""
+    if language not in dict(settings.LANGUAGES):
+        raise Http404("No such language.")
+    with translation.override(language):
+        return JavaScriptCatalog.as_view()(request)
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -150,6 +184,7 @@ STATE_TEMPLATES = {
 
 
 @require_GET
+@in_study_language
 def study_page(request: HttpRequest, slug: str) -> HttpResponse:
     """The one address a participant uses: shows whatever step they are at."""
     live = _browser_session(request, slug)  # loads the study with it
@@ -202,11 +237,12 @@ def _newcomer_page(request: HttpRequest, study: Study) -> HttpResponse:
 
 def _closed_message(study: Study) -> str:
     if study.status == Study.Status.CLOSED:
-        return "This study has closed. Thank you for your interest."
-    return "This study has not opened yet. Please come back later."
+        return gettext("This study has closed. Thank you for your interest.")
+    return gettext("This study has not opened yet. Please come back later.")
 
 
 @require_POST
+@in_study_language
 def consent(request: HttpRequest, slug: str) -> HttpResponse:
     """Consent, sent with the instructions' end (and the quiz's first answers) by the
     page that shows them all: starts the session and takes it as far as they allow."""
@@ -218,7 +254,7 @@ def consent(request: HttpRequest, slug: str) -> HttpResponse:
         return render(
             request,
             "elicitation/consent.html",
-            {"study": study, "error": "Please tick every box to take part."},
+            {"study": study, "error": gettext("Please tick every box to take part.")},
             status=400,
         )
     answers = _quiz_answers(request, study) if _quiz_reached(request, study) else None
@@ -245,6 +281,7 @@ def _session_or_error(request: HttpRequest, slug: str) -> Session:
 
 
 @require_POST
+@in_study_language
 def instructions_done(request: HttpRequest, slug: str) -> HttpResponse:
     try:
         services.finish_instructions(_session_or_error(request, slug))
@@ -267,10 +304,13 @@ def _quiz_answers(request: HttpRequest, study: Study) -> list[int | None]:
 
 
 def _warn_quiz_failed(request: HttpRequest) -> None:
-    messages.warning(request, "Some answers were not right. Please read the instructions again.")
+    messages.warning(
+        request, gettext("Some answers were not right. Please read the instructions again.")
+    )
 
 
 @require_POST
+@in_study_language
 def quiz(request: HttpRequest, slug: str) -> HttpResponse:
     try:
         session = _session_or_error(request, slug)
@@ -282,6 +322,7 @@ def quiz(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @require_POST
+@in_study_language
 def feedback(request: HttpRequest, slug: str) -> HttpResponse:
     try:
         session = _session_or_error(request, slug)
@@ -295,8 +336,13 @@ def feedback(request: HttpRequest, slug: str) -> HttpResponse:
     return redirect("elicitation:study", slug=slug)
 
 
-def _json_error(error: FlowError) -> JsonResponse:
-    return JsonResponse({"error": error.message}, status=error.status)
+def _json_error(error: FlowError, slug: str | None = None) -> JsonResponse:
+    """A refusal in JSON; with `slug`, its message in that study's language (the save's
+    path looks the language up only when it refuses)."""
+    if slug is None:
+        return JsonResponse({"error": error.message}, status=error.status)
+    with translation.override(study_language(slug)):
+        return JsonResponse({"error": str(error.message)}, status=error.status)
 
 
 def _trial_body(live: LiveSession) -> dict:
@@ -306,6 +352,7 @@ def _trial_body(live: LiveSession) -> dict:
 
 
 @require_GET
+@in_study_language
 def trial(request: HttpRequest, slug: str) -> JsonResponse:
     """The next trial to show, or done=true when the trials are over."""
     live = _browser_session(request, slug)
@@ -354,7 +401,7 @@ def judgments(request: HttpRequest, slug: str) -> JsonResponse:
             raise FlowError(NO_SESSION, status=403)
         result = services.record_judgment(token, _answer_body(request), slug)
     except FlowError as error:
-        return _json_error(error)
+        return _json_error(error, slug)
     return JsonResponse(
         {
             "saved": True,
@@ -377,5 +424,5 @@ def image_failures(request: HttpRequest, slug: str) -> JsonResponse:
             raise FlowError(NO_SESSION, status=403)
         services.record_image_failure(live.session, _answer_body(request))
     except FlowError as error:
-        return _json_error(error)
+        return _json_error(error, slug)
     return JsonResponse({"logged": True}, status=201)

@@ -4,7 +4,11 @@ the trial page reads the `error` of every refused save."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import Resolver404, resolve
+from django.utils import translation
+from django.utils.translation import gettext
 from django.views import csrf, defaults
 
 
@@ -13,17 +17,34 @@ def wants_json(request: HttpRequest) -> bool:
     return request.content_type == "application/json" or request.path_info.endswith("/judgments/")
 
 
+def page_language(request: HttpRequest) -> str:
+    """The language to answer in: a study's participant pages are in the study's
+    language (Study.language), everything else in the site's."""
+    try:
+        match = resolve(request.path_info)
+    except Resolver404:
+        return settings.LANGUAGE_CODE
+    if match.namespace == "elicitation" and "slug" in match.kwargs:
+        from elicitation.selectors import study_language  # the app, loaded after the site
+
+        return study_language(match.kwargs["slug"])
+    return settings.LANGUAGE_CODE
+
+
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     """settings.CSRF_FAILURE_VIEW: 403, in JSON for JSON requests."""
-    if wants_json(request):
-        message = "The page's security token is missing or old: reload the page."
-        return JsonResponse({"error": message}, status=403)
-    return csrf.csrf_failure(request, reason)
+    with translation.override(page_language(request)):
+        if wants_json(request):
+            message = gettext("The page's security token is missing or old: reload the page.")
+            return JsonResponse({"error": message}, status=403)
+        return csrf.csrf_failure(request, reason)
 
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     """The root URLconf's handler400 (a body over DATA_UPLOAD_MAX_MEMORY_SIZE, a broken
     multipart body, a disallowed host): 400, in JSON for JSON requests."""
-    if wants_json(request):
-        return JsonResponse({"error": "The request could not be read."}, status=400)
-    return defaults.bad_request(request, exception)
+    with translation.override(page_language(request)):
+        if wants_json(request):
+            message = gettext("The request could not be read.")
+            return JsonResponse({"error": message}, status=400)
+        return defaults.bad_request(request, exception)

@@ -1,4 +1,5 @@
-from django.db import migrations
+import elicitation.models
+from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
@@ -6,4 +7,16 @@ class Migration(migrations.Migration):
         ("elicitation", "0013_pilot_and_consent"),
     ]
 
-    operations = []
+    operations = [
+        migrations.AddField(
+            model_name="study",
+            name="language",
+            field=models.CharField(
+                choices=elicitation.models.language_choices,
+                default="en",
+                help_text="The language of the participant pages and their messages (texts "
+                "you write, such as the consent text, are shown as written).",
+                max_length=10,
+            ),
+        ),
+    ]

@@ -13,6 +13,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
 from datasets.selectors import pairs_of_set, stimuli_of_set
 
@@ -32,7 +33,9 @@ from ..selectors import (
     session_of,
 )
 
-NO_SESSION = "No session for this study in this browser."
+# Messages a participant can meet are translated, lazily: into the study's language,
+# which the participant views activate.
+NO_SESSION = gettext_lazy("No session for this study in this browser.")
 
 
 class FlowError(Exception):
@@ -49,7 +52,8 @@ class AlreadyCompleted(FlowError):
     completion page, never opened again."""
 
     def __init__(self) -> None:
-        super().__init__("You have already completed this study. Thank you!", status=409)
+        message = gettext_lazy("You have already completed this study. Thank you!")
+        super().__init__(message, status=409)
 
 
 class StudyFull(FlowError):
@@ -57,7 +61,8 @@ class StudyFull(FlowError):
     recruiter."""
 
     def __init__(self) -> None:
-        super().__init__("This study is full: every place has been taken.", status=403)
+        message = gettext_lazy("This study is full: every place has been taken.")
+        super().__init__(message, status=403)
 
 
 def printable(text: str, keep: str = "") -> str:
@@ -177,7 +182,8 @@ def _claim_start(key: str) -> None:
     )
     if recent.count() >= settings.HILLMIX_SESSION_STARTS_PER_MINUTE:
         raise FlowError(
-            "Too many new sessions from your network; please wait a minute.", status=429
+            gettext_lazy("Too many new sessions from your network; please wait a minute."),
+            status=429,
         )
 
 
@@ -211,7 +217,7 @@ def start_session(
     if existing:
         return resume_session(existing, recruiter)
     if study.status != Study.Status.LIVE:
-        raise FlowError("This study is not accepting participants.", status=403)
+        raise FlowError(gettext_lazy("This study is not accepting participants."), status=403)
     key = address_key(address) if address else ""
     catalog = catalog_of(study)
     rng = random.Random(secrets.randbits(64))
@@ -225,7 +231,7 @@ def start_session(
             lock_study(study)
             least = least_filled_condition(study)
             if least is None:
-                raise FlowError("This study has no conditions yet.", status=503)
+                raise FlowError(gettext_lazy("This study has no conditions yet."), status=503)
             condition_id, filled = least
             if condition_is_full(study, filled):
                 raise StudyFull()
@@ -246,7 +252,9 @@ def start_session(
         # The same recruiter id started twice at once: the other request won, and its
         # browser holds the secret.
         raise FlowError(
-            "Your session has just started in another window; please reload this page.",
+            gettext_lazy(
+                "Your session has just started in another window; please reload this page."
+            ),
             status=409,
         ) from None
 
@@ -274,8 +282,10 @@ def resume_session(session: Session, recruiter: RecruiterIds) -> Session:
         hmac.compare_digest(a.encode(), b.encode()) for a, b in zip(stored, given, strict=True)
     ):
         raise FlowError(
-            "This study was already started in another browser. Please continue it there, "
-            "or open the study's link from your recruiter in this browser.",
+            gettext_lazy(
+                "This study was already started in another browser. Please continue it "
+                "there, or open the study's link from your recruiter in this browser."
+            ),
             status=403,
         )
     session.new_secret()

@@ -38,7 +38,7 @@
         }
       } catch (err) { /* network error: retry */ }
       if (attempt >= 2) {
-        showConnection("We cannot reach the server right now. Your answer is kept and we keep trying — please stay on this page.");
+        showConnection(gettext("We cannot reach the server right now. Your answer is kept and we keep trying — please stay on this page."));
       }
       await sleep(delay);
       delay = Math.min(delay * 2, 8000);
@@ -69,7 +69,7 @@
 
   const progressText = document.getElementById("progress-text");
   function setProgress(done, total, showing) {
-    if (progressText && showing !== undefined) progressText.textContent = `Trial ${showing + 1} of ${total}`;
+    if (progressText && showing !== undefined) progressText.textContent = interpolate(gettext("Trial %(index)s of %(total)s"), { index: showing + 1, total }, true);
     if (!progressBar) return;
     // A <progress> element: no inline style, which the page's CSP refuses.
     progressBar.max = Math.max(total, 1);
@@ -97,9 +97,9 @@
   // After a refusal the next trial is fetched; after a saved answer it comes with
   // the save's reply.
   async function loadNext() {
-    app.replaceChildren(el("p", { class: "muted", id: "trial-status" }, "Loading…"));
+    app.replaceChildren(el("p", { class: "muted", id: "trial-status" }, gettext("Loading…")));
     const { status, body } = await request(cfg.trialUrl, { method: "GET" });
-    if (status !== 200) { fail(body.error || "Something went wrong."); return; }
+    if (status !== 200) { fail(body.error || gettext("Something went wrong.")); return; }
     showTrial(body);
   }
 
@@ -124,7 +124,7 @@
     const urls = trial.images ? trial.images.map((im) => im.url) : [trial.image];
     // The answered trial stays (inert) while the next one's images arrive, unless that is slow.
     const slow = setTimeout(() => app.replaceChildren(
-      el("p", { class: "muted", id: "trial-status", role: "status" }, "Loading the images…")), 300);
+      el("p", { class: "muted", id: "trial-status", role: "status" }, gettext("Loading the images…"))), 300);
     const failed = await loadImages(urls);
     clearTimeout(slow);
     if (failed) { imagesFailed(body, failed); return; }
@@ -156,10 +156,9 @@
   function imagesFailed(body, count) {
     app.replaceChildren(
       el("p", { class: "error", id: "image-error", role: "alert" },
-        "The images of this trial could not be loaded, so it cannot be answered yet. ",
-        "Please check your connection and try again. Nothing was saved for this trial."),
+        gettext("The images of this trial could not be loaded, so it cannot be answered yet. Please check your connection and try again. Nothing was saved for this trial.")),
       el("div", { class: "nav-row" },
-        el("button", { type: "button", id: "retry-images", onclick: () => showTrial(body) }, "Try again")));
+        el("button", { type: "button", id: "retry-images", onclick: () => showTrial(body) }, gettext("Try again"))));
     fetch(cfg.imageFailureUrl, {
       method: "POST", credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRFToken": cfg.csrf },
@@ -169,7 +168,7 @@
 
   async function save(trial, root, payload) {
     root.querySelectorAll("button, input, select, textarea").forEach((n) => { n.disabled = true; });
-    root.append(el("p", { class: "muted", id: "saving" }, "Saving…"));
+    root.append(el("p", { class: "muted", id: "saving" }, gettext("Saving…")));
     const { status, body } = await request(cfg.saveUrl, {
       method: "POST",
       headers: { "Content-Type": "application/json", "X-CSRFToken": cfg.csrf },
@@ -181,13 +180,13 @@
     } else if (status === 409) {
       loadNext(); // the server knows better which trial is next
     } else {
-      fail(body.error || `The answer was refused (${status}).`);
+      fail(body.error || interpolate(gettext("The answer was refused (%(status)s)."), { status }, true));
     }
   }
 
   function fail(message) {
     app.replaceChildren(el("p", { class: "error", role: "alert" }, message),
-      el("button", { type: "button", onclick: loadNext }, "Try again"));
+      el("button", { type: "button", onclick: loadNext }, gettext("Try again")));
   }
 
   // Enter continues when no button has focus (Construct from the keyboard alone).

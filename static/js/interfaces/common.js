@@ -2,9 +2,23 @@
 // widget, the confidence block, the key guard, and the registry the interface modules add their
 // renderer to (HillMix.renderers[interface] = function (trial, root, submit)). The
 // trial page loads this, then its study's interface module (static/js/interfaces/),
-// then trials.js, which runs the flow.
+// then trials.js, which runs the flow. Messages go through Django's JavaScript catalogue
+// (gettext, interpolate), which the page loads first in the study's language.
 (function () {
   "use strict";
+  // A translated message with %(name)s placeholders as a list of text and nodes, for
+  // el(): fill(gettext("A %(x)s here"), { x: el("strong", {}, "x") }).
+  function fill(text, parts) {
+    const out = [];
+    let last = 0;
+    text.replace(/%\((\w+)\)s/g, (match, name, offset) => {
+      out.push(text.slice(last, offset), parts[name]);
+      last = offset + match.length;
+      return match;
+    });
+    out.push(text.slice(last));
+    return out.filter((part) => part !== "");
+  }
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {
@@ -46,8 +60,10 @@
   }
 
   function confidenceBlock(onChange) {
-    return slider({ id: "confidence", label: "How confident are you in your answer?", left: "not at all",
-      right: "completely", readout: (v) => `Confidence: ${v} of 100`, onTouch: onChange });
+    return slider({ id: "confidence", label: gettext("How confident are you in your answer?"),
+      left: gettext("not at all"), right: gettext("completely"),
+      readout: (v) => interpolate(gettext("Confidence: %(value)s of 100"), { value: v }, true),
+      onTouch: onChange });
   }
 
   // --- which key presses may act on the trial ---------------------------------------
@@ -86,5 +102,5 @@
     return guard;
   }
 
-  window.HillMix = { el, slider, confidenceBlock, keyGuard, renderers: {} };
+  window.HillMix = { el, fill, slider, confidenceBlock, keyGuard, renderers: {} };
 })();

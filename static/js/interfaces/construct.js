@@ -1,16 +1,16 @@
 // Construct: one image of the pair's grid, stepped with G/H or the buttons.
 (function () {
   "use strict";
-  const { el, slider, confidenceBlock } = window.HillMix;
+  const { el, fill, confidenceBlock } = window.HillMix;
 
   HillMix.renderers.construct = function (trial, root, submit) {
     // The grid in step order; the page knows steps, never lams.
     const last = trial.images.length - 1;
     let at = trial.start_step;
     const steps = [at];
-    const img = el("img", { class: "stimulus pixelated", id: "stimulus", alt: "mixed image" });
+    const img = el("img", { class: "stimulus pixelated", id: "stimulus", alt: gettext("mixed image") });
     const conf = trial.ask_confidence ? confidenceBlock(update) : null;
-    const next = el("button", { type: "button", id: "continue", onclick: finish }, "Continue");
+    const next = el("button", { type: "button", id: "continue", onclick: finish }, gettext("Continue"));
     function show() { img.src = trial.images[at].url; img.dataset.step = at; }
     function step(delta) {
       const to = Math.max(0, Math.min(last, at + delta));
@@ -30,15 +30,15 @@
     }
     document.addEventListener("keydown", onKey);
     root.append(
-      el("p", { class: "prompt" }, "Imagine 100 other people looking at this image. Change it until you think ",
-        el("strong", {}, "half of them"), ` would say it shows a ${trial.class1} and half a ${trial.class2}.`),
+      el("p", { class: "prompt" }, ...fill(gettext("Imagine 100 other people looking at this image. Change it until you think %(half)s would say it shows a %(class1)s and half a %(class2)s."),
+        { half: el("strong", {}, gettext("half of them")), class1: trial.class1, class2: trial.class2 })),
       el("div", { class: "stage" }, img),
       el("div", { class: "nav-row" },
         el("button", { type: "button", class: "secondary", id: "toward-2", onclick: () => step(-1) },
-          `◀ more ${trial.class2} (G)`),
+          interpolate(gettext("◀ more %(class)s (G)"), { class: trial.class2 }, true)),
         el("button", { type: "button", class: "secondary", id: "toward-1", onclick: () => step(+1) },
-          `more ${trial.class1} (H) ▶`)),
-      el("p", { class: "muted" }, "Keys: G and H change the image; Enter or the button continues."),
+          interpolate(gettext("more %(class)s (H) ▶"), { class: trial.class1 }, true))),
+      el("p", { class: "muted" }, gettext("Keys: G and H change the image; Enter or the button continues.")),
     );
     if (conf) root.append(conf.node);
     root.append(el("div", { class: "nav-row" }, next));

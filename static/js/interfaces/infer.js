@@ -1,20 +1,29 @@
 // Infer mixing factor: one image, the mixing slider and the confidence slider.
 (function () {
   "use strict";
-  const { el, slider, confidenceBlock } = window.HillMix;
+  const { el, fill, slider, confidenceBlock } = window.HillMix;
 
   HillMix.renderers.infer = function (trial, root, submit) {
     const message = el("p", { class: "error", id: "ask-move", role: "alert", hidden: true });
     // 0 is "100% class 1", 100 is "100% class 2"; it starts where the server said.
-    const mix = slider({ id: "mixing", label: `What share of 100 people would say ${trial.class1} vs ${trial.class2}?`,
-      left: `100% ${trial.class1}`, right: `100% ${trial.class2}`, start: trial.slider_start ?? 50,
-      readout: (v) => `${100 - v}% ${trial.class1}, ${v}% ${trial.class2}`, onTouch: () => { message.hidden = true; } });
+    const classes = { class1: trial.class1, class2: trial.class2 };
+    const mix = slider({ id: "mixing",
+      label: interpolate(gettext("What share of 100 people would say %(class1)s vs %(class2)s?"), classes, true),
+      left: interpolate(gettext("%(share)s %(class)s"), { share: "100%", class: trial.class1 }, true),
+      right: interpolate(gettext("%(share)s %(class)s"), { share: "100%", class: trial.class2 }, true),
+      start: trial.slider_start ?? 50,
+      readout: (v) => interpolate(gettext("%(share1)s %(class1)s, %(share2)s %(class2)s"),
+        Object.assign({ share1: `${100 - v}%`, share2: `${v}%` }, classes), true),
+      onTouch: () => { message.hidden = true; } });
     const conf = confidenceBlock(() => { message.hidden = true; });
-    const next = el("button", { type: "button", id: "next", onclick: finish }, "Next");
+    const next = el("button", { type: "button", id: "next", onclick: finish }, gettext("Next"));
     function finish() {
-      const missing = [!mix.touched && "the first slider", !conf.touched && "the confidence slider"].filter(Boolean);
-      if (missing.length) {
-        message.textContent = `Please move ${missing.join(" and ")} to give your answer.`;
+      const missing = !mix.touched && !conf.touched
+        ? gettext("Please move the first slider and the confidence slider to give your answer.")
+        : !mix.touched ? gettext("Please move the first slider to give your answer.")
+          : !conf.touched ? gettext("Please move the confidence slider to give your answer.") : null;
+      if (missing) {
+        message.textContent = missing;
         message.hidden = false;
         return;
       }
@@ -22,9 +31,9 @@
         slider_start: mix.start }, null);
     }
     root.append(
-      el("p", { class: "prompt" }, "This image blends a ", el("strong", {}, trial.class1), " and a ",
-        el("strong", {}, trial.class2), ". Imagine 100 other people looking at it."),
-      el("div", { class: "stage" }, el("img", { class: "stimulus pixelated", id: "stimulus", src: trial.image, alt: "mixed image" })),
+      el("p", { class: "prompt" }, ...fill(gettext("This image blends a %(class1)s and a %(class2)s. Imagine 100 other people looking at it."),
+        { class1: el("strong", {}, trial.class1), class2: el("strong", {}, trial.class2) })),
+      el("div", { class: "stage" }, el("img", { class: "stimulus pixelated", id: "stimulus", src: trial.image, alt: gettext("mixed image") })),
       mix.node, conf.node, message, el("div", { class: "nav-row" }, next));
   };
 })();

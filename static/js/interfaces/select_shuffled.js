@@ -1,15 +1,15 @@
 // Select-Shuffled: every grid image in the order the server chose; click the 50/50 one.
 (function () {
   "use strict";
-  const { el, slider, confidenceBlock } = window.HillMix;
+  const { el, fill, confidenceBlock } = window.HillMix;
 
   HillMix.renderers.select_shuffled = function (trial, root, submit) {
     let chosen = null;
     const conf = trial.ask_confidence ? confidenceBlock(update) : null;
-    const next = el("button", { type: "button", id: "next", disabled: true, onclick: finish }, "Next");
+    const next = el("button", { type: "button", id: "next", disabled: true, onclick: finish }, gettext("Next"));
     const buttons = trial.images.map((im, i) => el("button", {
       type: "button", class: "choice", "data-choice": im.choice, "aria-pressed": "false",
-      "aria-label": `image ${i + 1}`, onclick: () => choose(i),
+      "aria-label": interpolate(gettext("image %(number)s"), { number: i + 1 }, true), onclick: () => choose(i),
     }, el("img", { class: "pixelated", src: im.url, alt: "" })));
     function choose(i) {
       chosen = i;
@@ -23,8 +23,8 @@
         conf ? conf.value() : null);
     }
     root.append(
-      el("p", { class: "prompt" }, "Imagine 100 other people looking at these images. Click the one you think ",
-        el("strong", {}, "half of them"), ` would call a ${trial.class1} and half a ${trial.class2}.`),
+      el("p", { class: "prompt" }, ...fill(gettext("Imagine 100 other people looking at these images. Click the one you think %(half)s would call a %(class1)s and half a %(class2)s."),
+        { half: el("strong", {}, gettext("half of them")), class1: trial.class1, class2: trial.class2 })),
       el("div", { class: "choice-grid" }, ...buttons),
     );
     if (conf) root.append(conf.node);
