@@ -234,6 +234,8 @@ HILLMIX_CIFAR10H_PROBS = Path(
 )
 # A training task is stopped after this many seconds (soft limit a minute earlier).
 HILLMIX_TRAINING_TIME_LIMIT = env.int("HILLMIX_TRAINING_TIME_LIMIT", default=6 * 3600)
+# Where a job whose device is "auto" trains on this worker: auto (CUDA when visible), cpu, cuda.
+HILLMIX_TRAIN_DEVICE = env.str("HILLMIX_TRAIN_DEVICE", default="auto")
 
 # --- Import folders and bounds ----------------------------------------------
 # Server folders the admin may import datasets from (uploads need none); the

@@ -11,7 +11,7 @@ from hillmix_site.permissions import GuardedLookupsAdmin, with_admin_permission
 from . import services
 from .forms import TrainingJobForm
 from .models import SeedResult, TrainingJob
-from .selectors import comparison_table
+from .selectors import COMPARED_METRICS, comparison_table, policy_differences
 
 
 class SeedResultInline(admin.TabularInline):
@@ -112,17 +112,24 @@ class TrainingJobAdmin(GuardedLookupsAdmin, admin.ModelAdmin):
 
     @with_admin_permission("training.view_trainingjob")
     def compare(self, request: HttpRequest) -> HttpResponse:
-        """The paper's table: one row per policy, mean +- std over seeds."""
+        """The paper's table: one row per policy, mean +- std and 95% t interval over
+        seeds; then which differences between policies exceed seed noise (paired by
+        seed, paired t-test)."""
         jobs = TrainingJob.objects.all()
         name = request.GET.get("comparison")
         if name:
             jobs = jobs.filter(comparison=name)
         groups = sorted(set(TrainingJob.objects.values_list("comparison", flat=True)))
+        rows = comparison_table(jobs)
+        differences = policy_differences(rows)
         context = {
             **self.admin_site.each_context(request),
             "opts": TrainingJob._meta,
             "title": "Compare label policies",
-            "rows": comparison_table(jobs),
+            "rows": rows,
+            "headings": [heading for _, heading, _ in COMPARED_METRICS],
+            "differences": differences,
+            "beyond_noise": [d for d in differences if d["exceeds_noise"]],
             "groups": groups,
             "current": name or "",
         }

@@ -1,10 +1,11 @@
 from django.conf import settings
 from django.db import models
 
+from datasets.mixing import mixing_choices
 from datasets.models import Dataset, StimulusSet
 from elicitation.models import Study
 
-from .config import ARCHITECTURES
+from .config import ARCHITECTURES, LR_SCHEDULES, RECIPE_NAMES
 from .policies import policy_choices
 
 
@@ -43,12 +44,45 @@ class TrainingJob(models.Model):
     architecture = models.CharField(
         max_length=20, choices=[(a, a) for a in ARCHITECTURES], default="small_cnn"
     )
+    recipe = models.CharField(
+        max_length=20,
+        choices=[(r, r) for r in RECIPE_NAMES],
+        default="custom",
+        help_text="mixup_cifar: the mixup paper's CIFAR recipe (PreAct ResNet-18, 200 "
+        "epochs, batch 128, SGD momentum 0.9, lr 0.1 / 10 at epochs 100 and 150, weight "
+        "decay 1e-4, crop and flip) sets the training settings below, replacing what is "
+        "given; custom: the settings as given.",
+    )
     epochs = models.PositiveIntegerField(default=10)
     batch_size = models.PositiveIntegerField(default=128)
     learning_rate = models.FloatField(default=0.05)
+    momentum = models.FloatField(default=0.9)
+    nesterov = models.BooleanField(default=True)
+    weight_decay = models.FloatField(default=5e-4)
+    lr_schedule = models.CharField(
+        max_length=20, choices=[(s, s) for s in LR_SCHEDULES], default="onecycle"
+    )
+    lr_milestones = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="multistep: epochs after which the lr is multiplied by lr_gamma, e.g. [100, 150]",
+    )
+    lr_gamma = models.FloatField(default=0.1)
+    augment = models.BooleanField(
+        default=False, help_text="Random crop (4-pixel padding) and horizontal flip."
+    )
     seeds = models.JSONField(default=list, help_text="e.g. [0, 1, 2]")
     online_alpha = models.FloatField(
         default=0.0, help_text="> 0: online mixup with lam ~ Beta(alpha, alpha) via the policy."
+    )
+    online_mixing = models.CharField(
+        max_length=30,
+        choices=mixing_choices,
+        default="mixup",
+        help_text="The mixing method of online mixing (with online_alpha > 0).",
+    )
+    torch_compile = models.BooleanField(
+        default=False, help_text="torch.compile the model for training (pays off on GPUs)."
     )
     device = models.CharField(max_length=10, choices=Device.choices, default=Device.AUTO)
 
@@ -84,11 +118,21 @@ JOB_SETTINGS = [
     "studies",
     "policy",
     "architecture",
+    "recipe",
     "epochs",
     "batch_size",
     "learning_rate",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "lr_schedule",
+    "lr_milestones",
+    "lr_gamma",
+    "augment",
     "seeds",
     "online_alpha",
+    "online_mixing",
+    "torch_compile",
     "device",
 ]
 JOB_STATE = [

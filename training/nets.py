@@ -2,15 +2,43 @@
 
 Inputs are images in [0, 1]; normalisation lives inside the model, so attacks and
 clipping work in pixel space.
+
+Manifold Mixup (Verma et al. 2019, "Manifold Mixup: Better Representations by
+Interpolating Hidden States"): a model called with `mix=HiddenMix(block, index, lam)`
+mixes its hidden states h with h[index] (datasets.mixing.mix_hidden) at that block:
+block 0 is the input, block k the output of the k-th stage. Eligible blocks follow
+the paper's PreAct ResNet-18 setting, k in {0, 1, 2} (`MIX_BLOCKS`); the small CNN
+has {0, 1}.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import ARCHITECTURES
+
+
+@dataclass
+class HiddenMix:
+    """Where and how to mix hidden states: at `block` (0: the input), h becomes
+    mix_hidden(h, index, lam) = lam * h + (1 - lam) * h[index]; index (N,) long on the
+    model's device, lam one float for the batch."""
+
+    block: int
+    index: torch.Tensor
+    lam: float
+
+
+def _mixed(h: torch.Tensor, mix: HiddenMix | None, block: int) -> torch.Tensor:
+    if mix is None or mix.block != block:
+        return h
+    from datasets.mixing import mix_hidden
+
+    return mix_hidden(h, mix.index, mix.lam)
 
 
 class Normalize(nn.Module):
@@ -24,6 +52,9 @@ class Normalize(nn.Module):
 
 
 class SmallCNN(nn.Module):
+    MIX_BLOCKS = (0, 1)
+    STAGE_END = 7  # features[:7] is the first stage (two convolutions and a pooling)
+
     def __init__(self, channels: int, num_classes: int, width: int = 32) -> None:
         super().__init__()
         self.features = nn.Sequential(
@@ -41,8 +72,12 @@ class SmallCNN(nn.Module):
         )
         self.classifier = nn.Linear(2 * width, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).flatten(1))
+    def forward(self, x: torch.Tensor, mix: HiddenMix | None = None) -> torch.Tensor:
+        if mix is None:
+            return self.classifier(self.features(x).flatten(1))
+        h = self.features[: self.STAGE_END](_mixed(x, mix, 0))
+        h = self.features[self.STAGE_END :](_mixed(h, mix, 1))
+        return self.classifier(h.flatten(1))
 
 
 class PreActBlock(nn.Module):
@@ -67,6 +102,8 @@ class PreActBlock(nn.Module):
 
 
 class PreActResNet18(nn.Module):
+    MIX_BLOCKS = (0, 1, 2)
+
     def __init__(self, channels: int, num_classes: int) -> None:
         super().__init__()
         self.in_planes = 64
@@ -87,19 +124,38 @@ class PreActResNet18(nn.Module):
             self.in_planes = planes
         return nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.layers(self.conv1(x))
+    def forward(self, x: torch.Tensor, mix: HiddenMix | None = None) -> torch.Tensor:
+        if mix is None:
+            out = self.layers(self.conv1(x))
+        else:
+            out = self.conv1(_mixed(x, mix, 0))
+            for stage, layer in enumerate(self.layers, start=1):
+                out = _mixed(layer(out), mix, stage)
         out = F.adaptive_avg_pool2d(F.relu(self.bn(out)), 1)
         return self.linear(out.flatten(1))
 
 
+class Classifier(nn.Sequential):
+    """Normalize then the network: an nn.Sequential (so checkpoints keep their keys)
+    whose forward also takes a HiddenMix for Manifold Mixup."""
+
+    @property
+    def mix_blocks(self) -> tuple[int, ...]:
+        return self[1].MIX_BLOCKS
+
+    def forward(self, x: torch.Tensor, mix: HiddenMix | None = None) -> torch.Tensor:
+        return self[1](self[0](x), mix)
+
+
 def build_model(
     architecture: str, channels: int, num_classes: int, mean: list[float], std: list[float]
-) -> nn.Module:
+) -> Classifier:
+    """The network for `architecture` (ARCHITECTURES) behind a Normalize layer, taking
+    (N, C, H, W) images in [0, 1]; raises ValueError for an unknown name."""
     if architecture == "small_cnn":
         body = SmallCNN(channels, num_classes)
     elif architecture == "preact_resnet18":
         body = PreActResNet18(channels, num_classes)
     else:
         raise ValueError(f"unknown architecture {architecture!r}; choose from {ARCHITECTURES}")
-    return nn.Sequential(Normalize(mean, std), body)
+    return Classifier(Normalize(mean, std), body)

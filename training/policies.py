@@ -1,4 +1,6 @@
-"""Label policies: from judgments to soft labels (DESIGN section 3). Pure numpy.
+"""Label policies: from judgments to soft labels (DESIGN section 3). Numpy, plus a
+torch twin of each any-lam rule for labelling batches on the training device (torch
+is imported inside those functions only, so the web process never loads it).
 
 A policy labels a mixed point (class c1, class c2, lam = weight of the first image)
 with a K-vector. The human policies read the judgments gathered on that point:
@@ -14,8 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from .config import LabelMap
 
 # human_fit: a class pair needs this many judgments for a curve of its own; below it,
 # the pair uses the curve fitted over all pairs.
@@ -86,6 +86,62 @@ def _human_fit_any(c1, c2, lam, num_classes, curves):
     return _two_class_batch(num_classes, c1, c2, np.array(shares, dtype=np.float64))
 
 
+def _lam_tensor(lam, n: int, device):
+    """lam (a float, or a (B,) or 0-d tensor) as a (n,) float32 tensor on the device. A
+    float becomes a fill, never a host-to-device copy (which would wait for the GPU)."""
+    import torch
+
+    if isinstance(lam, torch.Tensor):
+        return lam.to(device=device, dtype=torch.float32).expand(n)
+    return torch.full((n,), float(lam), dtype=torch.float32, device=device)
+
+
+def _two_class_torch(num_classes: int, class1, class2, share1):
+    """_two_class_batch on tensors: (B,) long classes, share1 a (B,) tensor or a float
+    -> (B, K) float32 on the classes' device."""
+    import torch
+
+    rows = torch.zeros(len(class1), num_classes, dtype=torch.float32, device=class1.device)
+    share = _lam_tensor(share1, len(class1), class1.device)
+    rows.scatter_add_(1, class1[:, None], share[:, None].clone())
+    rows.scatter_add_(1, class2[:, None], (1.0 - share)[:, None])
+    return rows
+
+
+def _mixup_torch(c1, c2, lam, num_classes, curves):
+    return _two_class_torch(num_classes, c1, c2, lam)
+
+
+def _uniform_torch(c1, c2, lam, num_classes, curves):
+    import torch
+
+    return torch.full((len(c1), num_classes), 1.0 / num_classes, device=c1.device)
+
+
+def _human_fit_torch(c1, c2, lam, num_classes, curves):
+    import torch
+
+    if curves is None:
+        raise ValueError("human_fit needs fitted curves")
+    slopes, mids = curves.tables(num_classes)  # float64 (K, K), cached per curves
+    device = c1.device
+    key = (device, num_classes)
+    if key not in curves._device_tables:
+        curves._device_tables[key] = (
+            torch.as_tensor(slopes, dtype=torch.float32, device=device),
+            torch.as_tensor(mids, dtype=torch.float32, device=device),
+        )
+    k_table, m_table = curves._device_tables[key]
+    low, high = torch.minimum(c1, c2), torch.maximum(c1, c2)
+    first_low = c1 < c2
+    lam_t = _lam_tensor(lam, len(c1), device)
+    lam_low = torch.where(first_low, lam_t, 1.0 - lam_t)
+    share_low = torch.sigmoid(k_table[low, high] * (lam_low - m_table[low, high]))
+    share = torch.where(first_low, share_low, 1.0 - share_low)
+    share = torch.where(c1 == c2, torch.ones_like(share), share)
+    return _two_class_torch(num_classes, c1, c2, share)
+
+
 def _relabel_point(p: PointJudgments, num_classes: int) -> np.ndarray:
     return _two_class(num_classes, p.class1, p.class2, float(np.mean(p.perceived)))
 
@@ -108,6 +164,28 @@ def _soft_categorical_point(p: PointJudgments, num_classes: int) -> np.ndarray:
 
 # (class1 (B,), class2 (B,), lam (B,) or scalar, K, curves) -> (B, K) labels.
 AnyLamLabels = Callable[[np.ndarray, np.ndarray, Any, int, "PairCurves | None"], np.ndarray]
+# The same on tensors: (B,) long classes on a device, a float lam -> (B, K) float32 there.
+AnyLamTorch = Callable[[Any, Any, Any, int, "PairCurves | None"], Any]
+
+
+@dataclass(frozen=True)
+class OnlineLabelMap:
+    """A policy's labels for online mixing at any lam, for K classes: called with numpy
+    (class1 (B,), class2 (B,), lam) -> (B, K) float64, or through `torch` with (B,) long
+    tensors on the training device -> (B, K) float32 there, with no host round trip
+    (tests/test_policies_metrics.py checks the two agree)."""
+
+    any_lam: AnyLamLabels
+    any_lam_torch: AnyLamTorch
+    num_classes: int
+    curves: PairCurves | None = None
+
+    def __call__(self, class1: np.ndarray, class2: np.ndarray, lam: Any) -> np.ndarray:
+        return self.any_lam(class1, class2, lam, self.num_classes, self.curves)
+
+    def torch(self, class1: Any, class2: Any, lam: Any) -> Any:
+        """(B,) long tensors, lam a float or (B,) tensor -> (B, K) float32 tensor."""
+        return self.any_lam_torch(class1, class2, lam, self.num_classes, self.curves)
 
 
 @dataclass(frozen=True)
@@ -122,6 +200,7 @@ class LabelPolicy:
 
     name: str
     any_lam: AnyLamLabels | None = None
+    any_lam_torch: AnyLamTorch | None = None  # the same rule on tensors
     per_point: Callable[[PointJudgments, int], np.ndarray] | None = None
     evidence: str | None = None
     fits_curves: bool = False  # fit_human_curves before labelling
@@ -131,13 +210,14 @@ class LabelPolicy:
     def needs_judgments(self) -> bool:
         return self.evidence is not None
 
-    def label_map(self, num_classes: int, curves: PairCurves | None = None) -> LabelMap | None:
-        """Labels for online mixing, (class1, class2, lam) -> (B, K); None when the
-        policy cannot label an arbitrary lam."""
-        if self.any_lam is None:
+    def label_map(
+        self, num_classes: int, curves: PairCurves | None = None
+    ) -> OnlineLabelMap | None:
+        """Labels for online mixing at any lam (numpy, and torch on the training
+        device); None when the policy cannot label an arbitrary lam."""
+        if self.any_lam is None or self.any_lam_torch is None:
             return None
-        any_lam = self.any_lam
-        return lambda c1, c2, lam: any_lam(c1, c2, lam, num_classes, curves)
+        return OnlineLabelMap(self.any_lam, self.any_lam_torch, num_classes, curves)
 
 
 def _random_labels(points, num_classes, rng):
@@ -149,12 +229,18 @@ LABEL_POLICIES: dict[str, LabelPolicy] = {
     for p in (
         LabelPolicy("onehot", adds_points=False),
         LabelPolicy("random"),
-        LabelPolicy("uniform", any_lam=_uniform_any),
-        LabelPolicy("mixup", any_lam=_mixup_any),
+        LabelPolicy("uniform", any_lam=_uniform_any, any_lam_torch=_uniform_torch),
+        LabelPolicy("mixup", any_lam=_mixup_any, any_lam_torch=_mixup_torch),
         LabelPolicy("relabel", per_point=_relabel_point, evidence="perceived"),
         LabelPolicy("relabel_weighted", per_point=_relabel_weighted_point, evidence="perceived"),
         LabelPolicy("relabel_uncertain", per_point=_relabel_uncertain_point, evidence="perceived"),
-        LabelPolicy("human_fit", any_lam=_human_fit_any, evidence="perceived", fits_curves=True),
+        LabelPolicy(
+            "human_fit",
+            any_lam=_human_fit_any,
+            any_lam_torch=_human_fit_torch,
+            evidence="perceived",
+            fits_curves=True,
+        ),
         LabelPolicy("soft_categorical", per_point=_soft_categorical_point, evidence="soft"),
     )
 }
@@ -243,6 +329,18 @@ class PairCurves:
 
     curves: dict[tuple[int, int], tuple[float, float]]
     fallback: tuple[float, float]
+    # (device, K) -> (slopes, midpoints) tensors, filled by the torch label map.
+    _device_tables: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def tables(self, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+        """(K, K) slopes and midpoints, entry [low, high] for the pair of classes low <
+        high (the fallback curve where the pair has none of its own): share's
+        parameters as arrays, for labelling whole batches at once."""
+        slopes = np.full((num_classes, num_classes), self.fallback[0], dtype=np.float64)
+        mids = np.full((num_classes, num_classes), self.fallback[1], dtype=np.float64)
+        for (low, high), (k, m) in self.curves.items():
+            slopes[low, high], mids[low, high] = k, m
+        return slopes, mids
 
     def share(self, class1: int, class2: int, lam: float) -> float:
         """Perceived share of class1 in a mix with weight lam on class1."""

@@ -18,7 +18,7 @@ from elicitation.models import Judgment
 from elicitation.reports import counted
 
 from . import policies
-from .config import EvalData, LabelMap, TrainData
+from .config import EvalData, TrainData
 from .models import TrainingJob
 
 
@@ -33,7 +33,7 @@ def heldout_split(n: int, heldout_fraction: float, seed: int) -> tuple[np.ndarra
 class JobData:
     train: TrainData
     evaluation: EvalData
-    label_map: LabelMap | None = None
+    label_map: policies.OnlineLabelMap | None = None
     # Without CIFAR-10H: held-out mixed stimuli and the studies' mean soft labels on them.
     human_reference: EvalData | None = None
     notes: list[str] = field(default_factory=list)
@@ -185,34 +185,95 @@ def job_data(job: TrainingJob, seed: int) -> JobData:
     )
 
 
+# The comparison page's figures, in its column order: (metrics key, heading, lower is
+# better). Each is summarised over seeds as mean +- std with a 95% t interval.
+COMPARED_METRICS = [
+    ("ce_human", "CE (human)", True),
+    ("tv_human", "TV (human)", True),
+    ("entropy_spearman", "entropy rank corr.", False),
+    ("fgsm_ce", "FGSM CE", True),
+    ("fgsm_accuracy", "FGSM acc.", False),
+    ("pgd_ce", "PGD CE", True),
+    ("pgd_accuracy", "PGD acc.", False),
+    ("ece", "Calib: ECE", True),
+    ("rms_calibration_error", "Calib: RMS", True),
+    ("accuracy", "accuracy", False),
+    ("top2_accuracy", "top-2 acc.", False),
+    ("worst_class_accuracy", "worst-class acc.", False),
+]
+
+
+def _row_key(job: TrainingJob) -> tuple[str, str]:
+    """(policy, how it mixed): jobs that mix online by different methods or alphas are
+    different rows."""
+    online = f"online {job.online_mixing}, alpha {job.online_alpha:g}" if job.online_alpha else ""
+    return job.policy, online
+
+
 def comparison_table(jobs) -> list[dict]:
-    """One row per policy: mean and std over every seed of the given jobs."""
-    metric_names = [
-        "ce_human",
-        "fgsm_ce",
-        "fgsm_accuracy",
-        "ece",
-        "rms_calibration_error",
-        "accuracy",
-    ]
-    by_policy: dict[str, dict] = {}
+    """One row per policy (and online mixing): each figure over every seed of the given
+    jobs as metrics.seed_summary (mean, sample std, 95% t interval, n), plus
+    `per_seed`, metric -> {seed: value} (a seed run twice: the mean of its runs), which
+    policy_differences pairs by seed. Rows in registry order."""
+    from .metrics import seed_summary
+
+    rows: dict[tuple[str, str], dict] = {}
     for job in jobs.prefetch_related("results"):
-        row = by_policy.setdefault(
-            job.policy, {"policy": job.policy, "jobs": [], "values": {m: [] for m in metric_names}}
+        key = _row_key(job)
+        row = rows.setdefault(
+            key,
+            {
+                "policy": key[0],
+                "mixing": key[1],
+                "label": f"{key[0]} ({key[1]})" if key[1] else key[0],
+                "jobs": [],
+                "runs": {m: defaultdict(list) for m, _, _ in COMPARED_METRICS},
+            },
         )
         row["jobs"].append(job)
         for result in job.results.all():
-            for m in metric_names:
+            for m, _, _ in COMPARED_METRICS:
                 if result.metrics.get(m) is not None:
-                    row["values"][m].append(result.metrics[m])
+                    row["runs"][m][result.seed].append(result.metrics[m])
+    order = {name: i for i, name in enumerate(policies.POLICIES)}
     table = []
-    for policy in policies.POLICIES:
-        if policy not in by_policy:
-            continue
-        row = by_policy[policy]
-        row["stats"] = {
-            m: ({"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)} if v else None)
-            for m, v in row.pop("values").items()
+    for key in sorted(rows, key=lambda k: (order.get(k[0], len(order)), k[1])):
+        row = rows[key]
+        runs = row.pop("runs")
+        row["per_seed"] = {
+            m: {seed: float(np.mean(v)) for seed, v in by_seed.items()}
+            for m, by_seed in runs.items()
         }
+        row["stats"] = {m: seed_summary(list(v.values())) for m, v in row["per_seed"].items()}
+        row["cells"] = [row["stats"][m] for m, _, _ in COMPARED_METRICS]
         table.append(row)
     return table
+
+
+def policy_differences(table: list[dict]) -> list[dict]:
+    """Every pair of rows of comparison_table and every figure both have on at least
+    two common seeds: the per-seed differences (first row minus second) with their
+    mean, 95% t interval and two-sided paired t-test (metrics.paired_difference);
+    `exceeds_noise` when p < 0.05. No correction for the number of comparisons: with
+    many rows, some differences pass by chance."""
+    from .metrics import paired_difference
+
+    found = []
+    for i, first in enumerate(table):
+        for second in table[i + 1 :]:
+            for metric, heading, lower_better in COMPARED_METRICS:
+                diff = paired_difference(first["per_seed"][metric], second["per_seed"][metric])
+                if diff is None:
+                    continue
+                better = first if (diff["mean"] < 0) == lower_better else second
+                found.append(
+                    {
+                        **diff,
+                        "metric": metric,
+                        "heading": heading,
+                        "first": first["label"],
+                        "second": second["label"],
+                        "better": better["label"] if diff["mean"] != 0 else None,
+                    }
+                )
+    return found

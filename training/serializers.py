@@ -22,6 +22,9 @@ class SeedResultSerializer(serializers.ModelSerializer):
 
 
 class TrainingJobSerializer(serializers.ModelSerializer):
+    """A job's settings (JOB_SETTINGS: data, policy, recipe, optimiser and schedule,
+    augmentation, online mixing method and alpha, device, torch.compile) and state."""
+
     dataset = serializers.SlugRelatedField(slug_field="name", queryset=Dataset.objects.all())
     stimulus_sets = serializers.SlugRelatedField(
         slug_field="name", many=True, queryset=StimulusSet.objects.all(), required=False
@@ -30,6 +33,9 @@ class TrainingJobSerializer(serializers.ModelSerializer):
         slug_field="slug", many=True, queryset=Study.objects.all(), required=False
     )
     seeds = serializers.ListField(child=serializers.IntegerField(), required=False)
+    lr_milestones = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), required=False, max_length=50
+    )
     results = SeedResultSerializer(many=True, read_only=True)
 
     class Meta:

@@ -16,8 +16,10 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
+from datasets.mixing import get_method
+
 from . import policies
-from .config import Cancelled, Progress, TrainConfig
+from .config import RECIPES, Cancelled, Progress, TrainConfig
 from .models import SeedResult, TrainingJob
 from .selectors import job_data
 
@@ -27,6 +29,18 @@ MAX_ATTEMPTS = 3
 # A running job whose heartbeat is older than this is taken to have lost its worker.
 HEARTBEAT_STALE = timedelta(seconds=90)
 PROGRESS_EVERY_S = 1.0  # database writes from the training loop, at most this often
+# Bounds on a job's optimiser settings (beside settings.HILLMIX_LIMITS): values outside
+# them are mistakes, not experiments.
+MAX_LEARNING_RATE = 10.0
+MAX_WEIGHT_DECAY = 0.1
+MAX_MILESTONES = 20
+
+
+def apply_recipe(fields: dict) -> dict:
+    """The job settings with its recipe's preset (config.RECIPES) written over them;
+    fields unchanged for recipe "custom" (or none)."""
+    preset = RECIPES.get(fields.get("recipe") or "custom", {})
+    return {**fields, **preset}
 
 
 def worker_name() -> str:
@@ -34,9 +48,10 @@ def worker_name() -> str:
 
 
 def create_job(*, stimulus_sets=(), studies=(), enqueue: bool = True, **fields) -> TrainingJob:
-    """Check a job's settings, store it and queue it for a worker."""
-    job = TrainingJob(**fields)
-    job.full_clean(exclude=["seeds"])
+    """Check a job's settings (its recipe's preset applied: apply_recipe), store it and
+    queue it for a worker. Raises ValidationError naming what is wrong."""
+    job = TrainingJob(**apply_recipe(fields))
+    job.full_clean(exclude=["seeds", "lr_milestones"])
     seeds = job.seeds or [0]
     if not all(isinstance(s, int) for s in seeds) or len(set(seeds)) != len(seeds):
         raise ValidationError("seeds must be distinct whole numbers")
@@ -45,7 +60,17 @@ def create_job(*, stimulus_sets=(), studies=(), enqueue: bool = True, **fields) 
         raise ValidationError("heldout_fraction must lie strictly between 0 and 1")
     if job.epochs < 1 or job.batch_size < 1 or job.learning_rate <= 0:
         raise ValidationError("epochs, batch size and learning rate must be positive")
-    check_job_bounds(epochs=job.epochs, batch_size=job.batch_size, seeds=seeds)
+    check_job_bounds(
+        epochs=job.epochs,
+        batch_size=job.batch_size,
+        seeds=seeds,
+        learning_rate=job.learning_rate,
+        momentum=job.momentum,
+        weight_decay=job.weight_decay,
+        lr_schedule=job.lr_schedule,
+        lr_milestones=job.lr_milestones,
+        lr_gamma=job.lr_gamma,
+    )
     policy = policies.get_policy(job.policy)  # full_clean has checked the name
     if policy.needs_judgments and not studies:
         raise ValidationError(
@@ -57,6 +82,10 @@ def create_job(*, stimulus_sets=(), studies=(), enqueue: bool = True, **fields) 
         raise ValidationError(
             "online mixup needs a policy that labels any lam: "
             f"{sorted(policies.LABEL_MAP_POLICIES)}"
+        )
+    if not get_method(job.online_mixing).makes_images and job.online_alpha == 0:
+        raise ValidationError(
+            {"online_mixing": f"{job.online_mixing} mixes online only: set online_alpha > 0"}
         )
     if policy.adds_points and job.online_alpha == 0 and not stimulus_sets:
         raise ValidationError(f"the {job.policy} policy needs stimulus sets (or online mixup)")
@@ -72,11 +101,47 @@ def create_job(*, stimulus_sets=(), studies=(), enqueue: bool = True, **fields) 
     return job
 
 
-def check_job_bounds(*, epochs: int, batch_size: int, seeds: list[int]) -> None:
+def check_job_bounds(
+    *,
+    epochs: int,
+    batch_size: int,
+    seeds: list[int],
+    learning_rate: float = 0.05,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    lr_schedule: str = "onecycle",
+    lr_milestones: list[int] | None = None,
+    lr_gamma: float = 0.1,
+) -> None:
     """Raise ValidationError if a job asks for more than settings.HILLMIX_LIMITS allows
-    (epochs, number of seeds, batch size): one job must not hold a worker for ever."""
+    (epochs, number of seeds, batch size): one job must not hold a worker for ever; or
+    for optimiser settings outside their sense (learning rate in (0, MAX_LEARNING_RATE],
+    momentum in [0, 1), weight decay in [0, MAX_WEIGHT_DECAY], lr_gamma in (0, 1],
+    milestones: at most MAX_MILESTONES distinct whole epochs in 1..epochs - 1, and only
+    for the multistep schedule). Errors name their setting."""
     limits = settings.HILLMIX_LIMITS
     errors = {}
+    if not 0 < learning_rate <= MAX_LEARNING_RATE:
+        errors["learning_rate"] = f"the learning rate must lie in (0, {MAX_LEARNING_RATE}]"
+    if not 0 <= momentum < 1:
+        errors["momentum"] = "momentum must lie in [0, 1)"
+    if not 0 <= weight_decay <= MAX_WEIGHT_DECAY:
+        errors["weight_decay"] = f"weight decay must lie in [0, {MAX_WEIGHT_DECAY}]"
+    if not 0 < lr_gamma <= 1:
+        errors["lr_gamma"] = "lr_gamma must lie in (0, 1]"
+    milestones = lr_milestones or []
+    if (
+        not isinstance(milestones, list)
+        or len(milestones) > MAX_MILESTONES
+        or not all(isinstance(m, int) and not isinstance(m, bool) for m in milestones)
+        or len(set(milestones)) != len(milestones)
+        or not all(1 <= m < epochs for m in milestones)
+    ):
+        errors["lr_milestones"] = (
+            f"milestones must be at most {MAX_MILESTONES} distinct whole epochs in 1..{epochs - 1}"
+        )
+    elif milestones and lr_schedule != "multistep":
+        errors["lr_milestones"] = "milestones apply to the multistep schedule only"
     if epochs > limits["max_epochs"]:
         errors["epochs"] = f"at most {limits['max_epochs']} epochs (HILLMIX_MAX_EPOCHS)"
     if len(seeds) > limits["max_seeds"]:
@@ -221,27 +286,19 @@ def run_job(job_id: int) -> str:
 
 def _run_seed(job: TrainingJob, seed: int, index: int) -> SeedResult:
     # PyTorch is imported here, on the worker that trains, not in every web process.
-    from .loop import checkpoint_bytes, evaluate, human_cross_entropy, train_model
+    from .loop import checkpoint_bytes, evaluate, human_reference_measures, train_model
 
     data = job_data(job, seed)
     for note in data.notes:
         _append_log(job.pk, f"seed {seed}: {note}")
-    config = TrainConfig(
-        architecture=job.architecture,
-        epochs=job.epochs,
-        batch_size=job.batch_size,
-        lr=job.learning_rate,
-        seed=seed,
-        online_alpha=job.online_alpha,
-        device=job.device,
-    )
+    config = train_config(job, seed)
     heartbeat = _Heartbeat(job.pk, seed, index)
     trained = train_model(
         config, data.train, data.label_map, heartbeat.progress, heartbeat.should_stop
     )
     metrics, diagram = evaluate(trained.model, data.evaluation, config)
     if metrics["ce_human"] is None and data.human_reference is not None:
-        metrics["ce_human"] = human_cross_entropy(trained.model, data.human_reference)
+        metrics.update(human_reference_measures(trained.model, data.human_reference, config))
         metrics["ce_human_reference"] = f"{len(data.human_reference.images)} held-out stimuli"
     _append_log(
         job.pk,
@@ -259,10 +316,36 @@ def _run_seed(job: TrainingJob, seed: int, index: int) -> SeedResult:
     )
     result.reliability_diagram.save(f"job{job.pk}-seed{seed}.png", ContentFile(diagram), save=False)
     result.checkpoint.save(
-        f"job{job.pk}-seed{seed}.pt", ContentFile(checkpoint_bytes(trained.model)), save=False
+        f"job{job.pk}-seed{seed}.pt",
+        ContentFile(checkpoint_bytes(trained.model, config)),
+        save=False,
     )
     result.save(update_fields=["reliability_diagram", "checkpoint"])
     return result
+
+
+def train_config(job: TrainingJob, seed: int) -> TrainConfig:
+    """The loop's settings for one seed of a job. A job's device "auto" means the
+    worker's setting HILLMIX_TRAIN_DEVICE (auto: CUDA when visible, else CPU)."""
+    device = job.device if job.device != "auto" else settings.HILLMIX_TRAIN_DEVICE
+    return TrainConfig(
+        architecture=job.architecture,
+        epochs=job.epochs,
+        batch_size=job.batch_size,
+        lr=job.learning_rate,
+        momentum=job.momentum,
+        nesterov=job.nesterov,
+        weight_decay=job.weight_decay,
+        lr_schedule=job.lr_schedule,
+        lr_milestones=list(job.lr_milestones),
+        lr_gamma=job.lr_gamma,
+        augment=job.augment,
+        seed=seed,
+        online_alpha=job.online_alpha,
+        online_mixing=job.online_mixing,
+        device=device,
+        compile=job.torch_compile,
+    )
 
 
 def cancel_job(job: TrainingJob) -> None:
