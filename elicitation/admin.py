@@ -81,6 +81,20 @@ class StudyAdmin(GuardedLookupsAdmin, admin.ModelAdmin):
                 ]
             },
         ),
+        (
+            "Adaptive design",
+            {
+                "fields": [
+                    "design",
+                    "adaptive_budget",
+                    "adaptive_max_per_pair",
+                    "adaptive_repeat_spacing",
+                    "adaptive_noise",
+                ],
+                "description": "Adaptive: each next trial is the one that tells most about "
+                "the pairs' curves (the README's 'Adaptive studies'). Repeats: 'repeat trials'.",
+            },
+        ),
         ("Completion", {"fields": ["completion_code", "completion_url", "full_return_url"]}),
     ]
 

@@ -193,6 +193,14 @@ class Study(models.Model):
                     f"{'; '.join(changed)}. Use the action 'Copy as a new draft study' "
                     "to run the changed design as a new study."
                 ]
+        if self.design == Study.Design.ADAPTIVE:
+            from adaptive.model import INTERFACES as ADAPTIVE_INTERFACES
+
+            if self.interface not in ADAPTIVE_INTERFACES:
+                errors["design"] = [
+                    "An adaptive design needs an interface whose answers tell about a "
+                    f"pair's curve: {', '.join(ADAPTIVE_INTERFACES)}."
+                ]
         if errors:
             raise ValidationError(errors)
 

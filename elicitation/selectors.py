@@ -11,7 +11,7 @@ from django.utils import timezone
 from datasets.models import Pair, Stimulus
 
 from . import interfaces
-from .live import LiveSession, study_catalog
+from .live import LiveSession, StudyCatalog, catalog_of, study_catalog
 from .models import (
     Condition,
     Participant,
@@ -108,7 +108,7 @@ def next_trial(live: LiveSession) -> dict | None:
     item = live.catalog.item(session.condition_id, spec["item"])
     trial = {
         "index": session.position,
-        "total": session.trial_count,
+        "total": planned_trials(session, live.catalog),
         "interface": study.interface,
         "ask_confidence": study.ask_confidence,
     }
@@ -120,7 +120,36 @@ def next_trial(live: LiveSession) -> dict | None:
 
 
 def progress(session: Session) -> dict:
-    return {"done": session.position, "total": session.trial_count}
+    total = session.trial_count
+    if session.study.is_adaptive:
+        total = planned_trials(session, catalog_of(session.study))
+    return {"done": session.position, "total": total}
+
+
+_planned: dict[tuple, int] = {}
+
+
+def planned_trials(session: Session, catalog: StudyCatalog) -> int:
+    """How many trials the session has: its trial order's length in a fixed study; in
+    an adaptive one (whose trials are chosen as they are served) the study's budget, at
+    most what its constraints allow (each of the condition's pairs shown at most
+    adaptive_max_per_pair times, plus the repeats). An adaptive session may end sooner
+    when nothing is left to learn from it (services.adaptive)."""
+    study = catalog.study
+    if not study.is_adaptive:
+        return session.trial_count
+    key = (study.pk, catalog.version, session.condition_id)
+    planned = _planned.get(key) if catalog.version is not None else None
+    if planned is None:
+        positions = catalog.positions(session.condition_id)
+        pairs = {catalog.item(session.condition_id, p).pair_id for p in positions}
+        planned = min(
+            study.adaptive_budget,
+            len(pairs) * study.adaptive_max_per_pair + study.repeat_trials,
+        )
+        if catalog.version is not None:
+            _planned[key] = planned
+    return planned
 
 
 # --- Stimulus images ---------------------------------------------------------------------

@@ -21,6 +21,8 @@ LOCKED_ONCE_STARTED = {
     "condition_count": "number of conditions",
     "ask_confidence": "whether confidence is asked",
     "soft_label_gamma": "soft-label gamma",
+    "design": "fixed or adaptive design",
+    "adaptive_noise": "the adaptive design's noise levels",
 }
 
 

@@ -346,6 +346,7 @@ def _json_error(error: FlowError, slug: str | None = None) -> JsonResponse:
 
 
 def _trial_body(live: LiveSession) -> dict:
+    services.serve_next_trial(live)  # adaptive studies choose each trial as it is served
     upcoming = next_trial(live)
     # The session's reference, not its secret: the page sends it back with each answer.
     return {"session": live.session.reference, "done": upcoming is None, "trial": upcoming}

@@ -3,6 +3,7 @@ to change: sessions (the flow from consent to feedback), judgments (saving an an
 hmix_import (the published H-Mix data) and study_admin (researcher actions). Callers
 import from here."""
 
+from .adaptive import serve_next_trial
 from .hmix_import import (
     HMIX_DATASET,
     HMIX_NAMESPACE,
@@ -71,6 +72,7 @@ __all__ = [
     "record_judgment",
     "resume_session",
     "save_study",
+    "serve_next_trial",
     "set_excluded",
     "set_study_status",
     "start_session",

@@ -27,6 +27,8 @@ from ..models import (
     secret_hash,
     session_reference,
 )
+from ..selectors import planned_trials
+from . import adaptive
 from .sessions import NO_SESSION, FlowError
 
 # --- Judgments ----------------------------------------------------------------
@@ -41,7 +43,7 @@ class SaveResult:
     @property
     def finished(self) -> bool:
         session = self.live.session
-        return session.position >= session.trial_count
+        return session.position >= planned_trials(session, self.live.catalog)
 
 
 def record_judgment(token: str, payload: dict, slug: str | None = None) -> SaveResult:
@@ -124,6 +126,8 @@ def _read_answer(live: LiveSession, envelope: Envelope) -> Answer:
             raise FlowError("confidence: this study does not ask for a separate confidence")
     elif envelope.confidence is None:
         raise FlowError("confidence: this study asks for a confidence between 0 and 100")
+    if session.position >= len(session.trial_order):  # adaptive: chosen when served
+        raise FlowError(f"Trial {session.position} has not been shown yet.", status=409)
     spec = session.trial_order[session.position]
     item = live.catalog.item(session.condition_id, spec["item"])
     context = TrialContext(
@@ -170,7 +174,7 @@ def _store_judgment(live: LiveSession, envelope: Envelope, answer: Answer) -> Ju
         created_at=now,
     )
     state, completed_at = session.state, None
-    if session.position + 1 >= session.trial_count:
+    if session.position + 1 >= planned_trials(session, catalog):
         state = Session.State.FEEDBACK if study.feedback_questions else Session.State.COMPLETE
         completed_at = now if state == Session.State.COMPLETE else None
     adapt = connection.ops.adapt_datetimefield_value
@@ -187,13 +191,20 @@ def _store_judgment(live: LiveSession, envelope: Envelope, answer: Answer) -> Ju
     if connection.vendor == "postgresql":
         # Inside a caller's transaction (a script, a test) a savepoint keeps a refused
         # duplicate key from aborting it; a request runs in autocommit and needs none.
-        savepoint = nullcontext() if transaction.get_autocommit() else transaction.atomic()
+        # An adaptive study's save also adds the answer to its pair's posterior, in one
+        # transaction with it.
+        in_request = transaction.get_autocommit() and not study.is_adaptive
+        savepoint = nullcontext() if in_request else transaction.atomic()
         with savepoint, connection.cursor() as cursor:
             if not getattr(connection, "save_answer_prepared", False):
                 cursor.execute(_PREPARE_SAVE_ANSWER)
                 connection.save_answer_prepared = True
             cursor.execute(_EXECUTE_SAVE_ANSWER, [*advance, *row])
             stored = cursor.fetchone()
+            if stored is not None and study.is_adaptive:
+                adaptive.update_posterior(
+                    catalog, item.pair_id, item.stimulus_lam, answer.response, answer.lam
+                )
     else:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(_ADVANCE_SESSION, advance)
@@ -201,6 +212,10 @@ def _store_judgment(live: LiveSession, envelope: Envelope, answer: Answer) -> Ju
             if cursor.rowcount == 1:
                 cursor.execute(f"{_INSERT_JUDGMENT} RETURNING id", row)
                 stored = cursor.fetchone()
+                if study.is_adaptive:
+                    adaptive.update_posterior(
+                        catalog, item.pair_id, item.stimulus_lam, answer.response, answer.lam
+                    )
     if stored is None:
         return None
     judgment.pk = stored[0]

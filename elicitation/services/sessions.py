@@ -32,6 +32,7 @@ from ..selectors import (
     participant_by_recruiter_pid,
     session_of,
 )
+from .adaptive import prepare_posteriors
 
 # Messages a participant can meet are translated, lazily: into the study's language,
 # which the participant views activate.
@@ -220,6 +221,8 @@ def start_session(
         raise FlowError(gettext_lazy("This study is not accepting participants."), status=403)
     key = address_key(address) if address else ""
     catalog = catalog_of(study)
+    if study.is_adaptive:  # trials are chosen as they are served (services.adaptive)
+        prepare_posteriors(study)
     rng = random.Random(secrets.randbits(64))
     try:
         with transaction.atomic():
@@ -242,7 +245,11 @@ def start_session(
                 recruiter_study_id=recruiter.study_id,
                 recruiter_session_id=recruiter.session_id,
                 start_address=key,
-                trial_order=_trial_order(study, catalog.positions(condition_id), rng),
+                trial_order=(
+                    []
+                    if study.is_adaptive
+                    else _trial_order(study, catalog.positions(condition_id), rng)
+                ),
                 **_first_attempt(study, quiz_answers),
             )
             session.new_secret()

@@ -1,0 +1,505 @@
+"""Adaptive studies (issue 18, DESIGN section 8): each next trial of a session is chosen
+when it is served, and every saved judgment updates its pair's stored posterior.
+
+- ``serve_next_trial``: for a session of an adaptive study at the end of its served
+  trials, the next one (pair and lam, or for Construct the pair and start value) with
+  the largest expected information gain about the pairs' curves under the study's
+  constraints, appended to the session's trial order under its row lock. Once served a
+  trial never changes: a reload, a resumed session and the save all read it from the
+  trial order, as in a fixed study.
+- ``update_posterior``: called by the save inside its transaction; the pair's
+  PairPosterior row is locked, the judgment's log-likelihood added and the row written
+  back, so the stored posterior always equals ``recomputed_posteriors`` (the prior plus
+  every stored judgment) up to rounding.
+
+Only stimuli of the study's stimulus set are shown: for 2AFC and Infer the chooser's
+candidates are the set's lams and a (pair, lam) is available only where the session's
+condition holds that stimulus; for Construct the candidates are the start values on the
+set's grid; Select-Shuffled chooses only the pair.
+
+Which judgments count: every judgment stored in the study (pilot and simulated
+sessions too: run those in a copy of the study to keep them out of its posterior).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import numpy as np
+from django.db import connection, transaction
+from django.utils import timezone
+
+from adaptive.model import DEFAULT_NOISE, InterfaceModel, PairPosteriors, build_model, make_grid
+from adaptive.serving import ConstructStaircase, StudyChooser, session_from_history
+
+from ..live import LiveSession, StudyCatalog
+from ..models import Judgment, PairPosterior, Session, Study
+
+# The grid every stored log posterior lives on (m step 0.01, 16 slopes 1..60).
+GRID = make_grid()
+# Re-read stored posteriors changed this long before the last read too: a save that
+# stamped its row before the read may commit after it.
+SYNC_OVERLAP_S = 10.0
+# Adaptive Construct stops a pair for a participant once their midpoint is known to this.
+CONSTRUCT_PRECISION = 0.05
+
+
+def study_noise(study: Study) -> dict:
+    """The study's stored noise levels (adaptive.hmix_fit.fit_noise's dict), with the
+    defaults (adaptive.model.DEFAULT_NOISE) for whatever it leaves out."""
+    noise = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULT_NOISE.items()}
+    for key, value in (study.adaptive_noise or {}).items():
+        if isinstance(value, dict) and isinstance(noise.get(key), dict):
+            noise[key].update(value)
+        else:
+            noise[key] = value
+    return noise
+
+
+def prior_log_posterior(study: Study) -> np.ndarray:
+    """The log prior (G,) every pair starts from: Gaussian on m (the noise's prior),
+    flat on log k."""
+    prior = study_noise(study)["prior"]
+    return np.log(GRID.prior(prior["m_mean"], prior["m_sd"]))
+
+
+def candidates(study: Study, grid_lams: list[float]) -> np.ndarray:
+    """The chooser's candidate values: the set's lams (2AFC, Infer), start values on the
+    set's grid strictly inside 0..1 (Construct), one placeholder (Select-Shuffled)."""
+    if study.interface == "construct":
+        return np.array([lam for lam in grid_lams if 0.0 < lam < 1.0])
+    if study.interface == "select_shuffled":
+        return np.array([np.nan])
+    return np.array(sorted({round(float(x), 4) for x in study.stimulus_set.lams}))
+
+
+def observation(
+    interface: str, stimulus_lam: float | None, response: dict, lam: float | None
+) -> tuple[float | None, float] | None:
+    """A stored answer as the posterior reads it: (candidate value, answer) with lam the
+    share of the pair's first class. 2AFC: (stimulus lam, 1 when class 1 was judged
+    dominant); Infer: (stimulus lam, perceived share); Construct: (start lam, final
+    lam); Select-Shuffled: (None, chosen lam). None for an answer without a lam."""
+    if interface == "afc":
+        return stimulus_lam, 1.0 if response.get("choice") == 1 else 0.0
+    if lam is None:
+        return None
+    if interface == "infer":
+        return stimulus_lam, float(lam)
+    if interface == "construct":
+        return float(response["start_lam"]), float(lam)
+    return None, float(lam)
+
+
+def judgment_loglik(
+    model: InterfaceModel, interface: str, stimulus_lam, response: dict, lam
+) -> np.ndarray | None:
+    """log P(answer | grid cell) (G,) of one stored answer, or None where the posterior
+    cannot read it (no lam, or a value that is not a candidate: never served adaptively)."""
+    obs = observation(interface, stimulus_lam, response, lam)
+    if obs is None:
+        return None
+    try:
+        return model.loglik(*obs)
+    except ValueError:
+        return None
+
+
+# --- The per-process state of an adaptive study -----------------------------------------
+
+
+@dataclass
+class _StudyState:
+    """An adaptive study's chooser in this process, for one version of the study row."""
+
+    version: object
+    model: InterfaceModel
+    pair_ids: list[int]
+    index: dict[int, int]
+    chooser: StudyChooser
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    synced_at: float = 0.0
+    # condition id -> ((pair index, candidate index) -> item position, available (P, C))
+    conditions: dict[int, tuple[dict, np.ndarray]] = field(default_factory=dict)
+
+
+_states: dict[int, _StudyState] = {}
+_states_lock = threading.Lock()
+
+
+def _model(study: Study, grid_lams: list[float]) -> InterfaceModel:
+    return build_model(study.interface, GRID, study_noise(study), candidates(study, grid_lams))
+
+
+def _state(catalog: StudyCatalog) -> _StudyState:
+    study = catalog.study
+    state = _states.get(study.pk)
+    if state is not None and state.version == catalog.version and catalog.version is not None:
+        return state
+    with _states_lock:
+        pair_ids = sorted(
+            PairPosterior.objects.filter(study=study).values_list("pair_id", flat=True)
+        )
+        index = {p: i for i, p in enumerate(pair_ids)}
+        model = _model(study, catalog.grid)
+        posteriors = PairPosteriors(len(pair_ids), GRID, np.exp(prior_log_posterior(study)))
+        chooser = StudyChooser(
+            posteriors,
+            model,
+            max_per_pair=study.adaptive_max_per_pair,
+            budget=study.adaptive_budget,
+            n_repeats=study.repeat_trials,
+            repeat_spacing=study.adaptive_repeat_spacing,
+        )
+        state = _StudyState(catalog.version, model, pair_ids, index, chooser)
+        _sync(study, state, full=True)
+        _states[study.pk] = state
+    return state
+
+
+def _sync(study: Study, state: _StudyState, full: bool = False) -> None:
+    """Bring the chooser's posteriors in step with the stored ones that moved: one query
+    for the counts changed lately, one for the rows whose count differs."""
+    now = time.time()
+    table = PairPosterior._meta.db_table
+    with connection.cursor() as cursor:
+        if full:
+            cursor.execute(
+                f"SELECT pair_id, judgment_count FROM {table} WHERE study_id = %s", [study.pk]
+            )
+        else:
+            since = timezone.now() - timedelta(seconds=now - state.synced_at + SYNC_OVERLAP_S)
+            cursor.execute(
+                f"SELECT pair_id, judgment_count FROM {table} "
+                "WHERE study_id = %s AND updated_at >= %s",
+                [study.pk, connection.ops.adapt_datetimefield_value(since)],
+            )
+        counts = state.chooser.posteriors.n_judgments
+        changed = [
+            pair_id
+            for pair_id, count in cursor.fetchall()
+            if pair_id in state.index and counts[state.index[pair_id]] != count
+        ]
+        if changed:
+            marks = ", ".join(["%s"] * len(changed))
+            cursor.execute(
+                f"SELECT pair_id, judgment_count, log_posterior FROM {table} "
+                f"WHERE study_id = %s AND pair_id IN ({marks})",
+                [study.pk, *changed],
+            )
+            for pair_id, count, blob in cursor.fetchall():
+                state.chooser.set_posterior(
+                    state.index[pair_id], np.frombuffer(bytes(blob), dtype=np.float64), count
+                )
+    state.synced_at = now
+
+
+def _condition(catalog: StudyCatalog, state: _StudyState, condition_id: int) -> tuple:
+    """The condition's items by (pair index, candidate index), and what is available."""
+    found = state.conditions.get(condition_id)
+    if found is not None:
+        return found
+    model = state.model
+    n_c = len(model.candidates)
+    items: dict[tuple[int, int], int] = {}
+    available = np.zeros((len(state.pair_ids), n_c), dtype=bool)
+    for position in catalog.positions(condition_id):
+        item = catalog.item(condition_id, position)
+        p = state.index.get(item.pair_id)
+        if p is None:
+            continue
+        if item.stimulus_lam is None:  # grid interfaces: every start value of the pair
+            for c in range(n_c):
+                items[p, c] = position
+            available[p] = True
+        else:
+            try:
+                c = model.candidate_index(round(item.stimulus_lam, 4))
+            except ValueError:
+                continue
+            items[p, c] = position
+            available[p, c] = True
+    state.conditions[condition_id] = (items, available)
+    return items, available
+
+
+# --- Serving ---------------------------------------------------------------------------------
+
+
+def prepare_posteriors(study: Study) -> None:
+    """Give every pair of an adaptive study's conditions its prior posterior row (once;
+    concurrent calls are harmless)."""
+    from datasets.models import Pair
+
+    pair_ids = set(
+        Pair.objects.filter(conditionitem__condition__study=study).values_list("id", flat=True)
+    )
+    have = set(PairPosterior.objects.filter(study=study).values_list("pair_id", flat=True))
+    missing = pair_ids - have
+    if missing:
+        blob = prior_log_posterior(study).tobytes()
+        PairPosterior.objects.bulk_create(
+            [PairPosterior(study=study, pair_id=p, log_posterior=blob) for p in sorted(missing)],
+            ignore_conflicts=True,
+        )
+
+
+def _history(catalog: StudyCatalog, state: _StudyState, session: Session, order: list) -> list:
+    out = []
+    for spec in order:
+        item = catalog.item(session.condition_id, spec["item"])
+        out.append(
+            (
+                state.index[item.pair_id],
+                spec.get("value"),
+                bool(spec.get("repeat")),
+                spec.get("repeat_of"),
+            )
+        )
+    return out
+
+
+def _staircases(
+    study: Study, state: _StudyState, session: Session, pairs: set[int]
+) -> dict[int, ConstructStaircase]:
+    """Adaptive Construct: the participant's staircase on each pair they were shown."""
+    noise = study_noise(study)
+    starts = state.model.candidates
+    stairs = {
+        p: ConstructStaircase.for_pair(
+            state.chooser.posteriors, p, starts, noise, precision=CONSTRUCT_PRECISION
+        )
+        for p in pairs
+    }
+    rows = Judgment.objects.filter(session_id=session.pk, is_repeat=False).values_list(
+        "pair_id", "response", "lam"
+    )
+    for pair_id, response, lam in rows:
+        p = state.index.get(pair_id)
+        if p in stairs and lam is not None:
+            try:
+                stairs[p].update(response["start_lam"], lam)
+            except ValueError:
+                pass
+    return stairs
+
+
+def choose_trial(catalog: StudyCatalog, session: Session, order: list) -> dict | None:
+    """The next trial's spec for `session` (served so far: `order`), or None when the
+    study's constraints allow none. Spec: {"item", "repeat", "value", ...} plus the
+    interface's trial spec (Construct's start_lam is the chosen start value)."""
+    import random
+
+    from .. import interfaces
+    from ..selectors import planned_trials
+
+    study = catalog.study
+    state = _state(catalog)
+    items, available = _condition(catalog, state, session.condition_id)
+    with state.lock:
+        _sync(study, state)
+        constraints = session_from_history(state.chooser, _history(catalog, state, session, order))
+        mask = available
+        stairs: dict[int, ConstructStaircase] = {}
+        if study.interface == "construct":
+            stairs = _staircases(study, state, session, set(np.flatnonzero(constraints.seen)))
+            done = [p for p, s in stairs.items() if s.done]
+            if done:
+                mask = available.copy()
+                mask[done] = False
+        # The repeats spread over the trials the session can have.
+        constraints.budget = planned_trials(session, catalog)
+        before = set(constraints.repeated)
+        trial = state.chooser.choose(constraints, mask)
+        left = constraints.n_repeats - sum(t.is_repeat for t in constraints.history)
+        if trial is None and left > 0:  # nothing new to show: the repeats still due
+            constraints.budget = len(constraints.history) + left
+            trial = state.chooser.choose(constraints, mask)
+    if trial is None:
+        return None
+    if trial.is_repeat:
+        [repeat_of] = constraints.repeated - before
+        return {**order[repeat_of], "repeat": True, "repeat_of": repeat_of}
+    rng = random.Random()
+    value = trial.value
+    if study.interface == "construct":
+        value = stairs[trial.pair].next_start() if trial.pair in stairs else None
+        if value is None:
+            value = ConstructStaircase.for_pair(
+                state.chooser.posteriors, trial.pair, state.model.candidates, study_noise(study)
+            ).next_start()
+    c = 0 if value is None else state.model.candidate_index(value)
+    spec = {"item": items[trial.pair, c], "repeat": False, "value": value}
+    spec.update(interfaces.get(study.interface).trial_spec(study, catalog.grid, rng))
+    if study.interface == "construct":
+        spec["start_lam"] = value
+    return spec
+
+
+def serve_next_trial(live: LiveSession) -> None:
+    """For a session of an adaptive study whose served trials are all answered: choose
+    the next one and append it to its trial order (under the session's row lock: two
+    requests of one session serve one trial), or end its trials when none is allowed.
+    `live.session` is updated. Nothing happens for fixed studies or a session with an
+    unanswered served trial."""
+    session, catalog = live.session, live.catalog
+    study = catalog.study
+    if not study.is_adaptive or session.state != Session.State.TRIALS:
+        return
+    if session.position < len(session.trial_order):
+        return
+    from ..selectors import planned_trials
+
+    table = Session._meta.db_table
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT trial_order, position, state FROM {table} WHERE id = %s{lock}", [session.pk]
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return
+        order, position, state = row
+        if isinstance(order, str | bytes):
+            order = json.loads(order)
+        session.position, session.state = position, state
+        if state != Session.State.TRIALS or position < len(order):
+            session.trial_order = order
+            return
+        spec = None
+        if position < planned_trials(session, catalog):
+            spec = choose_trial(catalog, session, order)
+        if spec is None:  # nothing more to learn from this participant: trials end
+            now = timezone.now()
+            new_state = (
+                Session.State.FEEDBACK if study.feedback_questions else Session.State.COMPLETE
+            )
+            adapt = connection.ops.adapt_datetimefield_value
+            cursor.execute(
+                f"UPDATE {table} SET state = %s, last_seen_at = %s, completed_at = %s "
+                "WHERE id = %s",
+                [
+                    new_state,
+                    adapt(now),
+                    adapt(now if new_state == Session.State.COMPLETE else None),
+                    session.pk,
+                ],
+            )
+            session.state = new_state
+            return
+        order = [*order, spec]
+        cursor.execute(
+            f"UPDATE {table} SET trial_order = %s WHERE id = %s", [json.dumps(order), session.pk]
+        )
+        session.trial_order = order
+
+
+# --- The stored posteriors -----------------------------------------------------------------
+
+
+def update_posterior(
+    catalog: StudyCatalog, pair_id: int, stimulus_lam, response: dict, lam
+) -> None:
+    """Add one saved judgment to its pair's stored posterior. Call inside the save's
+    transaction: the row stays locked until it commits, so concurrent saves of one pair
+    add up one at a time and a rolled-back save adds nothing."""
+    study = catalog.study
+    state = _state(catalog)
+    loglik = judgment_loglik(state.model, study.interface, stimulus_lam, response, lam)
+    table = PairPosterior._meta.db_table
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    select = f"SELECT log_posterior FROM {table} WHERE study_id = %s AND pair_id = %s{lock}"
+    with connection.cursor() as cursor:
+        cursor.execute(select, [study.pk, pair_id])
+        row = cursor.fetchone()
+        if row is None:  # a pair the study gained no row for yet
+            prepare_posteriors(study)
+            cursor.execute(select, [study.pk, pair_id])
+            row = cursor.fetchone()
+        log_post = np.frombuffer(bytes(row[0]), dtype=np.float64)
+        if loglik is not None:
+            log_post = log_post + loglik
+            log_post = log_post - log_post.max()
+        cursor.execute(
+            f"UPDATE {table} SET log_posterior = %s, judgment_count = judgment_count + 1, "
+            "updated_at = %s WHERE study_id = %s AND pair_id = %s",
+            [
+                log_post.tobytes(),
+                connection.ops.adapt_datetimefield_value(timezone.now()),
+                study.pk,
+                pair_id,
+            ],
+        )
+
+
+def stored_posteriors(study: Study) -> dict[int, tuple[np.ndarray, int]]:
+    """pair id -> (stored log posterior (G,), judgment count)."""
+    return {
+        pair_id: (np.frombuffer(bytes(blob), dtype=np.float64), count)
+        for pair_id, blob, count in PairPosterior.objects.filter(study=study).values_list(
+            "pair_id", "log_posterior", "judgment_count"
+        )
+    }
+
+
+def recomputed_posteriors(study: Study) -> dict[int, tuple[np.ndarray, int]]:
+    """pair id -> (log posterior (G,), judgment count) recomputed from the prior and
+    every judgment stored in the study; each log posterior has its maximum subtracted."""
+    from ..live import grid_lams
+
+    model = _model(study, grid_lams(study))
+    prior = prior_log_posterior(study)
+    out = {p: (prior.copy(), 0) for p in stored_posteriors(study)}
+    rows = Judgment.objects.filter(study=study).values_list(
+        "pair_id", "stimulus__lam", "response", "lam"
+    )
+    for pair_id, stimulus_lam, response, lam in rows:
+        log_post, count = out.get(pair_id, (prior.copy(), 0))
+        loglik = judgment_loglik(model, study.interface, stimulus_lam, response, lam)
+        if loglik is not None:
+            log_post = log_post + loglik
+        out[pair_id] = (log_post, count + 1)
+    return {p: (lp - lp.max(), n) for p, (lp, n) in out.items()}
+
+
+def pair_posteriors(study: Study) -> tuple[list[int], PairPosteriors]:
+    """The stored posteriors as adaptive.model.PairPosteriors (rows in pair id order),
+    for reading midpoints and curves with their bands."""
+    stored = stored_posteriors(study)
+    pair_ids = sorted(stored)
+    post = PairPosteriors(len(pair_ids), GRID)
+    for i, p in enumerate(pair_ids):
+        log_post, count = stored[p]
+        row = log_post - log_post.max()
+        post.log_post[i] = row
+        probs = np.exp(row)
+        post.probs[i] = probs / probs.sum()
+        post.n_judgments[i] = count
+    return pair_ids, post
+
+
+def forget_state(study_id: int | None = None) -> None:
+    """Drop this process's chooser of a study (or of all): the next choice rebuilds it
+    from the stored posteriors (tests, and a study whose posteriors were rebuilt)."""
+    with _states_lock:
+        if study_id is None:
+            _states.clear()
+        else:
+            _states.pop(study_id, None)
+
+
+__all__ = [
+    "choose_trial",
+    "forget_state",
+    "observation",
+    "pair_posteriors",
+    "prepare_posteriors",
+    "recomputed_posteriors",
+    "serve_next_trial",
+    "stored_posteriors",
+    "update_posterior",
+]
