@@ -1,7 +1,7 @@
 from django import forms
 from django.core.exceptions import ValidationError
 
-from .mixing import mixing_choices
+from .mixing import image_mixing_choices
 from .models import Dataset, StimulusSet
 from .sources import SOURCE_KINDS
 
@@ -35,7 +35,7 @@ class StimulusSetForm(forms.Form):
     name = forms.SlugField(max_length=100)
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.all())
     kind = forms.ChoiceField(choices=StimulusSet.Kind.choices)
-    mixing_policy = forms.ChoiceField(choices=mixing_choices)
+    mixing_policy = forms.ChoiceField(choices=image_mixing_choices)
     lams = forms.CharField(
         required=False,
         help_text="Comma-separated; empty: 0.0..1.0 step 0.1 for grids, 0.1,0.25,0.5,0.75,0.9 "

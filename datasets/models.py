@@ -3,7 +3,7 @@ import secrets
 from django.db import models
 from django.urls import reverse
 
-from .mixing import mixing_choices
+from .mixing import image_mixing_choices
 from .sources import SOURCE_KINDS
 
 
@@ -50,7 +50,7 @@ class StimulusSet(models.Model):
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="stimulus_sets")
     kind = models.CharField(max_length=10, choices=Kind.choices)
     mixing_policy = models.CharField(
-        max_length=10, choices=mixing_choices, default="mixup"
+        max_length=20, choices=image_mixing_choices, default="mixup"
     )
     lams = models.JSONField()
     seed = models.IntegerField(default=0)

@@ -21,7 +21,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import connection, transaction
 
 from .imaging import encode_png, write_pngs
-from .mixing import MIXING_POLICIES, check_lams, effective_lams, mix_pairs
+from .mixing import IMAGE_MIXING_METHODS, check_lams, effective_lams, mix_pairs
 from .models import Dataset, Pair, Stimulus, StimulusSet, new_stimulus_key
 from .naming import GRID_LAMS, SINGLE_LAMS, PairKey, parse_pair_name, stimulus_name
 from .pairing import locate_pairs, sample_balanced_pairs
@@ -189,8 +189,8 @@ def create_stimulus_set(
     """
     if kind not in StimulusSet.Kind.values:
         raise ValidationError(f"kind must be one of {StimulusSet.Kind.values}")
-    if mixing_policy not in MIXING_POLICIES:
-        raise ValidationError(f"mixing policy must be one of {MIXING_POLICIES}")
+    if mixing_policy not in IMAGE_MIXING_METHODS:
+        raise ValidationError(f"mixing policy must be one of {IMAGE_MIXING_METHODS}")
     lam_list = (
         list(lams)
         if lams is not None

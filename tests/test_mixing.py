@@ -1,7 +1,10 @@
+import itertools
+
 import numpy as np
 import pytest
 
 from datasets.mixing import (
+    IMAGE_MIXING_METHODS,
     MIXING_METHODS,
     check_lams,
     cutmix,
@@ -224,7 +227,7 @@ def test_construct_starts_on_a_cutmix_grid_step(demo_dataset, django_capture_on_
 # --- the registry: one definition per method, numpy and torch paths agree ------------
 
 
-@pytest.mark.parametrize("name", list(MIXING_METHODS))
+@pytest.mark.parametrize("name", IMAGE_MIXING_METHODS)
 def test_numpy_and_torch_paths_of_each_method_agree(name, rng):
     """The stimulus path (uint8, channels last) and the training path (float tensors,
     channels first) of a method give the same images and effective lams."""
@@ -257,11 +260,11 @@ def test_numpy_and_torch_paths_of_each_method_agree(name, rng):
 def test_unknown_method_is_refused_everywhere(rng):
     x = rng.integers(0, 256, (1, 4, 4, 1), dtype=np.uint8)
     with pytest.raises(ValueError, match="unknown mixing policy"):
-        get_method("fmix")
+        get_method("blend")
     with pytest.raises(ValueError, match="unknown mixing policy"):
-        effective_lams([0.5], "fmix", 4, 4)
+        effective_lams([0.5], "blend", 4, 4)
     with pytest.raises(ValueError, match="unknown mixing policy"):
-        mix_pairs(x, x, [0.5], "fmix")
+        mix_pairs(x, x, [0.5], "blend")
 
 
 def test_mixup_table_path_gives_the_formula_bytes(rng):
@@ -272,3 +275,197 @@ def test_mixup_table_path_gives_the_formula_bytes(rng):
     weight = lams.reshape(-1, 1, 1, 1)
     direct = np.rint(weight * x1.astype(float) + (1 - weight) * x2.astype(float))
     np.testing.assert_array_equal(mixup(x1, x2, lams), direct.astype(np.uint8))
+
+
+# --- the methods of the literature: each one's defining property ----------------------
+
+
+def test_every_method_is_registered_once_with_its_paper():
+    assert set(MIXING_METHODS) == {
+        "mixup",
+        "cutmix",
+        "fmix",
+        "resizemix",
+        "saliencymix",
+        "manifold_mixup",
+    }
+    papers = {
+        "mixup": "Zhang et al. 2018",
+        "cutmix": "Yun et al. 2019",
+        "fmix": "Harris et al. 2020",
+        "resizemix": "Qin et al. 2020",
+        "saliencymix": "Uddin et al. 2021",
+        "manifold_mixup": "Verma et al. 2019",
+    }
+    for name, method in MIXING_METHODS.items():
+        assert papers[name] in " ".join(type(method).__doc__.split()), name
+    assert IMAGE_MIXING_METHODS == ("mixup", "cutmix", "fmix", "resizemix", "saliencymix")
+
+
+@pytest.mark.parametrize(("height", "width"), [(32, 32), (28, 28), (5, 7)])
+def test_fmix_keeps_exactly_the_nearest_whole_share_of_pixels(height, width, rng):
+    """Harris et al. binarise the noise by its top lam share: exactly round(lam * H * W)
+    pixels stay image 1, and the effective lam is that count over H * W."""
+    lams = np.array([0.0, 0.13, 0.33, 0.61, 0.77, 0.94, 1.0])
+    pixels = height * width
+    x1, x2 = black_and_white_pairs(len(lams), height, width)
+    mixed, kept = MIXING_METHODS["fmix"].mix_numpy(x1, x2, lams, np.random.default_rng(1))
+    counts = (mixed[..., 0] == 0).sum(axis=(1, 2))
+    expected = np.array([round(lam * pixels) for lam in lams])
+    assert not np.any(np.isclose(lams * pixels % 1, 0.5))  # no halves to round
+    np.testing.assert_array_equal(counts, expected)
+    np.testing.assert_array_equal(kept, expected / pixels)
+    np.testing.assert_array_equal(effective_lams(lams, "fmix", height, width), kept)
+
+
+def test_fmix_masks_are_low_frequency_blobs_not_scattered_pixels():
+    """The kept region of a mask from 1/f^3 Fourier noise is a few smooth blobs: far
+    fewer neighbouring pixels differ than in a random mask of the same share."""
+    from datasets.mixing import fmix_masks
+
+    keep, kept = fmix_masks(np.full(50, 0.5), 32, 32, np.random.default_rng(0))
+    assert np.all(kept == 0.5)
+    edges = (keep[:, 1:, :] != keep[:, :-1, :]).sum() + (keep[:, :, 1:] != keep[:, :, :-1]).sum()
+    random_edges = 50 * 2 * 32 * 31 * 0.5  # a random half share: every other pair differs
+    assert edges < 0.2 * random_edges
+    # each mask is its own draw
+    assert len({m.tobytes() for m in keep}) == 50
+
+
+def test_fmix_stimulus_grids_keep_distinct_steps_and_refuse_too_fine_grids():
+    x1, x2 = black_and_white_pairs(2, 8, 8)
+    mixed, kept = mix_pairs(x1, x2, GRID, "fmix", seed=2)
+    share = (mixed[..., 0] == 0).mean(axis=(2, 3))
+    np.testing.assert_array_equal(share, np.broadcast_to(kept, share.shape))
+    assert np.all(np.diff(kept) > 0) and kept[0] == 0.0 and kept[-1] == 1.0
+    np.testing.assert_allclose(kept, GRID, atol=0.5 / 64)
+    with pytest.raises(ValueError, match="2x2 image allows only 5 different FMix pixel counts"):
+        mix_pairs(*black_and_white_pairs(1, 2, 2), GRID, "fmix")
+
+
+def test_resizemix_pastes_the_whole_source_shrunk_into_a_box_of_area_one_minus_lam(rng):
+    """Qin et al.: image 2, resized, covers 1 - lam of image 1 (to the pixel); the patch
+    is image 2 at the box's size (here a 16 x 16 box: every second pixel)."""
+    x1 = np.zeros((1, 32, 32, 3), np.uint8)
+    x2 = rng.integers(1, 256, (1, 32, 32, 3), dtype=np.uint8)  # never 0, so the box shows
+    mixed, kept = MIXING_METHODS["resizemix"].mix_numpy(x1, x2, [0.75], np.random.default_rng(4))
+    inside = np.any(mixed[0] != 0, axis=-1)
+    rows, cols = np.nonzero(inside)
+    y0, x0 = rows.min(), cols.min()
+    assert inside.sum() == 256 and kept[0] == 0.75
+    np.testing.assert_array_equal(mixed[0, y0 : y0 + 16, x0 : x0 + 16], x2[0, ::2, ::2])
+    # Any lam: the pasted area is 1 - lam up to the pixel, the effective lam exact.
+    lams = rng.random(40)
+    black, white = black_and_white_pairs(40, 9, 13)
+    mixed, kept = MIXING_METHODS["resizemix"].mix_numpy(black, white, lams, rng)
+    pasted = (mixed[..., 0] == 255).mean(axis=(1, 2))
+    np.testing.assert_array_equal((mixed[..., 0] == 0).mean(axis=(1, 2)), kept)
+    assert np.all(np.abs(pasted - (1 - lams)) * 9 * 13 <= 9)  # within one box row/column
+    np.testing.assert_array_equal(kept, MIXING_METHODS["resizemix"].effective_lams(lams, 9, 13))
+
+
+def test_resizemix_stimulus_grid_keeps_distinct_steps():
+    x1, x2 = black_and_white_pairs(2, 8, 8)
+    mixed, kept = mix_pairs(x1, x2, GRID, "resizemix", seed=1)
+    share = (mixed[..., 0] == 0).mean(axis=(2, 3))
+    np.testing.assert_array_equal(share, np.broadcast_to(kept, share.shape))
+    assert np.all(np.diff(kept) > 0)
+
+
+def _saliency_peaks(images):
+    from datasets.mixing import spectral_residual_saliency
+
+    grey = images.astype(float) @ np.array([0.299, 0.587, 0.114])
+    flat = spectral_residual_saliency(grey).reshape(len(images), -1).argmax(axis=1)
+    return np.stack([flat // images.shape[2], flat % images.shape[2]], axis=1)
+
+
+def test_saliencymix_box_holds_the_most_salient_point_of_the_source(rng):
+    """Uddin et al.: the pasted box of image 2 is centred on its most salient pixel, moved
+    inside the image at the borders; its area, and so the effective lam, is CutMix's."""
+    n, height, width = 60, 32, 32
+    x1 = np.zeros((n, height, width, 3), np.uint8)
+    x2 = rng.integers(1, 256, (n, height, width, 3), dtype=np.uint8)
+    lams = rng.uniform(0.2, 0.95, n)
+    mixed, kept = MIXING_METHODS["saliencymix"].mix_numpy(x1, x2, lams, rng)
+    peaks = _saliency_peaks(x2)
+    moved = 0
+    for i in range(n):
+        inside = np.any(mixed[i] != 0, axis=-1)
+        rows, cols = np.nonzero(inside)
+        y0, y1, x0, x1_ = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        assert inside.sum() == (y1 - y0) * (x1_ - x0)  # one box
+        np.testing.assert_array_equal(mixed[i, y0:y1, x0:x1_], x2[i, y0:y1, x0:x1_])
+        cy, cx = peaks[i]
+        assert y0 <= cy < y1 and x0 <= cx < x1_, (i, peaks[i], (y0, y1, x0, x1_))
+        h, w = y1 - y0, x1_ - x0
+        centred = (y0 == cy - h // 2) and (x0 == cx - w // 2)
+        at_border = y0 == 0 or y1 == height or x0 == 0 or x1_ == width
+        assert centred or at_border
+        moved += not centred
+        assert 1 - inside.mean() == kept[i]
+    assert 0 < moved < n  # both cases were seen
+    np.testing.assert_array_equal(kept, MIXING_METHODS["cutmix"].effective_lams(lams, 32, 32))
+
+
+def test_spectral_residual_finds_the_odd_one_out():
+    """Hou & Zhang's saliency peaks on what differs from its background: a bright square
+    on stripes, on a flat grey and on noise."""
+    from datasets.mixing import spectral_residual_saliency
+
+    backgrounds = [
+        np.tile((np.arange(32) % 4 < 2) * 100.0, (32, 1)),
+        np.full((32, 32), 100.0),
+        np.random.default_rng(0).normal(100, 20, (32, 32)),
+    ]
+    for background, (cy, cx) in itertools.product(backgrounds, [(6, 8), (20, 25), (28, 3)]):
+        image = background.copy()
+        image[cy - 2 : cy + 2, cx - 2 : cx + 2] = 255.0
+        saliency = spectral_residual_saliency(image[None])[0]
+        py, px = np.unravel_index(saliency.argmax(), saliency.shape)
+        assert abs(py - cy) <= 3 and abs(px - cx) <= 3, ((py, px), (cy, cx))
+
+
+def test_saliency_on_the_device_path_equals_numpy(rng):
+    torch = pytest.importorskip("torch")
+    from datasets.mixing import spectral_residual_saliency, spectral_residual_saliency_torch
+
+    grey = rng.random((5, 9, 7)) * 255
+    np.testing.assert_allclose(
+        spectral_residual_saliency_torch(torch.from_numpy(grey)).numpy(),
+        spectral_residual_saliency(grey),
+        rtol=1e-9,
+        atol=1e-12,
+    )
+
+
+def test_manifold_mixup_mixes_hidden_states_and_makes_no_images(rng):
+    """Verma et al.: training mixes hidden states; the entry is flagged so stimulus sets
+    never offer it, and mix_hidden is the convex combination with the batch's partners."""
+    torch = pytest.importorskip("torch")
+    from datasets.mixing import image_mixing_choices, mix_hidden, mixing_choices
+
+    method = get_method("manifold_mixup")
+    assert method.space == "hidden" and not method.makes_images
+    assert ("manifold_mixup", "manifold_mixup") in mixing_choices()
+    assert "manifold_mixup" not in dict(image_mixing_choices())
+    x = rng.integers(0, 256, (2, 4, 4, 1), dtype=np.uint8)
+    with pytest.raises(ValueError, match="makes no images"):
+        mix_pairs(x, x, [0.5], "manifold_mixup")
+    with pytest.raises(ValueError, match="makes no images"):
+        effective_lams([0.5], "manifold_mixup", 4, 4)
+    with pytest.raises(ValueError, match="makes no images"):
+        method.mix_torch(torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 4), [0.5, 0.5], rng)
+    np.testing.assert_array_equal(method.effective_lams(np.array([0.3, 0.8]), 32, 32), [0.3, 0.8])
+
+    h = torch.randn(6, 8, 4, 4)
+    index = torch.tensor([5, 4, 3, 2, 1, 0])
+    mixed = mix_hidden(h, index, 0.3)
+    torch.testing.assert_close(mixed, 0.3 * h + 0.7 * h[index])
+    per_row = np.linspace(0, 1, 6)
+    mixed = mix_hidden(h, index, per_row)
+    for i, lam in enumerate(per_row):
+        torch.testing.assert_close(mixed[i], lam * h[i] + (1 - lam) * h[5 - i])
+    assert mix_hidden(h.bfloat16(), index, 0.5).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="lam must lie in"):
+        mix_hidden(h, index, 1.5)

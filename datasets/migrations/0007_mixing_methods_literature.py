@@ -1,4 +1,5 @@
-from django.db import migrations
+import datasets.mixing
+from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
@@ -6,4 +7,14 @@ class Migration(migrations.Migration):
         ("datasets", "0006_mixing_choices_from_registry"),
     ]
 
-    operations = []
+    # FMix, ResizeMix and SaliencyMix join the registry; a stimulus set offers only the
+    # methods that make images (not Manifold Mixup), and "saliencymix" needs 11 characters.
+    operations = [
+        migrations.AlterField(
+            model_name="stimulusset",
+            name="mixing_policy",
+            field=models.CharField(
+                choices=datasets.mixing.image_mixing_choices, default="mixup", max_length=20
+            ),
+        ),
+    ]

@@ -1,7 +1,7 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from datasets.mixing import MIXING_POLICIES
+from datasets.mixing import IMAGE_MIXING_METHODS
 from datasets.models import Dataset, StimulusSet
 from datasets.services import create_stimulus_set
 
@@ -13,7 +13,7 @@ class Command(BaseCommand):
         parser.add_argument("name", help="slug for the stimulus set")
         parser.add_argument("--dataset", required=True)
         parser.add_argument("--kind", choices=StimulusSet.Kind.values, default="grid")
-        parser.add_argument("--policy", choices=MIXING_POLICIES, default="mixup")
+        parser.add_argument("--policy", choices=IMAGE_MIXING_METHODS, default="mixup")
         parser.add_argument("--lams", type=float, nargs="+", help="default: the kind's grid")
         group = parser.add_mutually_exclusive_group(required=True)
         group.add_argument("--random-pairs", type=int, metavar="N")
