@@ -23,7 +23,7 @@ CPU per judgment and per floor write of gunicorn, PostgreSQL and the generator.
 The generator's cycle collector is off during a phase (see without_gc_pauses).
 
     .venv/bin/python bench/load.py [--participants 50 200] [--trials-only 200] [--paced 200]
-        [--think-ms 5000]
+        [--think-ms 5000] [--adaptive]
     BENCH_PG=postgres://postgres@127.0.0.1:5432 (default) selects the server.
 """
 
@@ -76,9 +76,16 @@ def server_env() -> dict:
     }
 
 
-def prepare(participants: int) -> None:
-    """A fresh database with one live Construct study; run in a child process."""
+def prepare(participants: int, adaptive: bool = False) -> None:
+    """A fresh database with one live Construct study (adaptive: each trial chosen as it
+    is served, the same 32 per session); run in a child process."""
     recreate_database(DB_NAME)
+    design = (
+        'design="adaptive", adaptive_budget=32, adaptive_max_per_pair=3, '
+        "adaptive_repeat_spacing=10,"
+        if adaptive
+        else ""
+    )
     script = f"""
 import django
 django.setup()
@@ -95,7 +102,7 @@ study = Study.objects.create(
     consent_text="-", consent_items=["yes", "yes"], instruction_pages=["read me"],
     quiz=[{{"question": "q", "options": ["a", "b"], "answer": 1}}],
     feedback_questions=["any?"], repeat_trials=2, condition_count=4, ask_confidence=True,
-    completion_code="LOAD-DONE")
+    completion_code="LOAD-DONE", {design})
 build_conditions(study)
 with connection.cursor() as cur:
     cur.execute("CREATE TABLE bench_floor (id bigserial primary key, body bytea, "
@@ -405,13 +412,17 @@ def main() -> None:
     parser.add_argument("--arrival-s", type=float, default=60.0, help="paced phase")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument(
+        "--adaptive", action="store_true", help="an adaptive study (services.adaptive)"
+    )
     args = parser.parse_args()
-    prepare(max(args.participants + args.paced))
+    prepare(max(args.participants + args.paced), args.adaptive)
     server = start_server(args.workers, args.threads)
     try:
         print(
             f"gunicorn gthread {args.workers} workers x {args.threads} threads, "
             f"PostgreSQL, {os.cpu_count()} cores (the load generator runs on them too)"
+            + (", adaptive study" if args.adaptive else "")
         )
         # Unmeasured: every worker imports its lazy modules, opens its database
         # connection and loads the study before the first measured phase.
