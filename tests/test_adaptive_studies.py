@@ -364,3 +364,19 @@ def test_an_adaptive_2afc_study_runs_to_completion_in_a_browser(page, live_serve
     assert judgments.count() == 5 and judgments.filter(is_repeat=True).count() == 1
     stored = adaptive_services.stored_posteriors(study)
     assert sum(c for _, c in stored.values()) == 5
+
+
+def test_an_adaptive_study_stores_the_noise_levels_fitted_to_hmix(make_study, shared_data):
+    from elicitation.services import save_study
+
+    study = make_study("infer", n_pairs=2, repeat_trials=0)
+    study.design = "adaptive"
+    save_study(study)
+    study.refresh_from_db()
+    noise = study.adaptive_noise
+    assert noise["n"]["infer"] > 1000  # fitted to the H-Mix judgments
+    assert 0 < noise["infer"]["sd"] < 0.5 and 0 <= noise["construct"]["lapse"] < 0.3
+    fixed = make_study("infer", slug="still-fixed", n_pairs=2, repeat_trials=0)
+    save_study(fixed)
+    fixed.refresh_from_db()
+    assert fixed.adaptive_noise == {}

@@ -23,13 +23,17 @@ sessions too: run those in a copy of the study to keep them out of its posterior
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -58,6 +62,25 @@ def study_noise(study: Study) -> dict:
         else:
             noise[key] = value
     return noise
+
+
+@functools.lru_cache(maxsize=1)
+def hmix_noise() -> dict | None:
+    """Noise levels fitted to the published H-Mix data (adaptive.hmix_fit.fit_noise on
+    SHARED_DATA_DIR/hmix; a few seconds, once per process); None without the data."""
+    from adaptive.hmix_fit import fit_noise, load_hmix
+
+    try:
+        return fit_noise(load_hmix(Path(settings.SHARED_DATA_DIR) / "hmix"))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def fill_noise(study: Study) -> None:
+    """Give an adaptive study without noise levels H-Mix's fitted ones (the defaults
+    where the H-Mix data is absent); the caller saves the study."""
+    if study.is_adaptive and not study.adaptive_noise:
+        study.adaptive_noise = copy.deepcopy(hmix_noise() or DEFAULT_NOISE)
 
 
 def prior_log_posterior(study: Study) -> np.ndarray:
@@ -235,6 +258,12 @@ def prepare_posteriors(study: Study) -> None:
     concurrent calls are harmless)."""
     from datasets.models import Pair
 
+    if not study.adaptive_noise:  # made without the admin: the defaults, stored
+        study.adaptive_noise = copy.deepcopy(DEFAULT_NOISE)
+        Study.objects.filter(pk=study.pk, adaptive_noise={}).update(
+            adaptive_noise=study.adaptive_noise, updated_at=timezone.now()
+        )
+        study.adaptive_noise = Study.objects.get(pk=study.pk).adaptive_noise
     pair_ids = set(
         Pair.objects.filter(conditionitem__condition__study=study).values_list("id", flat=True)
     )

@@ -9,6 +9,7 @@ from ..models import (
     Study,
 )
 from ..study_rules import flow_errors
+from .adaptive import fill_noise
 from .sessions import FlowError, build_conditions
 
 # --- Researcher actions ----------------------------------------------------------
@@ -42,6 +43,7 @@ def save_study(study: Study) -> Study:
     Raises django.core.exceptions.ValidationError, storing nothing."""
     # The flow's lists are judged by Study.clean (study_rules), which lets a closed
     # import have none; the fields' own "cannot be blank" would not.
+    fill_noise(study)  # an adaptive study keeps the noise levels it was designed with
     study.full_clean(exclude=["consent_items", "instruction_pages"])
     study.save()
     return study
