@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import numpy as np
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from adaptive.model import PairPosteriors
 from datasets.models import Pair, Stimulus
 
 from . import interfaces
-from .live import LiveSession, StudyCatalog, catalog_of, study_catalog
+from .adaptive_design import GRID, interface_model, judgment_loglik, prior_log_posterior
+from .live import LiveSession, StudyCatalog, catalog_of, grid_lams, study_catalog
 from .models import (
     Condition,
+    Judgment,
+    PairPosterior,
     Participant,
     Session,
     Study,
@@ -169,3 +174,50 @@ def live_stimulus_file_name(key: str) -> str | None:
         cursor.execute(_LIVE_STIMULUS_FILE, [key])
         row = cursor.fetchone()
     return (row[0] or None) if row else None
+
+
+# --- Adaptive studies' posteriors ------------------------------------------------------
+
+
+def stored_posteriors(study: Study) -> dict[int, tuple[np.ndarray, int]]:
+    """pair id -> (stored log posterior (G,), judgment count)."""
+    return {
+        pair_id: (np.frombuffer(bytes(blob), dtype=np.float64), count)
+        for pair_id, blob, count in PairPosterior.objects.filter(study=study).values_list(
+            "pair_id", "log_posterior", "judgment_count"
+        )
+    }
+
+
+def recomputed_posteriors(study: Study) -> dict[int, tuple[np.ndarray, int]]:
+    """pair id -> (log posterior (G,), judgment count) recomputed from the prior and
+    every judgment stored in the study; each log posterior has its maximum subtracted."""
+    model = interface_model(study, grid_lams(study))
+    prior = prior_log_posterior(study)
+    out = {p: (prior.copy(), 0) for p in stored_posteriors(study)}
+    rows = Judgment.objects.filter(study=study).values_list(
+        "pair_id", "stimulus__lam", "response", "lam"
+    )
+    for pair_id, stimulus_lam, response, lam in rows:
+        log_post, count = out.get(pair_id, (prior.copy(), 0))
+        loglik = judgment_loglik(model, study.interface, stimulus_lam, response, lam)
+        if loglik is not None:
+            log_post = log_post + loglik
+        out[pair_id] = (log_post, count + 1)
+    return {p: (lp - lp.max(), n) for p, (lp, n) in out.items()}
+
+
+def pair_posteriors(study: Study) -> tuple[list[int], PairPosteriors]:
+    """The stored posteriors as adaptive.model.PairPosteriors (rows in pair id order),
+    for reading midpoints and curves with their bands."""
+    stored = stored_posteriors(study)
+    pair_ids = sorted(stored)
+    post = PairPosteriors(len(pair_ids), GRID)
+    for i, p in enumerate(pair_ids):
+        log_post, count = stored[p]
+        row = log_post - log_post.max()
+        post.log_post[i] = row
+        probs = np.exp(row)
+        post.probs[i] = probs / probs.sum()
+        post.n_judgments[i] = count
+    return pair_ids, post

@@ -14,6 +14,8 @@ from django.db import connection, connections
 
 from adaptive.model import PairPosteriors, share
 from adaptive.serving import ConstructStaircase
+from elicitation import selectors
+from elicitation.adaptive_design import GRID
 from elicitation.live import live_session
 from elicitation.models import Judgment, PairPosterior, Session
 from elicitation.selectors import next_trial
@@ -81,7 +83,7 @@ def spec_pair_lam(study, spec) -> tuple[int, float]:
 
 def set_posterior(study, pair_id: int, m: float, k: float, sd: float = 0.01) -> None:
     """Store a posterior that knows the pair's curve: m to within sd, k on its grid."""
-    grid = adaptive_services.GRID
+    grid = GRID
     log_post = -0.5 * ((grid.m - m) / sd) ** 2 - 0.5 * ((np.log(grid.k) - np.log(k)) / 0.05) ** 2
     PairPosterior.objects.filter(study=study, pair_id=pair_id).update(
         log_posterior=(log_post - log_post.max()).tobytes()
@@ -107,7 +109,7 @@ def test_the_chooser_serves_informative_stimuli_through_the_service_path(make_st
     assert lam not in (0.1, 0.9)
     # It is the argmax of the expected information gain over the set's lams.
     model = adaptive_services._state(live.catalog).model
-    stored = adaptive_services.stored_posteriors(study)[pair_id][0]
+    stored = selectors.stored_posteriors(study)[pair_id][0]
     probs = np.exp(stored - stored.max())
     gains = model.expected_information_gain(probs / probs.sum())
     assert model.candidates[int(np.argmax(gains))] == pytest.approx(lam)
@@ -126,7 +128,7 @@ def test_answers_move_the_chooser_to_where_the_curve_is_uncertain(make_study):
         pair_ids += [spec_pair_lam(study, s)[0] for s in specs]
     counts = Counter(pair_ids)
     assert len(counts) == 2  # both pairs asked about, every session capped at 5 each
-    stored = adaptive_services.stored_posteriors(study)
+    stored = selectors.stored_posteriors(study)
     assert sum(n for _, n in stored.values()) == Judgment.objects.count() == 30
 
 
@@ -239,7 +241,7 @@ def test_construct_staircase_chooses_start_values_and_stops_a_known_pair(make_st
 
 def test_construct_staircase_is_done_when_the_midpoint_is_known_to_005():
     grid_m = np.linspace(0, 1, 101)
-    post = PairPosteriors(1, adaptive_services.GRID)
+    post = PairPosteriors(1, GRID)
     stairs = ConstructStaircase.for_pair(post, 0, [0.1, 0.3, 0.5, 0.7, 0.9])
     assert not stairs.done
     lo, hi = stairs.interval()
@@ -255,14 +257,14 @@ def test_stored_posterior_equals_the_recomputation(make_study):
     for i in range(2):
         session = to_trials(start_session(study, RecruiterIds(f"r{i}")))
         answer_all(session, study.slug, answer=lambda spec, live: 20 + 10 * (spec["item"] % 5))
-    stored = adaptive_services.stored_posteriors(study)
-    recomputed = adaptive_services.recomputed_posteriors(study)
+    stored = selectors.stored_posteriors(study)
+    recomputed = selectors.recomputed_posteriors(study)
     assert stored.keys() == recomputed.keys()
     for pair_id, (log_post, count) in stored.items():
         assert count == recomputed[pair_id][1] > 0
         assert np.allclose(np.exp(log_post), np.exp(recomputed[pair_id][0]), atol=1e-9)
     # The posterior means describe a curve: share rises with lam.
-    _, post = adaptive_services.pair_posteriors(study)
+    _, post = selectors.pair_posteriors(study)
     curve = post.mean_curve([0.1, 0.9])
     assert (curve[:, 1] >= curve[:, 0]).all()
     assert share(0.9, 0.5, 8.0) > share(0.1, 0.5, 8.0)
@@ -312,8 +314,8 @@ def test_concurrent_sessions_never_lose_or_double_a_judgment(make_study):
         )
         assert sorted(indexes) == list(range(6)) and len(session.trial_order) == 6
     per_pair = Counter(Judgment.objects.values_list("pair_id", flat=True))
-    stored = adaptive_services.stored_posteriors(study)
-    recomputed = adaptive_services.recomputed_posteriors(study)
+    stored = selectors.stored_posteriors(study)
+    recomputed = selectors.recomputed_posteriors(study)
     assert {p: c for p, (_, c) in stored.items() if c} == dict(per_pair)
     for pair_id, (log_post, _) in stored.items():
         assert np.allclose(np.exp(log_post), np.exp(recomputed[pair_id][0]), rtol=0, atol=1e-9)
@@ -362,7 +364,7 @@ def test_an_adaptive_2afc_study_runs_to_completion_in_a_browser(page, live_serve
     assert session.state == Session.State.COMPLETE and len(session.trial_order) == 5
     judgments = Judgment.objects.filter(session=session)
     assert judgments.count() == 5 and judgments.filter(is_repeat=True).count() == 1
-    stored = adaptive_services.stored_posteriors(study)
+    stored = selectors.stored_posteriors(study)
     assert sum(c for _, c in stored.values()) == 5
 
 

@@ -24,112 +24,35 @@ sessions too: run those in a copy of the study to keep them out of its posterior
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
-from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from adaptive.model import DEFAULT_NOISE, InterfaceModel, PairPosteriors, build_model, make_grid
+from adaptive.model import DEFAULT_NOISE, InterfaceModel, PairPosteriors
 from adaptive.serving import ConstructStaircase, StudyChooser, session_from_history
 
+from ..adaptive_design import (
+    GRID,
+    fill_noise,
+    interface_model,
+    judgment_loglik,
+    prior_log_posterior,
+    study_noise,
+)
 from ..live import LiveSession, StudyCatalog
 from ..models import Judgment, PairPosterior, Session, Study
 
-# The grid every stored log posterior lives on (m step 0.01, 16 slopes 1..60).
-GRID = make_grid()
 # Re-read stored posteriors changed this long before the last read too: a save that
 # stamped its row before the read may commit after it.
 SYNC_OVERLAP_S = 10.0
 # Adaptive Construct stops a pair for a participant once their midpoint is known to this.
 CONSTRUCT_PRECISION = 0.05
-
-
-def study_noise(study: Study) -> dict:
-    """The study's stored noise levels (adaptive.hmix_fit.fit_noise's dict), with the
-    defaults (adaptive.model.DEFAULT_NOISE) for whatever it leaves out."""
-    noise = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULT_NOISE.items()}
-    for key, value in (study.adaptive_noise or {}).items():
-        if isinstance(value, dict) and isinstance(noise.get(key), dict):
-            noise[key].update(value)
-        else:
-            noise[key] = value
-    return noise
-
-
-@functools.lru_cache(maxsize=1)
-def hmix_noise() -> dict | None:
-    """Noise levels fitted to the published H-Mix data (adaptive.hmix_fit.fit_noise on
-    SHARED_DATA_DIR/hmix; a few seconds, once per process); None without the data."""
-    from adaptive.hmix_fit import fit_noise, load_hmix
-
-    try:
-        return fit_noise(load_hmix(Path(settings.SHARED_DATA_DIR) / "hmix"))
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def fill_noise(study: Study) -> None:
-    """Give an adaptive study without noise levels H-Mix's fitted ones (the defaults
-    where the H-Mix data is absent); the caller saves the study."""
-    if study.is_adaptive and not study.adaptive_noise:
-        study.adaptive_noise = copy.deepcopy(hmix_noise() or DEFAULT_NOISE)
-
-
-def prior_log_posterior(study: Study) -> np.ndarray:
-    """The log prior (G,) every pair starts from: Gaussian on m (the noise's prior),
-    flat on log k."""
-    prior = study_noise(study)["prior"]
-    return np.log(GRID.prior(prior["m_mean"], prior["m_sd"]))
-
-
-def candidates(study: Study, grid_lams: list[float]) -> np.ndarray:
-    """The chooser's candidate values: the set's lams (2AFC, Infer), start values on the
-    set's grid strictly inside 0..1 (Construct), one placeholder (Select-Shuffled)."""
-    if study.interface == "construct":
-        return np.array([lam for lam in grid_lams if 0.0 < lam < 1.0])
-    if study.interface == "select_shuffled":
-        return np.array([np.nan])
-    return np.array(sorted({round(float(x), 4) for x in study.stimulus_set.lams}))
-
-
-def observation(
-    interface: str, stimulus_lam: float | None, response: dict, lam: float | None
-) -> tuple[float | None, float] | None:
-    """A stored answer as the posterior reads it: (candidate value, answer) with lam the
-    share of the pair's first class. 2AFC: (stimulus lam, 1 when class 1 was judged
-    dominant); Infer: (stimulus lam, perceived share); Construct: (start lam, final
-    lam); Select-Shuffled: (None, chosen lam). None for an answer without a lam."""
-    if interface == "afc":
-        return stimulus_lam, 1.0 if response.get("choice") == 1 else 0.0
-    if lam is None:
-        return None
-    if interface == "infer":
-        return stimulus_lam, float(lam)
-    if interface == "construct":
-        return float(response["start_lam"]), float(lam)
-    return None, float(lam)
-
-
-def judgment_loglik(
-    model: InterfaceModel, interface: str, stimulus_lam, response: dict, lam
-) -> np.ndarray | None:
-    """log P(answer | grid cell) (G,) of one stored answer, or None where the posterior
-    cannot read it (no lam, or a value that is not a candidate: never served adaptively)."""
-    obs = observation(interface, stimulus_lam, response, lam)
-    if obs is None:
-        return None
-    try:
-        return model.loglik(*obs)
-    except ValueError:
-        return None
 
 
 # --- The per-process state of an adaptive study -----------------------------------------
@@ -154,10 +77,6 @@ _states: dict[int, _StudyState] = {}
 _states_lock = threading.Lock()
 
 
-def _model(study: Study, grid_lams: list[float]) -> InterfaceModel:
-    return build_model(study.interface, GRID, study_noise(study), candidates(study, grid_lams))
-
-
 def _state(catalog: StudyCatalog) -> _StudyState:
     study = catalog.study
     state = _states.get(study.pk)
@@ -168,7 +87,7 @@ def _state(catalog: StudyCatalog) -> _StudyState:
             PairPosterior.objects.filter(study=study).values_list("pair_id", flat=True)
         )
         index = {p: i for i, p in enumerate(pair_ids)}
-        model = _model(study, catalog.grid)
+        model = interface_model(study, catalog.grid)
         posteriors = PairPosteriors(len(pair_ids), GRID, np.exp(prior_log_posterior(study)))
         chooser = StudyChooser(
             posteriors,
@@ -465,52 +384,6 @@ def update_posterior(
         )
 
 
-def stored_posteriors(study: Study) -> dict[int, tuple[np.ndarray, int]]:
-    """pair id -> (stored log posterior (G,), judgment count)."""
-    return {
-        pair_id: (np.frombuffer(bytes(blob), dtype=np.float64), count)
-        for pair_id, blob, count in PairPosterior.objects.filter(study=study).values_list(
-            "pair_id", "log_posterior", "judgment_count"
-        )
-    }
-
-
-def recomputed_posteriors(study: Study) -> dict[int, tuple[np.ndarray, int]]:
-    """pair id -> (log posterior (G,), judgment count) recomputed from the prior and
-    every judgment stored in the study; each log posterior has its maximum subtracted."""
-    from ..live import grid_lams
-
-    model = _model(study, grid_lams(study))
-    prior = prior_log_posterior(study)
-    out = {p: (prior.copy(), 0) for p in stored_posteriors(study)}
-    rows = Judgment.objects.filter(study=study).values_list(
-        "pair_id", "stimulus__lam", "response", "lam"
-    )
-    for pair_id, stimulus_lam, response, lam in rows:
-        log_post, count = out.get(pair_id, (prior.copy(), 0))
-        loglik = judgment_loglik(model, study.interface, stimulus_lam, response, lam)
-        if loglik is not None:
-            log_post = log_post + loglik
-        out[pair_id] = (log_post, count + 1)
-    return {p: (lp - lp.max(), n) for p, (lp, n) in out.items()}
-
-
-def pair_posteriors(study: Study) -> tuple[list[int], PairPosteriors]:
-    """The stored posteriors as adaptive.model.PairPosteriors (rows in pair id order),
-    for reading midpoints and curves with their bands."""
-    stored = stored_posteriors(study)
-    pair_ids = sorted(stored)
-    post = PairPosteriors(len(pair_ids), GRID)
-    for i, p in enumerate(pair_ids):
-        log_post, count = stored[p]
-        row = log_post - log_post.max()
-        post.log_post[i] = row
-        probs = np.exp(row)
-        post.probs[i] = probs / probs.sum()
-        post.n_judgments[i] = count
-    return pair_ids, post
-
-
 def forget_state(study_id: int | None = None) -> None:
     """Drop this process's chooser of a study (or of all): the next choice rebuilds it
     from the stored posteriors (tests, and a study whose posteriors were rebuilt)."""
@@ -522,13 +395,11 @@ def forget_state(study_id: int | None = None) -> None:
 
 
 __all__ = [
+    "GRID",
     "choose_trial",
+    "fill_noise",
     "forget_state",
-    "observation",
-    "pair_posteriors",
     "prepare_posteriors",
-    "recomputed_posteriors",
     "serve_next_trial",
-    "stored_posteriors",
     "update_posterior",
 ]
