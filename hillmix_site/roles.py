@@ -38,14 +38,18 @@ ROLE_PERMISSIONS[RESEARCHER] = [
     "elicitation.change_session",  # exclude / include a participant
     "elicitation.import_hmix",
     "training.launch_trainingjob",
+    # Prolific approvals, rejections and bonuses (its migration: recruitment 0001).
+    "recruitment.manage_prolific",
 ]
 
 
 def create_role_groups(apps) -> None:
     """Create (or complete) the role groups with ROLE_PERMISSIONS. `apps` is a
     migration's historical registry or django.apps.apps. Permissions missing from the
-    database are created first (a fresh database creates them only after migrating).
-    Idempotent; never removes what an admin added to a group."""
+    database are created first (a fresh database creates them only after migrating);
+    those of an app whose models are not migrated yet at this point of the chain are
+    left to that app's own migration (e.g. recruitment 0001). Idempotent; never removes
+    what an admin added to a group."""
     from django.contrib.auth.management import create_permissions
     from django.contrib.contenttypes.management import create_contenttypes
 
@@ -60,5 +64,7 @@ def create_role_groups(apps) -> None:
         for perm in perms:
             app_label, codename = perm.split(".")
             group.permissions.add(
-                permission_model.objects.get(content_type__app_label=app_label, codename=codename)
+                *permission_model.objects.filter(
+                    content_type__app_label=app_label, codename=codename
+                )
             )

@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "datasets",
     "elicitation",
     "training",
+    "recruitment",  # Prolific: submissions, approvals, the bonus ledger
     "hillmix_site",  # role groups and login rules
 ]
 
@@ -271,3 +272,11 @@ LOGGING = {
         "axes": {"level": "WARNING"},
     },
 }
+
+# Prolific (recruitment app): the API's base URL (tests point it at a local server),
+# the lab's token from the environment, or the Fernet keys (newest first) under which
+# a stored token is encrypted, and the client's request rate.
+PROLIFIC_API_URL = env("PROLIFIC_API_URL", default="https://api.prolific.com/api/v1/")
+PROLIFIC_API_TOKEN = env("PROLIFIC_API_TOKEN", default="")
+PROLIFIC_TOKEN_KEYS = env.list("PROLIFIC_TOKEN_KEYS", default=[])
+PROLIFIC_REQUESTS_PER_SECOND = env.float("PROLIFIC_REQUESTS_PER_SECOND", default=4.0)

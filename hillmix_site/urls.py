@@ -5,6 +5,8 @@ from django.urls import include, path, re_path
 from . import media
 
 urlpatterns = [
+    # Before the admin: its catch-all would answer these URLs first.
+    path("admin/recruitment/", include("recruitment.urls")),
     path("admin/", admin.site.urls),
     path("api/", include("hillmix_site.api_urls")),
     path("", include("elicitation.urls")),

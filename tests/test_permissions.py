@@ -48,6 +48,7 @@ VIEW_STUDY = perms("elicitation.view_study")
 VIEW_JUDGMENT = perms("elicitation.view_judgment")
 EXPORT = perms("elicitation.export_judgments")
 LAUNCH = perms("training.launch_trainingjob")
+MANAGE_PROLIFIC = perms("recruitment.manage_prolific")
 
 # Every named URL (and unnamed route) of the URLconf, except the admin's standard
 # per-model pages, which ADMIN_MODELS covers. A URL missing here fails the test.
@@ -93,6 +94,14 @@ EXPECTED: dict[str, list[Check]] = {
         Check(perms("elicitation.change_session"), method="post", allowed={302})
     ],
     "admin:training_trainingjob_compare": [Check(perms("training.view_trainingjob"))],
+    # Prolific (recruitment): nothing is linked or configured here, so an allowed
+    # action is refused as bad input (400) and nothing is sent anywhere.
+    "recruitment:prolific": [Check(MANAGE_PROLIFIC)],
+    "recruitment:prolific_link": [Check(MANAGE_PROLIFIC, method="post", allowed={400})],
+    "recruitment:prolific_approve": [Check(MANAGE_PROLIFIC, method="post", allowed={400})],
+    "recruitment:prolific_reject": [Check(MANAGE_PROLIFIC, method="post", allowed={400})],
+    "recruitment:prolific_bonuses": [Check(MANAGE_PROLIFIC, method="post", allowed={400})],
+    "recruitment:prolific_reconcile": [Check(MANAGE_PROLIFIC, method="post", allowed={400})],
     # the REST API
     "api-root": [Check(VIEW_STUDY)],
     "schema": [Check(VIEW_STUDY)],
