@@ -17,6 +17,7 @@ from .models import (
     Session,
     Study,
 )
+from .services import audit
 from .study_rules import LOCKED_ONCE_STARTED
 
 
@@ -50,7 +51,13 @@ class StudyAdmin(GuardedLookupsAdmin, admin.ModelAdmin):
     prepopulated_fields = {"slug": ["title"]}
     inlines = [ConditionInline]
     form = StudyForm
-    actions = ["build_conditions", "open_study", "close_study", "copy_as_new_study"]
+    actions = [
+        "build_conditions",
+        "pilot_study",
+        "open_study",
+        "close_study",
+        "copy_as_new_study",
+    ]
     fieldsets = [
         (None, {"fields": ["title", "slug", "interface", "stimulus_set", "status"]}),
         (
@@ -96,6 +103,7 @@ class StudyAdmin(GuardedLookupsAdmin, admin.ModelAdmin):
             },
         ),
         ("Completion", {"fields": ["completion_code", "completion_url", "full_return_url"]}),
+        ("Consent", {"fields": ["on_withdrawal"]}),
     ]
 
     def get_urls(self) -> list:
@@ -117,6 +125,16 @@ class StudyAdmin(GuardedLookupsAdmin, admin.ModelAdmin):
                 "<int:pk>/dashboard/close/",
                 wrap(dashboard.close_study),
                 name="elicitation_study_close",
+            ),
+            path(
+                "<int:pk>/dashboard/delete-non-live/",
+                wrap(dashboard.delete_non_live),
+                name="elicitation_study_delete_non_live",
+            ),
+            path(
+                "data-requests/",
+                wrap(dashboard.data_requests),
+                name="elicitation_data_requests",
             ),
             *super().get_urls(),
         ]
@@ -173,6 +191,14 @@ class StudyAdmin(GuardedLookupsAdmin, admin.ModelAdmin):
         for study in queryset:
             self._build(request, study)
 
+    @admin.action(description="Pilot (sessions are pilots, not data)", permissions=["change"])
+    def pilot_study(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:
+        for study in queryset:
+            try:
+                services.set_study_status(study, Study.Status.PILOT)
+            except services.FlowError as error:
+                self.message_user(request, error.message, messages.ERROR)
+
     @admin.action(description="Open (make live)", permissions=["change"])
     def open_study(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:
         for study in queryset:
@@ -224,7 +250,20 @@ class SessionAdmin(ReadOnlyAdmin):
         "started_at",
         "completed_at",
     ]
-    list_filter = ["study", "state", "excluded"]
+    list_filter = ["study", "state", "excluded", "kind"]
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url="", extra_context=None):
+        # The detail page shows the session's recruiter study and session ids to whoever
+        # may see them: that view is audited.
+        response = super().change_view(request, object_id, form_url, extra_context)
+        if request.user.has_perm(RECRUITER_ID_PERMISSION) and response.status_code == 200:
+            session = self.get_object(request, object_id)
+            audit.record(
+                request.user, AuditLog.Action.VIEW_RECRUITER_IDS,
+                study=session.study_id if session else None,
+                detail=f"admin: session {object_id}",
+            )
+        return response
 
 
 @admin.register(Participant)
@@ -239,6 +278,25 @@ class ParticipantAdmin(ReadOnlyAdmin):
         if request.user.has_perm(RECRUITER_ID_PERMISSION):
             return [*columns, "recruiter_pid"]
         return columns
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        if request.user.has_perm(RECRUITER_ID_PERMISSION) and response.status_code == 200:
+            query = request.GET.urlencode()
+            audit.record(
+                request.user, AuditLog.Action.VIEW_RECRUITER_IDS,
+                detail=f"admin: participant list{f' ({query})' if query else ''}",
+            )
+        return response
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url="", extra_context=None):
+        response = super().change_view(request, object_id, form_url, extra_context)
+        if request.user.has_perm(RECRUITER_ID_PERMISSION) and response.status_code == 200:
+            audit.record(
+                request.user, AuditLog.Action.VIEW_RECRUITER_IDS,
+                detail=f"admin: participant {object_id}",
+            )
+        return response
 
 
 @admin.register(Judgment)

@@ -15,11 +15,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from datasets.models import Stimulus
+from hillmix_site.permissions import DATA_REQUEST_PERMISSION, RECRUITER_ID_PERMISSION
 
 from . import hmix, reports
 from .exports import FORMATS, export_response, streaming_export
 from .filters import ConditionFilter, JudgmentFilter, ParticipantFilter, StimulusFilter
-from .models import Condition, Judgment, Participant, Session, Study
+from .models import AuditLog, Condition, Judgment, Participant, Session, Study
 from .serializers import (
     ConditionSerializer,
     JudgmentSerializer,
@@ -27,6 +28,7 @@ from .serializers import (
     StimulusSerializer,
     StudySerializer,
 )
+from .services import FlowError, audit, consent
 
 
 class ById(CursorPagination):
@@ -65,6 +67,17 @@ EXPORT_PARAMS = [
 
 VIEW_JUDGMENTS = "elicitation.view_judgment"
 EXPORT_JUDGMENTS = "elicitation.export_judgments"
+
+
+def _audit_export(request: Request, study: Study | None, what: str) -> None:
+    """Record an export in the audit log (who, which study, the query asked)."""
+    query = request.query_params.urlencode()
+    audit.record(
+        request.user,
+        AuditLog.Action.EXPORT,
+        study=study,
+        detail=f"{what}{f' ({query})' if query else ''}",
+    )
 
 
 class StudyViewSet(viewsets.ReadOnlyModelViewSet):
@@ -124,6 +137,7 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet):
         """Every judgment of the study, streamed as CSV or JSON (no recruiter ids)."""
         study = self.get_object()
         judgments = reports.study_judgments(study, _include_excluded(request))
+        _audit_export(request, study, "API study export")
         header = [name for name, _ in reports.EXPORT_COLUMNS]
         return export_response(
             _format(request),
@@ -143,6 +157,7 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet):
             header = hmix.hmix_columns(study.interface)
         except hmix.NoHmixLayout as error:
             raise NotFound(str(error)) from None
+        _audit_export(request, study, "API H-Mix CSV export")
         return streaming_export(
             "csv",
             f"{study.slug}-hmix",
@@ -176,6 +191,55 @@ class ParticipantViewSet(viewsets.ReadOnlyModelViewSet):
     pagination_class = ById
     lookup_field = "public_id"
 
+    def finalize_response(self, request, response, *args, **kwargs):
+        # Recruiter ids went out (to a holder of the permission): audited.
+        if response.status_code == 200 and request.user.has_perm(RECRUITER_ID_PERMISSION):
+            what = kwargs.get("public_id") or "list"
+            query = request.query_params.urlencode()
+            audit.record(
+                request.user,
+                AuditLog.Action.VIEW_RECRUITER_IDS,
+                detail=f"API participants {what}{f' ({query})' if query else ''}",
+            )
+        return super().finalize_response(request, response, *args, **kwargs)
+
+
+class DataRequest(serializers.Serializer):
+    recruiter_pid = serializers.CharField(max_length=100, trim_whitespace=True)
+
+
+class DataRequestViewSet(viewsets.ViewSet):
+    """A participant's data request by recruiter id (PROLIFIC_PID): everything stored
+    about them (access, GDPR art. 15) or its erasure (art. 17). Both need the
+    recruiter-id permission and "Can erase a participant's data or export it for an
+    access request"; both are audited. POST, so the id stays out of URLs and logs."""
+
+    action_permissions = {"*": [RECRUITER_ID_PERMISSION, DATA_REQUEST_PERMISSION]}
+
+    def _pid(self, request: Request) -> str:
+        params = DataRequest(data=request.data)
+        params.is_valid(raise_exception=True)
+        return params.validated_data["recruiter_pid"]
+
+    @extend_schema(request=DataRequest, responses={200: dict})
+    @action(detail=False, methods=["post"])
+    def access(self, request: Request) -> Response:
+        """Everything stored about the participant, as JSON (404: unknown id)."""
+        try:
+            return Response(consent.access_export(request.user, self._pid(request)))
+        except FlowError as error:
+            raise NotFound(error.message) from None
+
+    @extend_schema(request=DataRequest, responses={200: dict})
+    @action(detail=False, methods=["post"])
+    def erase(self, request: Request) -> Response:
+        """Erase the participant's judgments, sessions and ids in every study (404:
+        unknown id, nothing erased)."""
+        try:
+            return Response(consent.erase_participant(request.user, self._pid(request)))
+        except FlowError as error:
+            raise NotFound(error.message) from None
+
 
 class JudgmentViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = Judgment.objects.select_related(
@@ -203,6 +267,7 @@ class JudgmentViewSet(viewsets.ReadOnlyModelViewSet):
     def export(self, request: Request):
         """The filtered judgments, streamed as CSV or JSON."""
         judgments: QuerySet[Judgment] = self.filter_queryset(Judgment.objects.all())
+        _audit_export(request, None, "API judgments export")
         header = [name for name, _ in reports.EXPORT_COLUMNS]
         return export_response(
             _format(request),

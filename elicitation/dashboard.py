@@ -6,16 +6,21 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from hillmix_site.permissions import admin_permission_required
+from hillmix_site.permissions import (
+    DATA_REQUEST_PERMISSION,
+    RECRUITER_ID_PERMISSION,
+    admin_permission_required,
+)
 
 from . import interfaces, reports, services
-from .models import Session, Study
+from .models import AuditLog, Session, Study
+from .services import audit, consent
 
 
 def _context(request: HttpRequest, **extra) -> dict:
@@ -67,6 +72,14 @@ def participant_link(request: HttpRequest, study: Study) -> str:
     return url + RECRUITER_PLACEHOLDERS
 
 
+def preview_link(request: HttpRequest, study: Study) -> str:
+    """The study's preview link (views.preview): every visit is a fresh preview
+    session, never research data; it works while the study is piloting or live."""
+    return request.build_absolute_uri(
+        reverse("elicitation:preview", args=[study.slug, study.preview_key])
+    )
+
+
 QUALITY_PAGE_SIZE = 200
 
 
@@ -90,14 +103,22 @@ def study_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
     thresholds = _thresholds(request)
     # A page of sessions at a time: a large study's table would be most of the page's
     # time (10,000 rows: 6 s of template rendering) and more than anyone reads at once.
-    quality_page = Paginator(reports.quality_sessions(study), QUALITY_PAGE_SIZE).get_page(
-        request.GET.get("quality_page")
-    )
+    # Research participants by default; ?kind=pilot (preview, simulated, live with the
+    # withdrawn) lists those sessions instead.
+    kind = request.GET.get("kind") or None
+    if kind is not None and kind not in Session.Kind.values:
+        return HttpResponseBadRequest(f"kind must be one of {Session.Kind.values}")
+    quality_page = Paginator(
+        reports.quality_sessions(study, kind), QUALITY_PAGE_SIZE
+    ).get_page(request.GET.get("quality_page"))
     context = _context(
         request,
         title=f"Dashboard: {study.title}",
         study=study,
         participant_link=participant_link(request, study),
+        preview_link=preview_link(request, study),
+        session_kinds=reports.session_kinds(study),
+        quality_kind=kind,
         progress=progress,
         totals=reports.progress_totals(progress),
         charts=charts,
@@ -171,3 +192,64 @@ def close_study(request: HttpRequest, pk: int) -> HttpResponse:
     services.set_study_status(study, Study.Status.CLOSED)
     messages.success(request, f"{study.slug} is closed to new participants.")
     return redirect("admin:elicitation_study_dashboard", pk=pk)
+
+
+@staff_member_required
+@admin_permission_required("elicitation.delete_session")
+@require_POST
+def delete_non_live(request: HttpRequest, pk: int) -> HttpResponse:
+    """Delete the study's pilot and preview sessions (POST `kind`: one of pilot,
+    preview, simulated; absent: pilot and preview) with their judgments. Live sessions
+    are never touched. Audited."""
+    study = get_object_or_404(Study, pk=pk)
+    kind = request.POST.get("kind")
+    try:
+        count = services.delete_non_live_sessions(study, [kind] if kind else None)
+    except services.FlowError as error:
+        return HttpResponseBadRequest(error.message)
+    what = kind or "pilot and preview"
+    audit.record(
+        request.user, AuditLog.Action.DELETE_NON_LIVE, study=study,
+        detail=f"{count} {what} sessions deleted",
+    )
+    messages.success(request, f"{count} {what} sessions deleted, with their answers.")
+    return redirect("admin:elicitation_study_dashboard", pk=pk)
+
+
+@staff_member_required
+@admin_permission_required(RECRUITER_ID_PERMISSION, DATA_REQUEST_PERMISSION)
+def data_requests(request: HttpRequest) -> HttpResponse:
+    """A participant's request by recruiter id (PROLIFIC_PID): POST `action=export`
+    downloads everything stored about them as JSON (an access request), `action=erase`
+    with `confirm` erases it (services.consent). Both audited. 404-style message for an
+    unknown recruiter id, 400 for a bad form; nothing changes then."""
+    if request.method == "POST":
+        pid = (request.POST.get("recruiter_pid") or "").strip()
+        action = request.POST.get("action")
+        if not pid or action not in ("export", "erase"):
+            return HttpResponseBadRequest("Give a recruiter id and action export or erase.")
+        try:
+            if action == "export":
+                data = consent.access_export(request.user, pid)
+                response = JsonResponse(data, json_dumps_params={"indent": 2})
+                name = f"participant-{data['participant']['public_id']}.json"
+                response["Content-Disposition"] = f'attachment; filename="{name}"'
+                return response
+            if request.POST.get("confirm") != "on":
+                messages.error(request, "Tick the box to confirm the erasure.")
+                return redirect("admin:elicitation_data_requests")
+            result = consent.erase_participant(request.user, pid)
+        except services.FlowError as error:
+            messages.error(request, error.message)
+            return redirect("admin:elicitation_data_requests")
+        messages.success(
+            request,
+            f"Erased participant {result['participant']}: {result['sessions']} sessions, "
+            f"{result['judgments']} judgments.",
+        )
+        return redirect("admin:elicitation_data_requests")
+    return TemplateResponse(
+        request,
+        "admin/elicitation/data_requests.html",
+        _context(request, title="Participants' data requests (by recruiter id)"),
+    )

@@ -53,11 +53,33 @@ def language_choices() -> list[tuple[str, str]]:
     return list(settings.LANGUAGES)
 
 
+class StudyQuerySet(models.QuerySet):
+    def update(self, **kwargs) -> int:
+        """As QuerySet.update; a new status also sets closed_at (now, or kept, when it
+        closes; cleared otherwise), as Study.save does."""
+        if "status" in kwargs and "closed_at" not in kwargs:
+            from django.db.models.functions import Coalesce, Now
+
+            closing = kwargs["status"] == Study.Status.CLOSED
+            kwargs["closed_at"] = Coalesce(models.F("closed_at"), Now()) if closing else None
+        return super().update(**kwargs)
+
+
 class Study(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft"
+        # Open to participants, but every session started is a pilot (Session.Kind):
+        # never research data, deleted with one action before going live.
+        PILOT = "pilot"
         LIVE = "live"
         CLOSED = "closed"
+
+    class OnWithdrawal(models.TextChoices):
+        """What happens to a participant's answers when they withdraw (the consent page
+        says which)."""
+
+        ERASE = "erase", "Erase their answers"
+        KEEP = "keep", "Keep the answers given so far"
 
     class ConstructStart(models.TextChoices):
         LOW = "0.1", "Start at lam 0.1"
@@ -149,10 +171,27 @@ class Study(models.Model):
         default=dict, blank=True, help_text="Adaptive: the response noise per interface "
         "(adaptive.hmix_fit.fit_noise, fitted to H-Mix); empty: the defaults."
     )
+    on_withdrawal = models.CharField(
+        max_length=10,
+        choices=OnWithdrawal.choices,
+        default=OnWithdrawal.ERASE,
+        help_text="What a participant's withdrawal does to their answers; the consent "
+        "page tells them. Either way the session is marked withdrawn and gives its place "
+        "back.",
+    )
+    closed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When the study closed: recruiter ids are dropped "
+        "HILLMIX_RECRUITER_ID_RETENTION_DAYS later.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     # Bumped by every save: per-process caches of a study (live.study_catalog)
     # compare it to know when to reload.
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = StudyQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -161,6 +200,26 @@ class Study(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    def save(self, *args, **kwargs) -> None:
+        self.closed_at = closed_at_for(self.status, self.closed_at)
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "status" in update_fields:
+            kwargs["update_fields"] = {*update_fields, "closed_at"}
+        super().save(*args, **kwargs)
+
+    @property
+    def preview_key(self) -> str:
+        """The secret part of the study's preview link (views.preview): an HMAC of the
+        study under SECRET_KEY, so it needs no column and no one guesses it."""
+        from django.utils.crypto import salted_hmac
+
+        return salted_hmac("elicitation.preview", str(self.pk)).hexdigest()[:32]
+
+    @property
+    def accepts_participants(self) -> bool:
+        """Open to newcomers: live, or piloting (their sessions are pilots)."""
+        return self.status in (Study.Status.LIVE, Study.Status.PILOT)
 
     @property
     def is_adaptive(self) -> bool:
@@ -181,7 +240,7 @@ class Study(models.Model):
             self.instruction_pages,
             self.quiz,
             self.feedback_questions,
-            live=self.status == Study.Status.LIVE,
+            live=self.accepts_participants,
         )
         fields = [*LOCKED_ONCE_STARTED, "quiz"]
         stored = Study.objects.filter(pk=self.pk).values(*fields).first() if self.pk else None
@@ -203,6 +262,15 @@ class Study(models.Model):
                 ]
         if errors:
             raise ValidationError(errors)
+
+
+def closed_at_for(status: str, closed_at):
+    """A study's closed_at for `status`: kept (or now) while closed, None otherwise."""
+    from django.utils import timezone
+
+    if status != Study.Status.CLOSED:
+        return None
+    return closed_at or timezone.now()
 
 
 class Condition(models.Model):
@@ -247,7 +315,13 @@ class Participant(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        permissions = [("view_recruiter_ids", "Can see recruiter ids (e.g. Prolific PIDs)")]
+        permissions = [
+            ("view_recruiter_ids", "Can see recruiter ids (e.g. Prolific PIDs)"),
+            (
+                "handle_data_requests",
+                "Can erase a participant's data or export it for an access request",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.public_id
@@ -294,6 +368,10 @@ class Session(models.Model):
     feedback = models.JSONField(default=dict, blank=True)
     excluded = models.BooleanField(default=False)
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.LIVE)
+    # Set when the participant withdrew (services.consent.withdraw): the session gives
+    # its place back, is never paid, and its answers went as the study's on_withdrawal
+    # says.
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     last_seen_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)

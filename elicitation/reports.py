@@ -16,7 +16,7 @@ import orjson
 import psycopg
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, QuerySet, TextField
+from django.db.models import Count, F, QuerySet, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -55,9 +55,28 @@ def study_judgments(study: Study, include_excluded: bool = False) -> QuerySet[Ju
 # --- progress -------------------------------------------------------------------
 
 
+def counted_sessions(sessions: QuerySet[Session]) -> QuerySet[Session]:
+    """The sessions that are research participants: live (not pilots, previews or
+    simulated) and not withdrawn. What progress, the quality report and payments list
+    by default; `counted` is the same rule for judgments."""
+    return sessions.filter(kind=Session.Kind.LIVE, withdrawn_at__isnull=True)
+
+
+def session_kinds(study: Study) -> dict:
+    """How many of the study's sessions are of each kind (Session.Kind), and how many
+    live ones were withdrawn: {"live": n, "pilot": n, "preview": n, "simulated": n,
+    "withdrawn": n}."""
+    counts = dict.fromkeys(Session.Kind.values, 0)
+    rows = Session.objects.filter(study=study).values_list("kind").annotate(n=Count("pk"))
+    counts.update(dict(rows))
+    counts["withdrawn"] = Session.objects.filter(study=study, withdrawn_at__isnull=False).count()
+    return counts
+
+
 def study_progress(study: Study) -> list[dict]:
     """Per condition: started, completed, abandoned (idle past the stale limit),
-    in progress, and the median completion time in minutes."""
+    in progress, and the median completion time in minutes; research participants only
+    (counted_sessions)."""
     stale_before = timezone.now() - timedelta(minutes=study.stale_after_minutes)
     rows = {
         c.pk: {
@@ -70,7 +89,7 @@ def study_progress(study: Study) -> list[dict]:
         }
         for c in study.conditions.all()
     }
-    sessions = Session.objects.filter(study=study).values_list(
+    sessions = counted_sessions(Session.objects.filter(study=study)).values_list(
         "condition_id", "state", "last_seen_at", "started_at", "completed_at"
     )
     for condition_id, state, last_seen, started, completed in sessions:
@@ -539,9 +558,13 @@ class QualityThresholds:
     max_repeat_disagreement: float = settings.HILLMIX_QUALITY["max_repeat_disagreement"]
 
 
-def quality_sessions(study: Study) -> QuerySet[Session]:
-    """The sessions of a study in the quality report's order (first started first)."""
-    return Session.objects.filter(study=study).order_by("started_at", "pk")
+def quality_sessions(study: Study, kind: str | None = None) -> QuerySet[Session]:
+    """The sessions of a study in the quality report's order (first started first):
+    research participants (counted_sessions), or, with `kind`, the sessions of that
+    Session.Kind (withdrawn ones included)."""
+    sessions = Session.objects.filter(study=study)
+    sessions = counted_sessions(sessions) if kind is None else sessions.filter(kind=kind)
+    return sessions.order_by("started_at", "pk")
 
 
 def quality_report_in_python(

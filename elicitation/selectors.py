@@ -63,16 +63,18 @@ def least_filled_condition(study: Study) -> tuple[int, int] | None:
     """The id of the condition holding fewest sessions that can still yield usable data,
     and that number; the first by position on a tie; None if the study has no conditions.
 
-    Counted: sessions not excluded that are complete, or unfinished and seen within the
-    study's `stale_after_minutes` (psiTurk's cutoff for abandoned assignments). An
-    excluded or abandoned session gives its place back.
+    Counted: live sessions not excluded nor withdrawn that are complete, or unfinished
+    and seen within the study's `stale_after_minutes` (psiTurk's cutoff for abandoned
+    assignments). An excluded, withdrawn or abandoned session gives its place back;
+    pilots and previews never hold one.
 
     Hand-written: every new participant runs it, under the study's lock."""
     fresh_since = timezone.now() - timedelta(minutes=study.stale_after_minutes)
     sql = (
         f"SELECT c.id, COUNT(s.id) FROM {Condition._meta.db_table} c "
         f"LEFT JOIN {Session._meta.db_table} s ON s.condition_id = c.id "
-        "AND NOT s.excluded AND s.kind = 'live' AND (s.state = %s OR s.last_seen_at >= %s) "
+        "AND NOT s.excluded AND s.kind = 'live' AND s.withdrawn_at IS NULL "
+        "AND (s.state = %s OR s.last_seen_at >= %s) "
         "WHERE c.study_id = %s GROUP BY c.id, c.position "
         "ORDER BY COUNT(s.id), c.position, c.id LIMIT 1"
     )
@@ -163,17 +165,92 @@ _LIVE_STIMULUS_FILE = (
     f"SELECT s.image FROM {Stimulus._meta.db_table} s "
     f"JOIN {Pair._meta.db_table} p ON p.id = s.pair_id "
     f"WHERE s.key = %s AND EXISTS (SELECT 1 FROM {Study._meta.db_table} st "
-    f"WHERE st.stimulus_set_id = p.stimulus_set_id AND st.status = '{Study.Status.LIVE}')"
+    f"WHERE st.stimulus_set_id = p.stimulus_set_id "
+    f"AND st.status IN ('{Study.Status.LIVE}', '{Study.Status.PILOT}'))"
 )
 
 
 def live_stimulus_file_name(key: str) -> str | None:
-    """The stored file of the stimulus served under `key` if a live study shows its
-    stimulus set, else None: stimuli of draft and closed studies are not public."""
+    """The stored file of the stimulus served under `key` if a live or piloting study
+    shows its stimulus set, else None: stimuli of draft and closed studies are not
+    public."""
     with connection.cursor() as cursor:
         cursor.execute(_LIVE_STIMULUS_FILE, [key])
         row = cursor.fetchone()
     return (row[0] or None) if row else None
+
+
+# --- Data requests --------------------------------------------------------------------
+
+
+def participant_data(participant: Participant) -> dict:
+    """Everything stored about one participant, for their access request (GDPR art. 15):
+    the participant (public and recruiter id), each session (study, condition, kind,
+    state, recruiter study and session ids, consent-to-completion times, quiz log,
+    feedback, withdrawal) with its judgments (every stored field) and image-load
+    failures. JSON-serialisable (datetimes as ISO 8601). Never the session secret's
+    hash nor the salted address hash (neither is about the person)."""
+    from .models import ImageLoadFailure, Judgment
+
+    def when(value) -> str | None:
+        return value.isoformat() if value else None
+
+    sessions = []
+    for session in participant.sessions.select_related("study", "condition").order_by("pk"):
+        judgments = [
+            {
+                "trial_index": j.trial_index,
+                "interface": j.interface,
+                "pair": j.pair.name,
+                "stimulus": j.stimulus.name if j.stimulus else None,
+                "is_repeat": j.is_repeat,
+                "response": j.response,
+                "lam": j.lam,
+                "confidence": j.confidence,
+                "rt_ms": j.rt_ms,
+                "client_started_at": j.client_started_at,
+                "client_answered_at": j.client_answered_at,
+                "created_at": when(j.created_at),
+            }
+            for j in Judgment.objects.filter(session=session)
+            .select_related("pair", "stimulus")
+            .order_by("trial_index")
+        ]
+        failures = [
+            {"trial_index": f.trial_index, "failed": f.failed, "attempts": f.attempts,
+             "created_at": when(f.created_at)}
+            for f in ImageLoadFailure.objects.filter(session=session)
+        ]
+        sessions.append(
+            {
+                "study": session.study.slug,
+                "study_title": session.study.title,
+                "condition": session.condition.name,
+                "kind": session.kind,
+                "state": session.state,
+                "position": session.position,
+                "recruiter_study_id": session.recruiter_study_id,
+                "recruiter_session_id": session.recruiter_session_id,
+                "quiz_attempts": session.quiz_attempts,
+                "quiz_log": session.quiz_log,
+                "feedback": session.feedback,
+                "excluded": session.excluded,
+                "started_at": when(session.started_at),
+                "last_seen_at": when(session.last_seen_at),
+                "completed_at": when(session.completed_at),
+                "withdrawn_at": when(session.withdrawn_at),
+                "judgments": judgments,
+                "image_load_failures": failures,
+            }
+        )
+    return {
+        "participant": {
+            "public_id": participant.public_id,
+            "recruiter_pid": participant.recruiter_pid,
+            "created_at": when(participant.created_at),
+        },
+        "sessions": sessions,
+    }
 
 
 # --- Adaptive studies' posteriors ------------------------------------------------------

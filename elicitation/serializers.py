@@ -100,6 +100,8 @@ class ParticipantSerializer(serializers.ModelSerializer):
                 "position": session.position,
                 "quiz_attempts": session.quiz_attempts,
                 "excluded": session.excluded,
+                "kind": session.kind,
+                "withdrawn_at": session.withdrawn_at,
                 "started_at": session.started_at,
                 "completed_at": session.completed_at,
             }

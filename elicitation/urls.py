@@ -16,4 +16,6 @@ urlpatterns = [
     path("s/<slug:slug>/trial/", views.trial, name="trial"),
     path("s/<slug:slug>/judgments/", views.judgments, name="judgments"),
     path("s/<slug:slug>/image-failures/", views.image_failures, name="image_failures"),
+    path("s/<slug:slug>/withdraw/", views.withdraw, name="withdraw"),
+    path("s/<slug:slug>/preview/<str:key>/", views.preview, name="preview"),
 ]

@@ -17,9 +17,10 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import translation
+from django.utils.crypto import constant_time_compare
 from django.utils.translation import gettext
 from django.views.decorators.cache import cache_control
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.i18n import JavaScriptCatalog
 
 from hillmix_site.client_address import client_address
@@ -35,7 +36,15 @@ from .selectors import (
     study_is_full,
     study_language,
 )
-from .services import NO_SESSION, AlreadyCompleted, FlowError, RecruiterIds, StudyFull
+from .services import (
+    NO_SESSION,
+    AlreadyCompleted,
+    FlowError,
+    RecruiterIds,
+    StudyFull,
+    Withdrawn,
+)
+from .services import consent as consent_law
 
 RECRUITER_PARAMS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")
 RECRUITER_SALT = "elicitation.recruiter-ids"
@@ -167,6 +176,8 @@ def _flow_error_page(request: HttpRequest, study: Study, error: FlowError) -> Ht
         return render(request, "elicitation/full.html", {"study": study}, status=error.status)
     if isinstance(error, AlreadyCompleted):  # the study's completion page, nothing more
         return render(request, "elicitation/complete.html", {"study": study})
+    if isinstance(error, Withdrawn):
+        return render(request, "elicitation/withdrawn.html", {"study": study}, status=403)
     return render(
         request,
         "elicitation/unavailable.html",
@@ -194,9 +205,11 @@ def study_page(request: HttpRequest, slug: str) -> HttpResponse:
         # The recruiter's link: its ids leave the address bar at once. A link naming
         # someone else than this browser's session starts or resumes that person's own
         # session (on the next page), never the one this browser holds.
+        # Unfilled placeholders ({{%PROLIFIC_PID%}}, as Prolific's preview sends) are a
+        # preview: a fresh session of its own for each previewer.
         recruiter = RecruiterIds.from_query(request.GET)
         response = redirect("elicitation:study", slug=slug)
-        if session is not None and _other_person(session, recruiter):
+        if session is not None and (recruiter.preview or _other_person(session, recruiter)):
             _forget_session(response, slug)
             session = None
         if session is None:
@@ -207,9 +220,9 @@ def study_page(request: HttpRequest, slug: str) -> HttpResponse:
         # is theirs (services.resume_session); it is then shown at once, under its new
         # secret.
         held = _held_recruiter_ids(request, slug)
-        existing = session_by_recruiter_pid(study, held.pid)
+        existing = None if held.preview else session_by_recruiter_pid(study, held.pid)
         if existing is None:
-            return _newcomer_page(request, study)
+            return _newcomer_page(request, study, preview=held.preview)
         try:
             secret = services.resume_session(existing, held).token
         except FlowError as error:
@@ -225,14 +238,27 @@ def study_page(request: HttpRequest, slug: str) -> HttpResponse:
     return _bind(page, slug, session) if hasattr(session, "token") else page
 
 
-def _newcomer_page(request: HttpRequest, study: Study) -> HttpResponse:
+def _newcomer_page(request: HttpRequest, study: Study, preview: bool = False) -> HttpResponse:
     """A browser without a session in the study: the consent page, unless the study is
-    closed or full."""
-    if study.status != Study.Status.LIVE:
+    closed, or full (for a participant: a preview takes no place)."""
+    if not study.accepts_participants:
         return _flow_error_page(request, study, FlowError(_closed_message(study), status=403))
-    if study_is_full(study):
+    if not preview and study_is_full(study):
         return _flow_error_page(request, study, StudyFull())
     return render(request, "elicitation/consent.html", {"study": study})
+
+
+@require_GET
+def preview(request: HttpRequest, slug: str, key: str) -> HttpResponse:
+    """The study's preview link (the dashboard shows it): a fresh session of kind
+    preview on every visit, never research data. 404 for a wrong key."""
+    study = _study_or_404(slug)
+    if not constant_time_compare(key, study.preview_key):
+        raise Http404("No such study.")
+    response = redirect("elicitation:study", slug=slug)
+    _forget_session(response, slug)
+    _hold_recruiter_ids(response, slug, RecruiterIds(preview=True))
+    return response
 
 
 def _closed_message(study: Study) -> str:
@@ -334,6 +360,30 @@ def feedback(request: HttpRequest, slug: str) -> HttpResponse:
     except FlowError:
         pass
     return redirect("elicitation:study", slug=slug)
+
+
+@require_http_methods(["GET", "POST"])
+@in_study_language
+def withdraw(request: HttpRequest, slug: str) -> HttpResponse:
+    """Withdrawing from the study, linked from every participant page: GET asks to
+    confirm; POST (CSRF-checked) withdraws the session this browser holds, and only
+    that one (services.consent.withdraw: its answers erased or kept as the study's
+    on_withdrawal says, the consent page having told which), then forgets it. 403
+    without a session."""
+    session = _bound_session(request, slug)
+    if session is None:
+        return _flow_error_page(request, _study_or_404(slug), FlowError(NO_SESSION, status=403))
+    study = session.study
+    context = {"study": study, "session": session}
+    if request.method == "GET":
+        return render(request, "elicitation/withdraw.html", context)
+    try:
+        consent_law.withdraw(session)
+    except FlowError as error:
+        return _flow_error_page(request, study, error)
+    response = render(request, "elicitation/withdrawn.html", {"study": study})
+    _forget_session(response, slug)
+    return response
 
 
 def _json_error(error: FlowError, slug: str | None = None) -> JsonResponse:

@@ -20,6 +20,9 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 RECRUITER_ID_PERMISSION = "elicitation.view_recruiter_ids"
 # Recruiter ids identify a person: only holders of RECRUITER_ID_PERMISSION may see them
 # or narrow a list by them.
+# Erasing a participant's data or exporting it for an access request, by recruiter id
+# (with RECRUITER_ID_PERMISSION: the request names the person by it).
+DATA_REQUEST_PERMISSION = "elicitation.handle_data_requests"
 RECRUITER_ID_FIELDS = frozenset({"recruiter_pid", "recruiter_study_id", "recruiter_session_id"})
 # Credentials (a participant's session secret or its hash, API token keys, password
 # hashes): nobody narrows a list by them, because a prefix lookup answered "1 row" or

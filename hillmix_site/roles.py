@@ -5,8 +5,10 @@ hillmix_site app's migrations; an admin gives people a role by adding them to it
 - Researcher: everything an Analyst may, and builds and runs studies, stimulus sets,
   dataset imports and training jobs.
 
-Recruiter ids ("Can see recruiter ids") belong to neither: an admin grants that
-permission to whoever pays participants. Admins (users and permissions) are superusers.
+Recruiter ids ("Can see recruiter ids") and data requests by recruiter id ("Can erase
+a participant's data or export it for an access request") belong to neither: an admin
+grants them to whoever pays participants and answers their requests. Admins (users and
+permissions) are superusers.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ ROLE_PERMISSIONS[RESEARCHER] = [
     "elicitation.change_study",
     "elicitation.delete_study",
     "elicitation.change_session",  # exclude / include a participant
+    "elicitation.delete_session",  # delete pilot and preview sessions (never live ones)
     "elicitation.import_hmix",
     "training.launch_trainingjob",
     # Prolific approvals, rejections and bonuses (its migration: recruitment 0001).

@@ -270,6 +270,8 @@ LOGGING = {
         "kombu.connection": {"level": "ERROR"},  # the in-memory broker has no hostname
         # Lockouts are warnings; each successful or failed login is not worth a line.
         "axes": {"level": "WARNING"},
+        # Its request lines name Prolific submissions (recruiter ids): never logged.
+        "httpx": {"level": "WARNING"},
     },
 }
 

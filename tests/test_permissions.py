@@ -17,6 +17,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from elicitation.models import Participant, Session, Study
+from elicitation.services.audit import record as record_audit
 from hillmix_site.permissions import RECRUITER_ID_FIELDS, SECRET_FIELDS
 from hillmix_site.roles import ANALYST, RESEARCHER, ROLE_PERMISSIONS
 from tests.test_api import answered_study  # noqa: F401  (a fixture)
@@ -48,6 +49,7 @@ VIEW_STUDY = perms("elicitation.view_study")
 VIEW_JUDGMENT = perms("elicitation.view_judgment")
 EXPORT = perms("elicitation.export_judgments")
 LAUNCH = perms("training.launch_trainingjob")
+DATA_REQUESTS = perms("elicitation.view_recruiter_ids", "elicitation.handle_data_requests")
 MANAGE_PROLIFIC = perms("recruitment.manage_prolific")
 
 # Every named URL (and unnamed route) of the URLconf, except the admin's standard
@@ -63,6 +65,9 @@ EXPECTED: dict[str, list[Check]] = {
     "elicitation:trial": [Check(PUBLIC)],
     "elicitation:judgments": [Check(PUBLIC)],
     "elicitation:image_failures": [Check(PUBLIC)],
+    # withdrawing reaches only the browser's own session (none here); a wrong preview key
+    "elicitation:withdraw": [Check(PUBLIC, allowed={403}), Check(PUBLIC, "post", {403})],
+    "elicitation:preview": [Check(PUBLIC, allowed={404})],
     "elicitation:javascript_catalog": [Check(PUBLIC)],
     "stimulus-image": [Check(PUBLIC)],
     "admin:login": [Check(PUBLIC)],
@@ -93,6 +98,13 @@ EXPECTED: dict[str, list[Check]] = {
     "admin:elicitation_session_exclusion": [
         Check(perms("elicitation.change_session"), method="post", allowed={302})
     ],
+    "admin:elicitation_study_delete_non_live": [
+        Check(perms("elicitation.delete_session"), method="post", allowed={302})
+    ],
+    "admin:elicitation_data_requests": [
+        Check(DATA_REQUESTS),
+        Check(DATA_REQUESTS, method="post", allowed={400}),  # no recruiter id given
+    ],
     "admin:training_trainingjob_compare": [Check(perms("training.view_trainingjob"))],
     # Prolific (recruitment): nothing is linked or configured here, so an allowed
     # action is refused as bad input (400) and nothing is sent anywhere.
@@ -121,6 +133,8 @@ EXPECTED: dict[str, list[Check]] = {
     "stimulus-detail": [Check(perms("datasets.view_stimulus"))],
     "participant-list": [Check(perms("elicitation.view_participant"))],
     "participant-detail": [Check(perms("elicitation.view_participant"))],
+    "data-requests-access": [Check(DATA_REQUESTS, method="post", allowed={400})],
+    "data-requests-erase": [Check(DATA_REQUESTS, method="post", allowed={400})],
     "judgment-list": [Check(VIEW_JUDGMENT)],
     "judgment-detail": [Check(VIEW_JUDGMENT)],
     "judgment-export": [Check(EXPORT)],
@@ -153,6 +167,7 @@ ADMIN_MODELS: dict[str, dict[str, str | tuple[str, ...]]] = {
     "elicitation.session": {"add": NOBODY, "delete": NOBODY},
     "elicitation.participant": {"add": NOBODY, "delete": NOBODY},
     "elicitation.judgment": {"add": NOBODY, "delete": NOBODY},
+    "elicitation.auditlog": {"add": NOBODY, "delete": NOBODY},
     "training.trainingjob": {"add": LAUNCH, "delete": perms("training.delete_trainingjob")},
 }
 PROJECT_APPS = {"datasets", "elicitation", "training", "hillmix_site"}
@@ -266,6 +281,7 @@ def world(answered_study, role_user, django_user_model, media_root):  # noqa: F8
         "elicitation.session": sessions[0],
         "elicitation.participant": sessions[0].participant,
         "elicitation.judgment": judgment,
+        "elicitation.auditlog": record_audit(None, "export", study=study),
         "training.trainingjob": job,
         "auth.user": users["staff"],
         "auth.group": Group.objects.get(name=ANALYST),

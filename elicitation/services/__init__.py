@@ -1,7 +1,8 @@
 """Writes for the participant flow and the researcher's actions, one module per reason
 to change: sessions (the flow from consent to feedback), judgments (saving an answer),
-hmix_import (the published H-Mix data) and study_admin (researcher actions). Callers
-import from here."""
+hmix_import (the published H-Mix data), study_admin (researcher actions), and, imported
+as modules, audit (the audit log) and consent (withdrawal, erasure, access, dropping
+recruiter ids). Callers import from here."""
 
 from .adaptive import serve_next_trial
 from .hmix_import import (
@@ -26,13 +27,17 @@ from .sessions import (
     FlowError,
     RecruiterIds,
     StudyFull,
+    Withdrawn,
     _trial_order,
     address_key,
     build_conditions,
+    delete_non_live_sessions,
     finish_instructions,
+    is_placeholder,
     lock_study,
     printable,
     resume_session,
+    session_kind,
     start_session,
     submit_feedback,
     submit_quiz,
@@ -57,15 +62,18 @@ __all__ = [
     "SaveResult",
     "StudyFull",
     "TOUCH_EVERY",
+    "Withdrawn",
     "_read_answer",
     "_trial_order",
     "address_key",
     "build_conditions",
     "copy_study",
+    "delete_non_live_sessions",
     "finish_instructions",
     "forget_prepared_statements",
     "hmix_study_slug",
     "import_hmix",
+    "is_placeholder",
     "lock_study",
     "printable",
     "record_image_failure",
@@ -73,6 +81,7 @@ __all__ = [
     "resume_session",
     "save_study",
     "serve_next_trial",
+    "session_kind",
     "set_excluded",
     "set_study_status",
     "start_session",

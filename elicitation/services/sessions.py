@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import random
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import unquote
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -22,6 +24,7 @@ from ..live import catalog_of, grid_lams
 from ..models import (
     Condition,
     ConditionItem,
+    Judgment,
     Participant,
     Session,
     Study,
@@ -57,6 +60,15 @@ class AlreadyCompleted(FlowError):
         super().__init__(message, status=409)
 
 
+class Withdrawn(FlowError):
+    """The recruiter id's session in this study was withdrawn: it is never opened
+    again."""
+
+    def __init__(self) -> None:
+        message = gettext_lazy("You have withdrawn from this study. Thank you for your time.")
+        super().__init__(message, status=403)
+
+
 class StudyFull(FlowError):
     """Every condition has reached the study's target: the newcomer is sent back to the
     recruiter."""
@@ -71,18 +83,40 @@ def printable(text: str, keep: str = "") -> str:
     return "".join(c for c in text if c >= " " or c in keep).strip()
 
 
+# A recruiter's placeholder left unfilled, as Prolific's own preview sends the study
+# link: {{%PROLIFIC_PID%}}, {%STUDY_ID%}, %SESSION_ID%, or the same URL-encoded twice.
+_PLACEHOLDER = re.compile(r"^(\{+\s*%?|%)[A-Za-z_ ]+(%?\s*\}+|%)$")
+
+
+def is_placeholder(value: str) -> bool:
+    """Whether a recruiter parameter is a placeholder its recruiter did not fill in
+    (e.g. Prolific's `{{%PROLIFIC_PID%}}` in a study preview), never a real id."""
+    value = value.strip()
+    for _ in range(2):  # the link pasted already encoded, then encoded again
+        if _PLACEHOLDER.match(value):
+            return True
+        value = unquote(value).strip()
+    return bool(_PLACEHOLDER.match(value))
+
+
 @dataclass(frozen=True)
 class RecruiterIds:
     pid: str = ""
     study_id: str = ""
     session_id: str = ""
+    # A preview (the study's preview link, or a recruiter link whose ids are unfilled
+    # placeholders): a fresh session of kind preview, never resumed, no ids stored.
+    preview: bool = False
 
     @classmethod
     def from_query(cls, query: dict) -> RecruiterIds:
         def clean(key: str) -> str:
             return printable(str(query.get(key, "")))[:100]
 
-        return cls(clean("PROLIFIC_PID"), clean("STUDY_ID"), clean("SESSION_ID"))
+        ids = (clean("PROLIFIC_PID"), clean("STUDY_ID"), clean("SESSION_ID"))
+        if any(is_placeholder(value) for value in ids if value):
+            return cls(preview=True)
+        return cls(*ids)
 
 
 # --- Study set-up -------------------------------------------------------------
@@ -213,11 +247,12 @@ def start_session(
     conditions; StudyFull (403) when every condition has reached its target. Nothing is
     stored then.
     """
-    participant = participant_by_recruiter_pid(recruiter.pid)
+    participant = None if recruiter.preview else participant_by_recruiter_pid(recruiter.pid)
     existing = session_of(study, participant)
     if existing:
         return resume_session(existing, recruiter)
-    if study.status != Study.Status.LIVE:
+    kind = session_kind(study, recruiter)
+    if not study.accepts_participants:
         raise FlowError(gettext_lazy("This study is not accepting participants."), status=403)
     key = address_key(address) if address else ""
     catalog = catalog_of(study)
@@ -236,11 +271,12 @@ def start_session(
             if least is None:
                 raise FlowError(gettext_lazy("This study has no conditions yet."), status=503)
             condition_id, filled = least
-            if condition_is_full(study, filled):
+            if kind == Session.Kind.LIVE and condition_is_full(study, filled):
                 raise StudyFull()
             session = Session(
                 study=study,
                 participant=participant,
+                kind=kind,
                 condition_id=condition_id,
                 recruiter_study_id=recruiter.study_id,
                 recruiter_session_id=recruiter.session_id,
@@ -266,6 +302,34 @@ def start_session(
         ) from None
 
 
+def session_kind(study: Study, recruiter: RecruiterIds) -> str:
+    """What a new session is (Session.Kind): a preview for the preview link or
+    unfilled placeholders, a pilot while the study is piloting, live otherwise. Only
+    live sessions are research data (reports.counted)."""
+    if recruiter.preview:
+        return Session.Kind.PREVIEW
+    if study.status == Study.Status.PILOT:
+        return Session.Kind.PILOT
+    return Session.Kind.LIVE
+
+
+def delete_non_live_sessions(study: Study, kinds: list[str] | None = None) -> int:
+    """Delete the study's pilot and preview sessions (or those of `kinds`, never
+    live ones) with their judgments and image-load failures, and the participants
+    left with no session. Returns how many sessions were deleted. Raises FlowError
+    (400) for an unknown kind or the live one, deleting nothing."""
+    kinds = list(kinds or [Session.Kind.PILOT, Session.Kind.PREVIEW])
+    if not kinds or any(k not in Session.Kind.values or k == Session.Kind.LIVE for k in kinds):
+        raise FlowError("only pilot, preview or simulated sessions can be deleted")
+    with transaction.atomic():
+        sessions = Session.objects.filter(study=study, kind__in=kinds)
+        participant_ids = set(sessions.values_list("participant_id", flat=True))
+        Judgment.objects.filter(session__in=sessions).delete()
+        count, _ = sessions.delete()  # image-load failures cascade
+        Participant.objects.filter(pk__in=participant_ids, sessions__isnull=True).delete()
+    return count
+
+
 def resume_session(session: Session, recruiter: RecruiterIds) -> Session:
     """Open `session` in a browser that does not hold its secret, when the recruiter's
     ids prove more than the recruiter id alone: the same PROLIFIC_PID, STUDY_ID and
@@ -277,6 +341,8 @@ def resume_session(session: Session, recruiter: RecruiterIds) -> Session:
     Raises AlreadyCompleted (409) for a completed session (it never becomes writable
     again), FlowError 403 when the ids do not match.
     """
+    if session.withdrawn_at is not None:
+        raise Withdrawn()
     if session.state == Session.State.COMPLETE:
         raise AlreadyCompleted()
     stored = (
