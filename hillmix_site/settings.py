@@ -7,6 +7,7 @@ in-process (eager). Set both and the same code runs on PostgreSQL and real worke
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 from hillmix_site.client_address import trusted_networks
 
@@ -197,6 +198,17 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# Celery beat (docker-compose's `beat` service) runs these on a schedule.
+CELERY_BEAT_SCHEDULE = {
+    # Recruiter ids are dropped HILLMIX_RECRUITER_ID_RETENTION_DAYS after a study closes.
+    "drop-expired-recruiter-ids": {
+        "task": "elicitation.tasks.drop_expired_recruiter_ids",
+        "schedule": crontab(hour=3, minute=17),
+    },
+}
+# Days after a study closes until its recruiter ids (PROLIFIC_PID, STUDY_ID, SESSION_ID)
+# are dropped: long enough to pay, bonus and answer queries; the data stays pseudonymous.
+HILLMIX_RECRUITER_ID_RETENTION_DAYS = env.int("HILLMIX_RECRUITER_ID_RETENTION_DAYS", default=90)
 
 # --- REST framework ---------------------------------------------------------
 REST_FRAMEWORK = {
