@@ -26,7 +26,7 @@ def set_study_status(study: Study, status: str) -> None:
     would fail every participant at consent. Raises FlowError, changing nothing."""
     if status not in Study.Status.values:
         raise FlowError(f"status must be one of {Study.Status.values}")
-    if status == Study.Status.LIVE:
+    if status in (Study.Status.LIVE, Study.Status.PILOT):  # piloting takes participants too
         stored = Study.objects.get(pk=study.pk)
         errors = flow_errors(
             stored.consent_items, stored.instruction_pages, stored.quiz, stored.feedback_questions
