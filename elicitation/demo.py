@@ -13,7 +13,7 @@ from datasets.services import create_stimulus_set, generate_stimuli, import_data
 
 from . import interfaces
 from .models import Study
-from .services import build_conditions
+from .services import build_conditions, set_study_status
 
 DEMO_DATASET = "demo-digits"
 RESEARCHER = "researcher"
@@ -25,16 +25,31 @@ class DemoLogin:
     password: str
 
 
+# The demo's stimulus sets. Interfaces that disclose the same things (InterfaceSpec
+# shows / hides) share one; Construct (every image's lam in its step order) and the soft
+# label (hides the classes 2AFC and Infer name) each get pairs of their own, or they
+# could not be open beside the others (study_rules.disclosure_conflicts).
+DEMO_SETS = {
+    "demo-grid": {"kind": "grid", "n_pairs": 6, "seed": 1},
+    "demo-single": {"kind": "single", "n_pairs": 4, "seed": 2},
+    "demo-construct": {"kind": "grid", "n_pairs": 6, "seed": 3},
+    "demo-soft-label": {"kind": "single", "n_pairs": 4, "seed": 4},
+}
+
+
+def demo_set_name(interface: str) -> str:
+    """The demo stimulus set (DEMO_SETS) the demo study of `interface` shows."""
+    spec = interfaces.get(interface)
+    own = f"demo-{spec.name.replace('_', '-')}"
+    return own if own in DEMO_SETS else ("demo-grid" if spec.grid else "demo-single")
+
+
 def ensure_demo_stimuli() -> dict[str, StimulusSet]:
     dataset = Dataset.objects.filter(name=DEMO_DATASET).first() or import_dataset(
         name=DEMO_DATASET, kind="demo"
     )
-    wanted = {
-        "demo-grid": {"kind": "grid", "n_pairs": 6, "seed": 1},
-        "demo-single": {"kind": "single", "n_pairs": 4, "seed": 2},
-    }
     sets = {}
-    for name, spec in wanted.items():
+    for name, spec in DEMO_SETS.items():
         stimulus_set = StimulusSet.objects.filter(name=name).first() or create_stimulus_set(
             name=name, dataset=dataset, **spec
         )
@@ -96,15 +111,19 @@ def demo_studies() -> dict[str, dict]:
 
 
 def ensure_demo_studies(sets: dict[str, StimulusSet]) -> list[Study]:
+    """The demo study of every interface that has one, open. Each opens as a researcher's
+    would (services.set_study_status), so the demo obeys the rules a real study does;
+    a demo study from before the sets were kept apart moves to its own set while no one
+    has taken it. Raises FlowError where a demo study cannot open."""
     studies = []
     for slug, spec in demo_studies().items():
+        stimulus_set = sets[demo_set_name(spec["interface"])]
         study = Study.objects.filter(slug=slug).first()
         if study is None:
-            grid = interfaces.get(spec["interface"]).grid
             study = Study.objects.create(
                 slug=slug,
-                stimulus_set=sets["demo-grid" if grid else "demo-single"],
-                status=Study.Status.LIVE,
+                stimulus_set=stimulus_set,
+                status=Study.Status.DRAFT,
                 consent_text="This is a demonstration of HILL-Mix. Your answers are stored "
                 "under a random pseudonym and used only to test the platform.",
                 consent_items=["I am 18 or older.", "I agree to take part."],
@@ -117,5 +136,14 @@ def ensure_demo_studies(sets: dict[str, StimulusSet]) -> list[Study]:
                 **spec,
             )
             build_conditions(study)
+        elif study.stimulus_set_id != stimulus_set.pk and not study.sessions.exists():
+            Study.objects.filter(pk=study.pk).update(
+                stimulus_set=stimulus_set, status=Study.Status.DRAFT
+            )
+            study.refresh_from_db()
+            build_conditions(study)
         studies.append(study)
+    for study in studies:
+        set_study_status(study, Study.Status.LIVE)
+        study.refresh_from_db()
     return studies

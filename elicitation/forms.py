@@ -205,3 +205,31 @@ class StudyForm(forms.ModelForm):
         model = Study
         # The admin adds the rest of its fieldsets' fields.
         fields = ["consent_items", "instruction_pages", "quiz", "feedback_questions"]
+
+    def clean(self) -> dict:
+        """A study that opens (or changes its interface or stimulus set while open) may
+        not show what another open study on the same images hides, or hide what it shows
+        (services.open_conflicts, which holds a lock until the admin's save commits)."""
+        from .live import OPEN_STATUSES
+        from .services import open_conflicts
+
+        cleaned = super().clean()
+        study = self.instance
+        status = cleaned.get("status", study.status)
+        interface = cleaned.get("interface", study.interface)
+        stimulus_set = cleaned.get("stimulus_set")
+        set_id = stimulus_set.pk if stimulus_set is not None else study.stimulus_set_id
+        if status not in OPEN_STATUSES or not interface or set_id is None:
+            return cleaned
+        stored = (
+            Study.objects.filter(pk=study.pk)
+            .values_list("status", "interface", "stimulus_set_id")
+            .first()
+            if study.pk
+            else None
+        )
+        if stored is None or stored[0] not in OPEN_STATUSES or stored[1:] != (interface, set_id):
+            conflicts = open_conflicts(interface, set_id, study.pk)
+            if conflicts:
+                self.add_error(None, f"This study cannot open: {'; '.join(conflicts)}.")
+        return cleaned

@@ -7,13 +7,18 @@ so a saved answer's path enters this module once and never the other side's.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
+import time
 from dataclasses import dataclass
 
 from django.db import connection
+from django.db.models.functions import Greatest, Least
+from django.urls import reverse
+from django.utils.crypto import salted_hmac
 
-from datasets.models import Stimulus, stimulus_url
+from datasets.models import Pair, Stimulus
 
 from .models import ConditionItem, Session, Study, secret_hash
 
@@ -76,7 +81,7 @@ class StudyCatalog:
         if self.study.is_grid:
             stimuli = Stimulus.objects.filter(pair_id__in={r.pair_id for r in rows})
             for pair_id, lam, key in stimuli.values_list("pair_id", "lam", "key"):
-                grids.setdefault(pair_id, {})[round(lam, 4)] = stimulus_url(key)
+                grids.setdefault(pair_id, {})[round(lam, 4)] = study_image_url(self.study, key)
         return {
             row.position: TrialItem(
                 pair_id=row.pair_id,
@@ -84,7 +89,7 @@ class StudyCatalog:
                 class1=row.pair.class1,
                 class2=row.pair.class2,
                 images=grids.get(row.pair_id)
-                or {round(row.stimulus.lam, 4): row.stimulus.served_url},
+                or {round(row.stimulus.lam, 4): study_image_url(self.study, row.stimulus.key)},
                 stimulus_lam=row.stimulus.lam if row.stimulus_id else None,
             )
             for row in rows
@@ -162,6 +167,108 @@ def live_session(token: str | None, slug: str | None = None) -> LiveSession | No
     if live is not None:
         _remember(token_hash, slug, live.session)
     return live
+
+
+# --- Stimulus images, per study ----------------------------------------------------------
+# A stimulus is shown under another opaque address in every study: with one address
+# per stimulus, walking a study that names its classes (2AFC) or shows its grid in
+# order (Construct) would map each address to what another study on the same images
+# hides. Its bytes are the same everywhere, though: study_rules.disclosure_conflicts
+# keeps such studies from being live together. A page loads up to 11 images, so
+# serving one reads no database: which studies are live is re-read at most every
+# LIVE_RECHECK_S per process (at once after a change in this process), each study's
+# addresses once per process.
+
+LIVE_RECHECK_S = 2.0  # how long another process may serve a study closed here
+# The statuses of studies that take participants, so show them images
+# (Study.accepts_participants).
+OPEN_STATUSES = (Study.Status.LIVE, Study.Status.PILOT)
+
+
+def image_key(study_id: int, stimulus_key: str) -> str:
+    """The opaque name (22 URL-safe characters) of a stimulus's image in one study: an
+    HMAC under SECRET_KEY of the study and the stimulus's own key, so nobody can tell
+    two studies' names of one image apart from two images."""
+    digest = salted_hmac("hillmix.study-image", f"{study_id}:{stimulus_key}").digest()
+    return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
+
+
+def study_image_url(study: Study, stimulus_key: str) -> str:
+    """Where the participants of `study` fetch the stimulus stored under `stimulus_key`
+    (hillmix_site.media.study_image): the only address they ever see for it."""
+    return reverse("study-image", args=[study.slug, image_key(study.pk, stimulus_key)])
+
+
+@dataclass(frozen=True)
+class _LiveStudies:
+    checked_at: float
+    by_slug: dict[str, tuple[int, int]]  # slug -> (study id, stimulus set id)
+
+
+_live_studies = _LiveStudies(checked_at=float("-inf"), by_slug={})
+_image_files: dict[tuple[int, int], dict[str, str]] = {}  # (study, set) -> {name: file}
+
+
+def forget_live_studies(**signal: object) -> None:
+    """Re-read which studies are live on the next image request (a study was saved,
+    opened or closed in this process; also a post_save/post_delete receiver)."""
+    global _live_studies
+    _live_studies = _LiveStudies(checked_at=float("-inf"), by_slug={})
+
+
+def _live_by_slug() -> dict[str, tuple[int, int]]:
+    global _live_studies
+    live = _live_studies
+    now = time.monotonic()
+    if now - live.checked_at > LIVE_RECHECK_S:
+        rows = Study.objects.filter(status__in=OPEN_STATUSES).values_list(
+            "slug", "pk", "stimulus_set_id"
+        )
+        live = _live_studies = _LiveStudies(now, {slug: (pk, s) for slug, pk, s in rows})
+    return live.by_slug
+
+
+def live_image_file(slug: str, name: str) -> str | None:
+    """The stored file of the image the study `slug` serves as `name` (image_key) while
+    it takes participants (OPEN_STATUSES), else None."""
+    study = _live_by_slug().get(slug)
+    if study is None:
+        return None
+    files = _image_files.get(study)
+    if files is None:
+        study_id, set_id = study
+        stimuli = Stimulus.objects.filter(pair__stimulus_set_id=set_id).exclude(image="")
+        files = _image_files[study] = {
+            image_key(study_id, key): image for key, image in stimuli.values_list("key", "image")
+        }
+    return files.get(name)
+
+
+def live_studies_showing_images_of(stimulus_set_id: int, exclude: int | None) -> list[tuple]:
+    """(slug, interface) of the studies taking participants (OPEN_STATUSES), other than
+    `exclude`, that show images of the stimulus set or of another set mixing one of its
+    pairs of source images (the same pixels, whatever the set): whom
+    study_rules.disclosure_conflicts asks about."""
+    live = Study.objects.filter(status__in=OPEN_STATUSES).exclude(pk=exclude)
+    same_set = list(live.filter(stimulus_set_id=stimulus_set_id).values_list("slug", "interface"))
+
+    def unordered(pairs):
+        return set(
+            pairs.annotate(lo=Least("id1", "id2"), hi=Greatest("id1", "id2")).values_list(
+                "lo", "hi"
+            )
+        )
+
+    mine = unordered(Pair.objects.filter(stimulus_set_id=stimulus_set_id))
+    others = live.exclude(stimulus_set_id=stimulus_set_id).filter(
+        stimulus_set__dataset__stimulus_sets=stimulus_set_id
+    )
+    shared = [
+        (slug, interface)
+        for slug, interface, set_id in others.values_list("slug", "interface", "stimulus_set_id")
+        if mine & unordered(Pair.objects.filter(stimulus_set_id=set_id))
+    ]
+    return sorted(same_set + shared)
 
 
 # --- Saving without reading the session first ------------------------------------------

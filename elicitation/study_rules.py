@@ -114,6 +114,36 @@ def grading(quiz: Sequence[dict]) -> list[tuple[int, int]]:
     return [(len(q["options"]), q["answer"]) for q in quiz]
 
 
+def disclosure_conflicts(interface: str, others: Sequence[tuple[str, str]]) -> list[str]:
+    """Why a study of `interface` may not be live beside `others`, the (slug, interface)
+    of the live studies that show the same images (empty: it may).
+
+    A stimulus's image has the same bytes in every study that shows it, so whoever
+    takes part in two of them can match images by content and carry what one study
+    shows on purpose (interfaces.DISCLOSURES: the class pair, each image's lam) into
+    the other, where it must stay hidden. E.g. Construct's grid in step order tells
+    every image's lam, which undoes Select-Shuffled's shuffle; 2AFC names the pair the
+    soft-label trial keeps from its participant. Raises LookupError for an unknown
+    interface."""
+    from . import interfaces
+    from .interfaces import DISCLOSURES
+
+    mine = interfaces.get(interface)
+    problems = []
+    for slug, other_name in others:
+        other = interfaces.get(other_name)
+        for shower, hider in ((other, mine), (mine, other)):
+            for what in sorted(shower.shows & hider.hides):
+                shown_by = f"the live study {slug}" if shower is other else "this study"
+                hidden_by = f"the live study {slug}" if hider is other else "this study"
+                problems.append(
+                    f"{shown_by} ({shower.label}) {DISCLOSURES[what]}, which {hidden_by} "
+                    f"({hider.label}) must hide, and both show the same images: close "
+                    f"{slug} first, or give this study a stimulus set of other pairs"
+                )
+    return problems
+
+
 def locked_changes(stored: dict, edited: dict) -> list[str]:
     """Names (for people) of what an edit changes that running sessions depend on.
 

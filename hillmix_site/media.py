@@ -1,7 +1,8 @@
-"""Serving stored files. Nothing in storage is public: stimulus images are served under
-their opaque key while a live study shows them, and everything else (datasets,
-stimuli by file name, training diagrams and checkpoints) only to users with the
-Django permission to view what the file belongs to."""
+"""Serving stored files. Nothing in storage is public: a live study's participants
+fetch its stimulus images under names of that study alone (elicitation.live.image_key),
+and everything else (stimuli by their own key or file name, datasets, training
+diagrams and checkpoints) is served only to users with the Django permission to view
+what the file belongs to."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from django.views.decorators.http import require_GET
 from django.views.static import serve
 
 from datasets.selectors import stimulus_file_name
-from elicitation.selectors import live_stimulus_file_name
+from elicitation.live import live_image_file
 
 # Top folder in storage -> the permission that lets a user download its files.
 MEDIA_PERMISSIONS = {
@@ -28,25 +29,36 @@ STIMULUS_CACHE_CONTROL = "private, max-age=3600"
 
 
 @lru_cache(maxsize=4096)
-def _stimulus_bytes(key: str, file_name: str) -> bytes:
+def _stimulus_bytes(file_name: str) -> bytes:
     # Stimulus files never change (a few KB each): read once per process.
     with default_storage.open(file_name, "rb") as handle:
         return handle.read()
 
 
-@require_GET
-def stimulus_image(request: HttpRequest, key: str) -> HttpResponse:
-    """A stimulus image by its opaque key: to anyone while a live study shows it, else
-    to users who may view stimuli (admin previews). The reply names nothing (no file
-    name, no dates): only the pixels the page shows anyway."""
-    file_name = live_stimulus_file_name(key)
-    if file_name is None and request.user.has_perm("datasets.view_stimulus"):
-        file_name = stimulus_file_name(key)
+def _image_response(file_name: str | None) -> HttpResponse:
+    # The reply names nothing (no file name, no dates): only the pixels.
     if file_name is None:
         raise Http404("No such image.")
-    response = HttpResponse(_stimulus_bytes(key, file_name), content_type="image/png")
+    response = HttpResponse(_stimulus_bytes(file_name), content_type="image/png")
     response["Cache-Control"] = STIMULUS_CACHE_CONTROL
     return response
+
+
+@require_GET
+def study_image(request: HttpRequest, slug: str, key: str) -> HttpResponse:
+    """A stimulus image under its name in the study `slug` (live.image_key), to anyone
+    while that study is live; a 404 otherwise. Reads no database (live.live_image_file)."""
+    return _image_response(live_image_file(slug, key))
+
+
+@require_GET
+def stimulus_image(request: HttpRequest, key: str) -> HttpResponse:
+    """A stimulus image by the stimulus's own key (Stimulus.served_url), for users who
+    may view stimuli (admin and API previews); a 404 for everyone else. Participants
+    never see this key: they get study_image's names."""
+    if not request.user.has_perm("datasets.view_stimulus"):
+        raise Http404("No such image.")
+    return _image_response(stimulus_file_name(key))
 
 
 @require_GET

@@ -178,6 +178,10 @@ AUTHENTICATION_BACKENDS = [
 ]
 AXES_FAILURE_LIMIT = env.int("HILLMIX_LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = env.float("HILLMIX_LOGIN_COOLOFF_HOURS", default=1.0)
+# Counted per username and address together: one address cannot go on guessing one
+# user's password, and failures from elsewhere never lock a user out at their own
+# address (locking by username alone would let anyone do that; by address alone, one
+# guessed login would lock out everyone behind a shared office or campus address).
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_HTTP_RESPONSE_CODE = 429

@@ -20,6 +20,7 @@ if settings.HILLMIX_BENCH_FLOOR:
 # Stored files are never served as they lie: see hillmix_site.media.
 urlpatterns += [
     path("stimuli/<str:key>.png", media.stimulus_image, name="stimulus-image"),
+    path("s/<slug:slug>/img/<str:key>.png", media.study_image, name="study-image"),
     re_path(rf"^{settings.MEDIA_URL.lstrip('/')}(?P<path>.*)$", media.protected_media),
 ]
 

@@ -2,6 +2,7 @@
 image addresses and image responses) tells nothing of a stimulus beyond what its
 interface shows on purpose; stored files are not public (DESIGN section 7)."""
 
+import io
 import json
 import re
 import uuid
@@ -9,15 +10,24 @@ import uuid
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.core.files.storage import default_storage
+from django.urls import reverse
 
 from datasets.models import Stimulus
+from elicitation import interfaces
 from elicitation.answers import choice_ids
-from elicitation.models import Judgment, Session
+from elicitation.models import Judgment, Session, Study
+from elicitation.services import FlowError, copy_study, open_conflicts, set_study_status
 
 INTERFACES = ["construct", "select_shuffled", "infer", "soft_label"]
 # Numbers the trial JSON may carry (positions and counts, never a stimulus's).
 COUNTING_KEYS = {"index", "total", "start_step", "slider_start", "trial_index", "next"}
-OPAQUE_IMAGE = re.compile(r"^/stimuli/[A-Za-z0-9_-]{20,}\.png$")
+
+
+def opaque_image(study) -> re.Pattern:
+    """The only image addresses a study's participants may see: names of that study."""
+    return re.compile(rf"^/s/{re.escape(study.slug)}/img/[A-Za-z0-9_-]{{20,}}\.png$")
+
+
 # The stored-file path a response could name in a header.
 LEAKY_HEADERS = ("Content-Disposition", "ETag", "Last-Modified", "Location")
 
@@ -75,7 +85,7 @@ class Secrets:
             assert "class1" not in trial and "class2" not in trial
         urls = [im["url"] for im in trial["images"]] if "images" in trial else [trial["image"]]
         for url in urls:
-            assert OPAQUE_IMAGE.match(url), f"{where}: image address {url}"
+            assert opaque_image(self.study).match(url), f"{where}: image address {url}"
 
     def check_image(self, client, url: str, where: str) -> None:
         response = client.get(url)
@@ -294,25 +304,223 @@ def _bytes(data: bytes):
     return ContentFile(data)
 
 
+def _take_part(client, study, pid: str) -> list[dict]:
+    """Every trial one participant of `study` is sent, answered as the page would
+    (the interface's example_answer)."""
+    url = f"/s/{study.slug}/"
+    client.get(f"{url}?PROLIFIC_PID={pid}")
+    client.post(f"{url}consent/", {"consent_0": "on", "consent_1": "on"})
+    body = _first_trial(client.get(url).content.decode())
+    trials = []
+    while not body["done"]:
+        trial = body["trial"]
+        trials.append(trial)
+        answer = {
+            "session": body["session"],
+            "trial_index": trial["index"],
+            "idempotency_key": str(uuid.uuid4()),
+            "rt_ms": 1200,
+            "response": interfaces.get(trial["interface"]).example_answer(trial),
+        }
+        reply = client.post(f"{url}judgments/", json.dumps(answer), content_type="application/json")
+        assert reply.status_code == 201, reply.content
+        body = reply.json()
+    return trials
+
+
+def _image_urls(trials: list[dict]) -> list[str]:
+    return [
+        url
+        for trial in trials
+        for url in (
+            [im["url"] for im in trial["images"]] if "images" in trial else [trial["image"]]
+        )
+    ]
+
+
+def _beside(study, interface: str):
+    """A study of `interface` on the same stimulus set as `study`, conditions built, a
+    draft (what a researcher's copy of it is)."""
+    from elicitation.services import build_conditions
+
+    other = copy_study(study)
+    Study.objects.filter(pk=other.pk).update(interface=interface)
+    other.refresh_from_db()
+    build_conditions(other)
+    return other
+
+
 @pytest.mark.django_db
-def test_stimulus_images_are_public_only_while_their_study_is_live(make_study, client):
-    study = make_study("select_shuffled")
+def test_stimulus_images_are_public_only_under_a_live_studys_own_names(
+    make_study, client, django_assert_num_queries
+):
+    study = make_study("select_shuffled", quiz=[])
+    [trial, *_] = _take_part(client, study, "images")
+    url, *others = _image_urls([trial])
     stimulus = Stimulus.objects.filter(pair__stimulus_set=study.stimulus_set).first()
-    url = stimulus.served_url
-    assert OPAQUE_IMAGE.match(url) and stimulus.name not in url
-    assert stimulus.name.startswith("mixed_")  # the H-Mix name stays, as data
+    assert stimulus.key not in url and stimulus.name.startswith("mixed_")  # H-Mix's name, as data
     assert client.get(url).status_code == 200
+    # Serving a page's images reads no database once the process knows the study.
+    with django_assert_num_queries(0):
+        for other in others:
+            assert client.get(other).status_code == 200
     assert client.post(url).status_code == 405
-    assert client.get("/stimuli/not-a-key-of-any-stimulus.png").status_code == 404
+    assert client.get(f"/s/{study.slug}/img/not-a-name-of-any-image.png").status_code == 404
+    assert client.get(url.replace(study.slug, "another-study")).status_code == 404
+    # The stimulus's own key is for users who may view stimuli (admin previews), never
+    # for participants, even while the study is live.
+    own = stimulus.served_url
+    assert client.get(own).status_code == 404
+    client.force_login(_user("staff-live"))
+    assert client.get(own).status_code == 404
+    client.force_login(_user("viewer-live", "view_stimulus"))
+    assert client.get(own).status_code == 200
+    client.logout()
     for status in ("draft", "closed"):
-        study.status = status
-        study.save()
-        assert client.get(url).status_code == 404, status
-        client.force_login(_user(f"staff-{status}"))
+        if status == "draft":
+            study.status = status
+            study.save()
+        else:
+            set_study_status(study, status)
         assert client.get(url).status_code == 404, status
         client.force_login(_user(f"viewer-{status}", "view_stimulus"))
-        assert client.get(url).status_code == 200, status  # admin previews
+        assert client.get(url).status_code == 404, status  # a study's names die with it
+        assert client.get(own).status_code == 200, status
         client.logout()
+
+
+@pytest.mark.django_db
+def test_two_live_studies_on_one_stimulus_set_share_no_image_address(make_study):
+    """Walking 2AFC (which names the pair on purpose) must not name the images another
+    study shows: every image has another address in every study."""
+    from django.test import Client
+
+    infer = make_study("infer", quiz=[], n_pairs=3, conditions=1, repeat_trials=0)
+    afc = _beside(infer, "afc")
+    set_study_status(afc, Study.Status.LIVE)
+    afc.refresh_from_db()
+    walks = {
+        study.slug: _image_urls(_take_part(Client(), study, study.slug)) for study in (infer, afc)
+    }
+    seen = {slug: set(urls) for slug, urls in walks.items()}
+    assert all(len(urls) >= 3 for urls in seen.values())
+    assert not seen[infer.slug] & seen[afc.slug]
+    names = {slug: {url.rsplit("/", 1)[1] for url in urls} for slug, urls in seen.items()}
+    assert not names[infer.slug] & names[afc.slug]
+    anyone = Client()
+    pixels = {}
+    for slug, urls in seen.items():
+        pixels[slug] = set()
+        for url in urls:
+            response = anyone.get(url)
+            assert response.status_code == 200, url
+            pixels[slug].add(response.content)
+            elsewhere = url.replace(f"/s/{slug}/", f"/s/{({infer.slug, afc.slug} - {slug}).pop()}/")
+            assert anyone.get(elsewhere).status_code == 404, elsewhere
+    # The same images all the same: only the rule below keeps their bytes from linking
+    # studies that disclose different things.
+    assert pixels[infer.slug] == pixels[afc.slug]
+
+
+def test_each_interface_declares_what_it_shows_and_hides():
+    expected = {
+        "construct": ({"classes", "lam"}, set()),  # its grid in step order
+        "select_shuffled": ({"classes"}, {"lam"}),  # the shuffle
+        "infer": ({"classes"}, {"lam"}),
+        "afc": ({"classes"}, {"lam"}),
+        "soft_label": (set(), {"classes", "lam"}),
+    }
+    for spec in interfaces.all():
+        assert (set(spec.shows), set(spec.hides)) == expected[spec.name], spec.name
+        assert ("classes" in spec.shows) == spec.names_classes
+
+
+CONFLICTS = [
+    ("construct", "select_shuffled", "lam"),
+    ("select_shuffled", "construct", "lam"),
+    ("afc", "soft_label", "classes"),
+    ("soft_label", "infer", "classes"),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("live_interface, opening, disclosed", CONFLICTS)
+def test_opening_a_study_beside_one_that_shows_what_it_hides_is_refused(
+    make_study, admin_client, live_interface, opening, disclosed
+):
+    from elicitation.interfaces import DISCLOSURES
+    from tests.test_researcher_tools import form_data, post_change
+
+    live = make_study(live_interface, n_pairs=3)
+    draft = _beside(live, opening)
+    before = Study.objects.filter(pk=draft.pk).values().get()
+    changelist = reverse("admin:elicitation_study_changelist")
+    # The admin's action.
+    reply = admin_client.post(
+        changelist, {"action": "open_study", "_selected_action": [draft.pk]}, follow=True
+    )
+    text = reply.content.decode()
+    assert reply.status_code == 200 and "cannot open" in text and live.slug in text
+    assert DISCLOSURES[disclosed] in text
+    assert Study.objects.filter(pk=draft.pk).values().get() == before
+    # The admin's form.
+    reply = post_change(admin_client, draft, form_data(admin_client, draft, status="live"))
+    assert reply.status_code == 200, "the form is shown again with the error"
+    assert "cannot open" in reply.content.decode() and live.slug in reply.content.decode()
+    assert Study.objects.filter(pk=draft.pk).values().get() == before
+    # The service.
+    with pytest.raises(FlowError) as refused:
+        set_study_status(draft, Study.Status.LIVE)
+    assert refused.value.status == 409 and live.slug in refused.value.message
+    assert Study.objects.filter(pk=draft.pk).values().get() == before
+    # Once the other study closes, it opens.
+    set_study_status(live, Study.Status.CLOSED)
+    admin_client.post(changelist, {"action": "open_study", "_selected_action": [draft.pk]})
+    assert Study.objects.get(pk=draft.pk).status == "live"
+    # ... and the closed one cannot open again beside it.
+    with pytest.raises(FlowError):
+        set_study_status(live, Study.Status.LIVE)
+    assert Study.objects.get(pk=live.pk).status == "closed"
+
+
+@pytest.mark.django_db
+def test_studies_that_disclose_alike_open_together_and_other_sets_are_judged_by_pairs(
+    make_study, make_stimulus_set
+):
+    from elicitation.services import build_conditions
+
+    select = make_study("select_shuffled", n_pairs=3)
+    infer = _beside(select, "infer")  # both name the classes and hide the lams
+    set_study_status(infer, Study.Status.LIVE)
+    assert Study.objects.get(pk=infer.pk).status == "live"
+    # Another stimulus set mixing the same source pairs shows the same pixels.
+    soft = make_study("soft_label", slug="soft-same-pairs", n_pairs=3, status="draft")
+    assert soft.stimulus_set_id != select.stimulus_set_id
+    with pytest.raises(FlowError, match=select.slug):
+        set_study_status(soft, Study.Status.LIVE)
+    # One of other pairs does not.
+    other_pairs = make_stimulus_set(name="other-pairs", kind="single", n_pairs=3, seed=99)
+    shared = {(p.id1, p.id2) for p in select.stimulus_set.pairs.all()}
+    assert not {(p.id1, p.id2) for p in other_pairs.pairs.all()} & (
+        shared | {t[::-1] for t in shared}
+    )
+    Study.objects.filter(pk=soft.pk).update(stimulus_set=other_pairs)
+    soft.refresh_from_db()
+    build_conditions(soft)
+    set_study_status(soft, Study.Status.LIVE)
+    assert Study.objects.get(pk=soft.pk).status == "live"
+
+
+@pytest.mark.django_db
+def test_the_demo_opens_every_study_with_no_conflict():
+    from django.core.management import call_command
+
+    call_command("setup_demo", stdout=io.StringIO())
+    studies = list(Study.objects.all())
+    assert {s.interface for s in studies} == set(interfaces.names())
+    for study in studies:
+        assert study.status == "live", study.slug
+        assert open_conflicts(study.interface, study.stimulus_set_id, study.pk) == [], study.slug
 
 
 # --- In the browser ---------------------------------------------------------------------
@@ -348,5 +556,6 @@ def test_select_shuffled_in_the_browser_answers_with_opaque_ids(page, live_serve
         assert answer["response"] == {"choice": ids[6], "order_shown": ids}
         assert judgment.lam == spec["order"][6] == judgment.response["chosen_lam"]
         assert judgment.response["order_shown"] == spec["order"]
-    assert images and all(OPAQUE_IMAGE.match(r.url.split(live_server.url)[1]) for r in images)
+    shown = [r.url.split(live_server.url)[1] for r in images]
+    assert shown and all(opaque_image(study).match(url) for url in shown)
     assert all(r.status == 200 and "content-disposition" not in r.headers for r in images)

@@ -69,7 +69,10 @@ EXPECTED: dict[str, list[Check]] = {
     "elicitation:withdraw": [Check(PUBLIC, allowed={403}), Check(PUBLIC, "post", {403})],
     "elicitation:preview": [Check(PUBLIC, allowed={404})],
     "elicitation:javascript_catalog": [Check(PUBLIC)],
-    "stimulus-image": [Check(PUBLIC)],
+    # a stimulus by its own key: admin previews only (the world's key is no stimulus's;
+    # test_blinding fetches real ones)
+    "stimulus-image": [Check(perms("datasets.view_stimulus"), allowed={404}, denied={404})],
+    "study-image": [Check(PUBLIC)],  # a live study's images, under that study's names
     "admin:login": [Check(PUBLIC)],
     "admin:logout": [Check(PUBLIC)],
     "api-token": [Check(PUBLIC)],
@@ -563,11 +566,11 @@ def test_api_filters_ordering_and_search_ignore_recruiter_ids_and_tokens(world):
 def test_logins_lock_out_after_repeated_failures(where, django_user_model, settings, db):
     django_user_model.objects.create_superuser("boss", "b@example.org", "right-password")
 
-    def attempt(password: str, client: Client | None = None):
+    def attempt(password: str, client: Client | None = None, username: str = "boss"):
         client = client or attacker
         if where == "api":
-            return client.post("/api/token/", {"username": "boss", "password": password})
-        return client.post("/admin/login/", {"username": "boss", "password": password})
+            return client.post("/api/token/", {"username": username, "password": password})
+        return client.post("/admin/login/", {"username": username, "password": password})
 
     attacker = Client()
     assert attempt("right-password", Client()).status_code in (200, 302)
@@ -582,6 +585,13 @@ def test_logins_lock_out_after_repeated_failures(where, django_user_model, setti
     # Another address is not locked out by someone else's failures.
     ok = attempt("right-password", Client(REMOTE_ADDR="198.51.100.7"))
     assert ok.status_code == (200 if where == "api" else 302)
+    # Nor is another user at the locked-out address: the count is per username and
+    # address together (AXES_LOCKOUT_PARAMETERS), so an office behind one address
+    # keeps working while one of its logins is being guessed.
+    django_user_model.objects.create_user("colleague", password="their-password", is_staff=True)
+    ok = attempt("their-password", username="colleague")
+    assert ok.status_code == (200 if where == "api" else 302)
+    assert attempt("right-password").status_code == 429  # boss stays locked there
 
 
 def test_api_tokens_expire_and_rotate(answered_study, role_user, settings):  # noqa: F811

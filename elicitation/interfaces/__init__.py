@@ -9,9 +9,18 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import Evidence, HmixMapping, InterfaceSpec
+from .base import DISCLOSURES, Evidence, HmixMapping, InterfaceSpec
 
-__all__ = ["Evidence", "HmixMapping", "InterfaceSpec", "all", "choices", "get", "names"]
+__all__ = [
+    "DISCLOSURES",
+    "Evidence",
+    "HmixMapping",
+    "InterfaceSpec",
+    "all",
+    "choices",
+    "get",
+    "names",
+]
 
 _NOT_INTERFACES = {"base"}
 _registry: dict[str, InterfaceSpec] = {}
@@ -24,9 +33,22 @@ def _load() -> dict[str, InterfaceSpec]:
             if module.name in _NOT_INTERFACES or module.name.startswith("_"):
                 continue
             spec = importlib.import_module(f"{__name__}.{module.name}").SPEC
+            _check_disclosures(spec)
             found[spec.name] = spec
         _registry.update(sorted(found.items(), key=lambda item: (item[1].order, item[0])))
     return _registry
+
+
+def _check_disclosures(spec: InterfaceSpec) -> None:
+    """An interface's shows/hides are known DISCLOSURES, disjoint, and agree with
+    names_classes: the cross-study rule (study_rules.disclosure_conflicts) trusts them."""
+    unknown = (spec.shows | spec.hides) - DISCLOSURES.keys()
+    if unknown or spec.shows & spec.hides or ("classes" in spec.shows) != spec.names_classes:
+        raise TypeError(
+            f"interface {spec.name!r}: shows {sorted(spec.shows)} / hides {sorted(spec.hides)} "
+            f"must be disjoint subsets of {sorted(DISCLOSURES)}, with 'classes' shown "
+            "exactly when names_classes"
+        )
 
 
 def get(name: str) -> InterfaceSpec:

@@ -99,6 +99,9 @@ class TwoAFC(InterfaceSpec):
     name = NAME
     label = "Two-alternative forced choice (2AFC)"
     order = 50
+    # Names both classes (the F/J choices) and asks which dominates: the lam stays hidden.
+    shows = frozenset({"classes"})
+    hides = frozenset({"lam"})
     demo = {
         "slug": "demo-2afc",
         "title": "Blended digits: which is there more of?",

@@ -44,6 +44,18 @@ class HmixMapping:
     fields: Callable[[dict, str], dict]
 
 
+# What a trial can tell a participant about its stimuli, beyond the pixels. Each
+# interface shows some on purpose and must hide others (InterfaceSpec.shows / hides).
+# An image has the same bytes in every study that shows it, so a participant of two
+# live studies on one stimulus set could match images by their content and carry
+# what one study shows into the other: opening a study is refused while another live
+# study showing the same images shows what it hides (study_rules.disclosure_conflicts).
+DISCLOSURES = {
+    "classes": "names the two mixed classes",
+    "lam": "tells the lam of each image (its place on the grid)",
+}
+
+
 class InterfaceSpec:
     """Base of every interface: override what differs.
 
@@ -51,7 +63,9 @@ class InterfaceSpec:
     grid: one trial per pair showing its lam grid (else one trial per stimulus).
     names_classes: the trial names the pair's two classes.
     own_confidence: the answer carries its own confidence (the study's separate
-    confidence block is not shown)."""
+    confidence block is not shown).
+    shows / hides: which DISCLOSURES a trial makes on purpose / must keep from the
+    participant (disjoint; "classes" is shown exactly when names_classes)."""
 
     name: str = ""
     label: str = ""
@@ -59,6 +73,8 @@ class InterfaceSpec:
     grid: bool = False
     names_classes: bool = True
     own_confidence: bool = False
+    shows: frozenset[str] = frozenset({"classes"})
+    hides: frozenset[str] = frozenset({"lam"})
     hmix: HmixMapping | None = None
     # The study `manage.py setup_demo` makes of it: {"slug", "title", "ask_confidence"}.
     demo: dict | None = None

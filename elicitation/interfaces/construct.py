@@ -38,6 +38,10 @@ class Construct(GridInterface):
     name = NAME
     label = "Construct"
     order = 10
+    # Its steps come in grid order (step 0 is lam 0.0, the last lam 1.0), so every image's
+    # lam is plain to see: nothing about the pair is hidden.
+    shows = frozenset({"classes", "lam"})
+    hides = frozenset()
     demo = {
         "slug": "demo-construct",
         "title": "Blended digits: find the halfway image",

@@ -53,6 +53,9 @@ class Infer(InterfaceSpec):
     name = NAME
     label = "Infer mixing factor with uncertainty"
     order = 30
+    # Names both classes and asks for the lam, which the trial must not tell.
+    shows = frozenset({"classes"})
+    hides = frozenset({"lam"})
     demo = {
         "slug": "demo-infer",
         "title": "Blended digits: how much of each?",

@@ -50,6 +50,9 @@ class SelectShuffled(GridInterface):
     name = NAME
     label = "Select-Shuffled"
     order = 20
+    # The shuffle is the design: which image has which lam must stay hidden.
+    shows = frozenset({"classes"})
+    hides = frozenset({"lam"})
     demo = {
         "slug": "demo-select",
         "title": "Blended digits: pick the halfway image",

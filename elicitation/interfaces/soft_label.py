@@ -113,6 +113,10 @@ class SoftLabel(InterfaceSpec):
         "ask_confidence": False,
     }
     names_classes = False  # offers every class of the dataset
+    # Asks which classes the image shows: neither the two mixed classes nor the lam may
+    # be told.
+    shows = frozenset()
+    hides = frozenset({"classes", "lam"})
     hmix = HmixMapping(
         file="hmix_categorical_soft_labels.csv",
         task="spec_conf",

@@ -45,6 +45,7 @@ from .sessions import (
 )
 from .study_admin import (
     copy_study,
+    open_conflicts,
     save_study,
     set_excluded,
     set_study_status,
@@ -75,6 +76,7 @@ __all__ = [
     "import_hmix",
     "is_placeholder",
     "lock_study",
+    "open_conflicts",
     "printable",
     "record_image_failure",
     "record_judgment",

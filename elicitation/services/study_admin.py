@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.utils import timezone
 
+from datasets.models import Dataset
+
+from ..live import OPEN_STATUSES, forget_live_studies, live_studies_showing_images_of
 from ..models import (
     Session,
     Study,
 )
-from ..study_rules import flow_errors
+from ..study_rules import disclosure_conflicts, flow_errors
 from .adaptive import fill_noise
 from .sessions import FlowError, build_conditions
 
@@ -20,21 +24,46 @@ def set_excluded(session: Session, excluded: bool) -> None:
     Session.objects.filter(pk=session.pk).update(excluded=excluded)
 
 
+def open_conflicts(interface: str, stimulus_set_id: int, study_id: int | None) -> list[str]:
+    """Why a study (`study_id`, None for a new one) of `interface` on the stimulus set
+    may not take participants beside the studies taking them that show the same images
+    (study_rules.disclosure_conflicts); empty: it may.
+
+    Inside a transaction it first locks the images' dataset row until the transaction
+    ends, so two studies that may not be open together cannot both open at once: call
+    it in the transaction that opens the study."""
+    if transaction.get_connection().in_atomic_block:
+        list(Dataset.objects.select_for_update().filter(stimulus_sets=stimulus_set_id))
+    others = live_studies_showing_images_of(stimulus_set_id, exclude=study_id)
+    return disclosure_conflicts(interface, others)
+
+
 def set_study_status(study: Study, status: str) -> None:
     """Open, close or return a study to draft. Opening checks that its flow can run
     (study_rules.flow_errors): a study stored before that check, or written around it,
-    would fail every participant at consent. Raises FlowError, changing nothing."""
+    would fail every participant at consent; and that no open study showing the same
+    images shows what this one hides, or hides what it shows (open_conflicts). Raises
+    FlowError (409 for a conflicting study), changing nothing."""
     if status not in Study.Status.values:
         raise FlowError(f"status must be one of {Study.Status.values}")
-    if status in (Study.Status.LIVE, Study.Status.PILOT):  # piloting takes participants too
+    with transaction.atomic():
         stored = Study.objects.get(pk=study.pk)
-        errors = flow_errors(
-            stored.consent_items, stored.instruction_pages, stored.quiz, stored.feedback_questions
-        )
-        if errors:
-            problems = "; ".join(f"{field}: {', '.join(m)}" for field, m in errors.items())
-            raise FlowError(f"{study} cannot open until its flow is fixed ({problems})")
-    Study.objects.filter(pk=study.pk).update(status=status, updated_at=timezone.now())
+        if status in (Study.Status.LIVE, Study.Status.PILOT):  # piloting takes participants too
+            errors = flow_errors(
+                stored.consent_items,
+                stored.instruction_pages,
+                stored.quiz,
+                stored.feedback_questions,
+            )
+            if errors:
+                problems = "; ".join(f"{field}: {', '.join(m)}" for field, m in errors.items())
+                raise FlowError(f"{study} cannot open until its flow is fixed ({problems})")
+        if status in OPEN_STATUSES and stored.status not in OPEN_STATUSES:
+            conflicts = open_conflicts(stored.interface, stored.stimulus_set_id, stored.pk)
+            if conflicts:
+                raise FlowError(f"{study} cannot open: {'; '.join(conflicts)}.", status=409)
+        Study.objects.filter(pk=study.pk).update(status=status, updated_at=timezone.now())
+    forget_live_studies()
 
 
 def save_study(study: Study) -> Study:
