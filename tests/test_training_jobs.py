@@ -3,6 +3,7 @@
 import os
 import signal
 
+import numpy as np
 import pytest
 from django.core.exceptions import ValidationError
 from django.test import Client
@@ -76,7 +77,7 @@ def test_policies_train_on_a_real_worker_and_show_on_the_comparison_page(
     jobs = [launch(observed_study, policy, "demo") for policy in ("onehot", "mixup", "relabel")]
     wait_for(
         lambda: all(j.status in FINISHED for j in TrainingJob.objects.all()),
-        300,
+        600,
         worker,
         "three jobs to finish",
     )
@@ -192,9 +193,7 @@ def test_rerun_of_finished_job_changes_nothing(observed_study, django_capture_on
     assert TrainingJob.objects.get(pk=job.pk).attempts == 1
 
 
-def test_training_job_api(
-    observed_study, client, role_user, django_capture_on_commit_callbacks
-):
+def test_training_job_api(observed_study, client, role_user, django_capture_on_commit_callbacks):
     client.force_login(role_user("r", "Researcher"))
     body = {
         "name": "api-job",
@@ -289,3 +288,198 @@ def test_stalled_jobs_can_be_marked_failed_from_the_admin(observed_study, admin_
     )
     assert TrainingJob.objects.get(pk=stalled.pk).status == "failed"
     assert TrainingJob.objects.get(pk=alive.pk).status == "running"
+
+
+# --- issue 20: the recipe, the online mixing method, the measures over seeds -----------
+
+
+def test_recipe_preset_and_the_bounds_of_the_new_settings(observed_study):
+    dataset = observed_study.stimulus_set.dataset
+    job = create_job(
+        name="paper",
+        dataset=dataset,
+        policy="onehot",
+        recipe="mixup_cifar",
+        epochs=3,
+        enqueue=False,
+    )
+    job.refresh_from_db()
+    assert (job.architecture, job.epochs, job.batch_size, job.learning_rate) == (
+        "preact_resnet18",
+        200,
+        128,
+        0.1,
+    )
+    assert (job.momentum, job.nesterov, job.weight_decay) == (0.9, False, 1e-4)
+    assert (job.lr_schedule, job.lr_milestones, job.lr_gamma, job.augment) == (
+        "multistep",
+        [100, 150],
+        0.1,
+        True,
+    )
+    from training.services import train_config
+
+    config = train_config(job, 4)
+    assert (config.lr, config.weight_decay, config.lr_milestones, config.seed) == (
+        0.1,
+        1e-4,
+        [100, 150],
+        4,
+    )
+    online = {"policy": "mixup", "online_alpha": 1.0}
+    cases = [
+        ({**online, "weight_decay": 0.5}, "weight_decay"),
+        ({**online, "momentum": 1.0}, "momentum"),
+        ({**online, "lr_gamma": 0.0}, "lr_gamma"),
+        ({**online, "learning_rate": 50.0}, "learning_rate"),
+        ({**online, "lr_schedule": "multistep", "lr_milestones": [10]}, "lr_milestones"),
+        ({**online, "lr_schedule": "multistep", "lr_milestones": [2, 2]}, "lr_milestones"),
+        ({**online, "lr_schedule": "multistep", "lr_milestones": ["2"]}, "lr_milestones"),
+        ({**online, "lr_milestones": [2]}, "multistep schedule only"),
+        ({**online, "lr_schedule": "sometimes"}, "lr_schedule"),
+        ({**online, "online_mixing": "nonsense"}, "online_mixing"),
+        ({"policy": "onehot", "online_mixing": "manifold_mixup"}, "online_alpha > 0"),
+        ({**online, "recipe": "fastest"}, "recipe"),
+    ]
+    for fields, message in cases:
+        with pytest.raises(ValidationError, match=message):
+            create_job(name="bad", dataset=dataset, epochs=10, enqueue=False, **fields)
+    assert TrainingJob.objects.count() == 1
+
+
+def test_api_job_with_online_cutmix_the_recipe_settings_and_its_checkpoint(
+    observed_study, client, role_user, django_capture_on_commit_callbacks
+):
+    """The online mixing method is chosen through the API (it was not before), with
+    augmentation and a multistep schedule; the per-seed checkpoint carries its settings
+    and is downloadable only with the permission to view results."""
+    import io
+
+    import torch
+
+    client.force_login(role_user("r", "Researcher"))
+    body = {
+        "name": "api-cutmix",
+        "dataset": observed_study.stimulus_set.dataset.name,
+        "policy": "mixup",
+        "online_alpha": 1.0,
+        "online_mixing": "cutmix",
+        "augment": True,
+        "lr_schedule": "multistep",
+        "lr_milestones": [1],
+        "weight_decay": 1e-4,
+        "epochs": 2,
+        "seeds": [0],
+    }
+    for bad, field in (
+        ({"online_mixing": "nonsense"}, "online_mixing"),
+        ({"lr_milestones": [5]}, "lr_milestones"),
+    ):
+        reply = client.post("/api/training-jobs/", {**body, **bad}, content_type="application/json")
+        assert reply.status_code == 400 and field in reply.json(), reply.content
+    assert TrainingJob.objects.count() == 0
+    with django_capture_on_commit_callbacks(execute=True):
+        created = client.post("/api/training-jobs/", body, content_type="application/json")
+    assert created.status_code == 201, created.content
+    job = client.get(f"/api/training-jobs/{created.json()['id']}/").json()
+    assert job["status"] == "succeeded", job["log"]
+    assert (job["online_mixing"], job["augment"], job["lr_milestones"]) == ("cutmix", True, [1])
+    assert "online cutmix, alpha 1.0" in job["log"]
+    metrics = job["results"][0]["metrics"]
+    for name in ("top2_accuracy", "worst_class_accuracy", "pgd_accuracy", "pgd_ce"):
+        assert 0 <= metrics[name] and (name == "pgd_ce" or metrics[name] <= 1), name
+    assert metrics["top2_accuracy"] >= metrics["accuracy"] >= metrics["worst_class_accuracy"]
+    url = job["results"][0]["checkpoint"]
+    download = client.get(url)
+    assert download.status_code == 200
+    saved = torch.load(io.BytesIO(b"".join(download.streaming_content)), weights_only=True)
+    assert saved["config"]["online_mixing"] == "cutmix" and saved["config"]["augment"]
+    assert saved["config"]["lr_milestones"] == [1] and "1.classifier.weight" in saved["state_dict"]
+    # A preset replaces what is given (stored, not run here: 200 epochs).
+    paper = client.post(
+        "/api/training-jobs/",
+        {**body, "name": "paper", "recipe": "mixup_cifar"},
+        content_type="application/json",
+    )
+    assert paper.status_code == 201, paper.content
+    assert (paper.json()["epochs"], paper.json()["lr_milestones"]) == (200, [100, 150])
+    assert Client().get(url).status_code == 404
+    client.force_login(_user_without_roles())
+    assert client.get(url).status_code == 404
+
+
+def _user_without_roles():
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user("plain", password="pw")
+
+
+def test_device_comes_from_the_setting(observed_study, settings):
+    """A job on device "auto" trains where HILLMIX_TRAIN_DEVICE says: cpu, or cuda (which
+    fails cleanly where no GPU is visible)."""
+    import torch
+
+    from training.services import run_job
+
+    dataset = observed_study.stimulus_set.dataset
+    settings.HILLMIX_TRAIN_DEVICE = "cpu"
+    job = create_job(name="cpu", dataset=dataset, policy="onehot", epochs=1, enqueue=False)
+    assert run_job(job.pk) == "succeeded"
+    assert job.results.get().device == "cpu"
+    if torch.cuda.is_available():
+        return
+    settings.HILLMIX_TRAIN_DEVICE = "cuda"
+    job = create_job(name="cuda", dataset=dataset, policy="onehot", epochs=1, enqueue=False)
+    assert run_job(job.pk) == "failed"
+    job.refresh_from_db()
+    assert "CUDA was asked for" in job.error
+
+
+def test_comparison_page_says_which_differences_exceed_seed_noise(observed_study, admin_client):
+    """Per-seed figures stored for two policies: accuracy is better by 0.1 on every
+    seed (beyond seed noise, paired by seed), ECE differs by noise around 0."""
+    from training.models import SeedResult
+
+    dataset = observed_study.stimulus_set.dataset
+    figures = {
+        "onehot": {"accuracy": [0.50, 0.62, 0.71], "ece": [0.10, 0.05, 0.08]},
+        "mixup": {"accuracy": [0.60, 0.72, 0.80], "ece": [0.07, 0.09, 0.06]},
+    }
+    for policy, values in figures.items():
+        job = create_job(
+            name=policy,
+            comparison="noise",
+            dataset=dataset,
+            policy=policy,
+            online_alpha=1.0 if policy == "mixup" else 0.0,
+            seeds=[0, 1, 2],
+            enqueue=False,
+        )
+        for seed in range(3):
+            SeedResult.objects.create(
+                job=job,
+                seed=seed,
+                metrics={name: v[seed] for name, v in values.items()},
+                device="cpu",
+                train_images_per_second=1.0,
+            )
+    page = admin_client.get("/admin/training/trainingjob/compare/", {"comparison": "noise"})
+    assert page.status_code == 200
+    rows = {row["label"]: row for row in page.context["rows"]}
+    assert list(rows) == ["onehot", "mixup (online mixup, alpha 1)"]
+    accuracy = rows["onehot"]["stats"]["accuracy"]
+    assert accuracy["n"] == 3 and accuracy["std"] == pytest.approx(
+        np.std([0.5, 0.62, 0.71], ddof=1)
+    )
+    assert accuracy["ci_low"] < accuracy["mean"] < accuracy["ci_high"]
+    beyond = page.context["beyond_noise"]
+    assert [(d["metric"], d["better"]) for d in beyond] == [
+        ("accuracy", "mixup (online mixup, alpha 1)")
+    ]
+    assert beyond[0]["mean"] == pytest.approx(-0.0966667) and beyond[0]["seeds"] == [0, 1, 2]
+    ece = [d for d in page.context["differences"] if d["metric"] == "ece"][0]
+    assert not ece["exceeds_noise"]
+    html = page.content.decode()
+    differences = html[html.index('id="differences"') :]
+    assert "accuracy" in differences and "Calib: ECE" not in differences.split("</table>")[0]
+    assert f"[{accuracy['ci_low']:.3f}, {accuracy['ci_high']:.3f}]" in html

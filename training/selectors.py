@@ -136,7 +136,7 @@ def job_data(job: TrainingJob, seed: int) -> JobData:
     mixed_labels = np.zeros((0, num_classes))
     if job.online_alpha > 0:
         label_map = policy.label_map(num_classes, curves)
-        notes.append(f"online mixup, alpha {job.online_alpha}")
+        notes.append(f"online {job.online_mixing}, alpha {job.online_alpha}")
     elif policy.adds_points and points:
         mixed_images = _stimulus_pixels(points)
         mixed_labels = policies.label_points(
