@@ -10,7 +10,7 @@ from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
 
 from datasets.imaging import decode_png
-from datasets.mixing import mixup
+from datasets.mixing import IMAGE_MIXING_METHODS, mixup
 from datasets.models import Pair, Stimulus, StimulusSet
 from datasets.naming import GRID_LAMS, SINGLE_LAMS
 from datasets.selectors import dataset_arrays, stimuli_of_set
@@ -263,3 +263,57 @@ def test_a_real_celery_worker_generates_a_large_set_with_its_png_workers(start_w
         stimulus = stimuli_of_set(stimulus_set).last()
         with default_storage.open(stimulus.image.name, "rb") as handle:
             assert len(handle.read()) == stimulus.size_bytes
+
+
+@pytest.mark.parametrize("method", IMAGE_MIXING_METHODS)
+def test_a_set_is_generated_with_each_image_mixing_method(
+    method, db, settings, tmp_path, django_capture_on_commit_callbacks
+):
+    """Through the service and its task: every stored image of a black/white pair holds
+    exactly the share of image 1 (black) its row records, and the set lists those lams."""
+    from datasets.services import import_dataset
+
+    settings.HILLMIX_IMPORT_DIRS = [tmp_path]
+    np.savez(
+        tmp_path / "bw.npz",
+        images=np.stack([np.zeros((8, 8), np.uint8), np.full((8, 8), 255, np.uint8)]),
+        class_name=np.array(["Black", "White"]),
+        ids=np.array([0, 1]),
+    )
+    dataset = import_dataset(name="bw", kind="npz", path=tmp_path / "bw.npz")
+    stimulus_set = build(
+        django_capture_on_commit_callbacks,
+        name=f"bw-{method}",
+        dataset=dataset,
+        kind="grid",
+        mixing_policy=method,
+        pairs=["Black_0_White_1"],
+    )
+    assert stimulus_set.status == "succeeded" and stimulus_set.mixing_policy == method
+    stimuli = list(stimuli_of_set(stimulus_set).order_by("lam"))
+    assert [s.lam for s in stimuli] == stimulus_set.lams and len(set(stimulus_set.lams)) == 11
+    for stimulus in stimuli:
+        with stimulus.image.open("rb") as handle:
+            pixels = decode_png(handle.read()).astype(float)
+        share = 1 - pixels.mean() / 255  # mixup rounds to whole grey levels
+        assert share == pytest.approx(stimulus.lam, abs=0.5 / 255 + 1e-12), stimulus.name
+
+
+def test_hidden_state_mixing_is_never_offered_for_stimulus_sets(demo_dataset):
+    """Manifold Mixup mixes a network's hidden states: the service, the form (and so the
+    admin page) and the model refuse it for a stimulus set."""
+    from datasets.forms import StimulusSetForm
+
+    with pytest.raises(ValidationError, match="mixing policy must be one of"):
+        create_stimulus_set(
+            name="hidden",
+            dataset=demo_dataset,
+            kind="grid",
+            mixing_policy="manifold_mixup",
+            n_pairs=1,
+        )
+    assert not StimulusSet.objects.exists()
+    offered = [value for value, _ in StimulusSetForm().fields["mixing_policy"].choices]
+    assert offered == list(IMAGE_MIXING_METHODS) and "manifold_mixup" not in offered
+    field = StimulusSet._meta.get_field("mixing_policy")
+    assert [value for value, _ in field.choices] == list(IMAGE_MIXING_METHODS)
