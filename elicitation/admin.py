@@ -96,6 +96,7 @@ class StudyAdmin(GuardedLookupsAdmin, admin.ModelAdmin):
                     "adaptive_budget",
                     "adaptive_max_per_pair",
                     "adaptive_repeat_spacing",
+                    "adaptive_objective",
                     "adaptive_noise",
                 ],
                 "description": "Adaptive: each next trial is the one that tells most about "

@@ -167,6 +167,16 @@ class Study(models.Model):
         default=10, help_text="Adaptive: a repeat (there are 'repeat trials' of them) comes "
         "at least this many trials after the trial it repeats."
     )
+    class Objective(models.TextChoices):
+        CURVE = "curve", "The whole curve: information about each pair's midpoint and slope"
+        MIDPOINT = "midpoint", "Midpoints: every pair's midpoint to +-0.05 first"
+
+    adaptive_objective = models.CharField(
+        max_length=10,
+        choices=Objective.choices,
+        default=Objective.CURVE,
+        help_text="Adaptive: what the next trial should tell most about (adaptive.chooser).",
+    )
     adaptive_noise = models.JSONField(
         default=dict, blank=True, help_text="Adaptive: the response noise per interface "
         "(adaptive.hmix_fit.fit_noise, fitted to H-Mix); empty: the defaults."

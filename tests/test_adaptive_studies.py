@@ -86,7 +86,7 @@ def set_posterior(study, pair_id: int, m: float, k: float, sd: float = 0.01) -> 
     grid = GRID
     log_post = -0.5 * ((grid.m - m) / sd) ** 2 - 0.5 * ((np.log(grid.k) - np.log(k)) / 0.05) ** 2
     PairPosterior.objects.filter(study=study, pair_id=pair_id).update(
-        log_posterior=(log_post - log_post.max()).tobytes()
+        log_posterior=(log_post - log_post.max()).tobytes(), judgment_count=100
     )
 
 
@@ -98,13 +98,13 @@ def test_the_chooser_serves_informative_stimuli_through_the_service_path(make_st
     first = start_session(study, RecruiterIds("first"))
     pair_ids = sorted(PairPosterior.objects.filter(study=study).values_list("pair_id", flat=True))
     assert len(pair_ids) == 4 and first.trial_order == []  # chosen when served
-    for pair_id in pair_ids[1:]:
+    for pair_id in pair_ids[:-1]:
         set_posterior(study, pair_id, 0.5, 8.0)
     session = to_trials(first)
     live, trial = served(session, study.slug)
     spec = live.session.trial_order[0]
     pair_id, lam = spec_pair_lam(study, spec)
-    assert pair_id == pair_ids[0]  # the only pair still uncertain
+    assert pair_id == pair_ids[-1]  # the only pair still uncertain
     assert spec["value"] == pytest.approx(lam)
     assert lam not in (0.1, 0.9)
     # It is the argmax of the expected information gain over the set's lams.
@@ -116,6 +116,19 @@ def test_the_chooser_serves_informative_stimuli_through_the_service_path(make_st
     # Blind: the page gets the image and the slider, never the lam or the item.
     assert set(trial) >= {"index", "total", "image", "slider_start"}
     assert not {"value", "lam", "item"} & set(trial)
+
+
+def test_the_midpoint_objective_serves_the_pair_likely_to_miss_its_tolerance(make_study):
+    study = make_study(
+        "infer", n_pairs=3, repeat_trials=0, adaptive_objective="midpoint", **ADAPTIVE
+    )
+    session = to_trials(start_session(study, RecruiterIds("midpoints")))
+    pair_ids = sorted(PairPosterior.objects.filter(study=study).values_list("pair_id", flat=True))
+    set_posterior(study, pair_ids[0], 0.3, 8.0)
+    set_posterior(study, pair_ids[1], 0.6, 8.0, sd=0.2)  # midpoint far from known
+    set_posterior(study, pair_ids[2], 0.5, 8.0)
+    live, _ = served(session, study.slug)
+    assert spec_pair_lam(study, live.session.trial_order[0])[0] == pair_ids[1]
 
 
 def test_answers_move_the_chooser_to_where_the_curve_is_uncertain(make_study):

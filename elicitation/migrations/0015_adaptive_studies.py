@@ -27,6 +27,23 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name="study",
+            name="adaptive_objective",
+            field=models.CharField(
+                choices=[
+                    (
+                        "curve",
+                        "The whole curve: information about each pair's midpoint and slope",
+                    ),
+                    ("midpoint", "Midpoints: every pair's midpoint to +-0.05 first"),
+                ],
+                default="curve",
+                help_text="Adaptive: what the next trial should tell most about "
+                "(adaptive.chooser).",
+                max_length=10,
+            ),
+        ),
+        migrations.AddField(
+            model_name="study",
             name="adaptive_noise",
             field=models.JSONField(
                 blank=True,

@@ -51,7 +51,8 @@ from ..models import Judgment, PairPosterior, Session, Study
 # Re-read stored posteriors changed this long before the last read too: a save that
 # stamped its row before the read may commit after it.
 SYNC_OVERLAP_S = 10.0
-# Adaptive Construct stops a pair for a participant once their midpoint is known to this.
+# Adaptive Construct stops a pair for a participant once their midpoint is known to
+# this; the midpoint objective's tolerance.
 CONSTRUCT_PRECISION = 0.05
 
 
@@ -96,6 +97,8 @@ def _state(catalog: StudyCatalog) -> _StudyState:
             budget=study.adaptive_budget,
             n_repeats=study.repeat_trials,
             repeat_spacing=study.adaptive_repeat_spacing,
+            objective=study.adaptive_objective,
+            tolerance=CONSTRUCT_PRECISION,
         )
         state = _StudyState(catalog.version, model, pair_ids, index, chooser)
         _sync(study, state, full=True)
@@ -104,15 +107,14 @@ def _state(catalog: StudyCatalog) -> _StudyState:
 
 
 def _sync(study: Study, state: _StudyState, full: bool = False) -> None:
-    """Bring the chooser's posteriors in step with the stored ones that moved: one query
-    for the counts changed lately, one for the rows whose count differs."""
+    """Bring the chooser's posteriors in step with the stored ones: all of them (`full`),
+    or those that moved: one query for the counts changed lately, one for the rows whose
+    count differs."""
     now = time.time()
     table = PairPosterior._meta.db_table
     with connection.cursor() as cursor:
         if full:
-            cursor.execute(
-                f"SELECT pair_id, judgment_count FROM {table} WHERE study_id = %s", [study.pk]
-            )
+            changed = list(state.index)
         else:
             since = timezone.now() - timedelta(seconds=now - state.synced_at + SYNC_OVERLAP_S)
             cursor.execute(
@@ -120,12 +122,12 @@ def _sync(study: Study, state: _StudyState, full: bool = False) -> None:
                 "WHERE study_id = %s AND updated_at >= %s",
                 [study.pk, connection.ops.adapt_datetimefield_value(since)],
             )
-        counts = state.chooser.posteriors.n_judgments
-        changed = [
-            pair_id
-            for pair_id, count in cursor.fetchall()
-            if pair_id in state.index and counts[state.index[pair_id]] != count
-        ]
+            counts = state.chooser.posteriors.n_judgments
+            changed = [
+                pair_id
+                for pair_id, count in cursor.fetchall()
+                if pair_id in state.index and counts[state.index[pair_id]] != count
+            ]
         if changed:
             marks = ", ".join(["%s"] * len(changed))
             cursor.execute(
