@@ -248,6 +248,7 @@ class SessionAdmin(ReadOnlyAdmin):
         "position",
         "quiz_attempts",
         "excluded",
+        "kind",
         "started_at",
         "completed_at",
     ]
