@@ -251,6 +251,7 @@ class SessionAdmin(ReadOnlyAdmin):
         "kind",
         "started_at",
         "completed_at",
+        "withdrawn_at",
     ]
     list_filter = ["study", "state", "excluded", "kind"]
 
