@@ -36,6 +36,10 @@ class SelectionForm(forms.Form):
 
 
 class RejectForm(forms.Form):
+    # The approve, reject and bonus buttons share one form on the page: a browser-side
+    # "required" on the rejection message would block approving. The server checks.
+    use_required_attribute = False
+
     message = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
         min_length=MIN_REJECTION_MESSAGE,
@@ -46,6 +50,8 @@ class RejectForm(forms.Form):
 
 
 class BonusForm(forms.Form):
+    use_required_attribute = False  # as RejectForm
+
     amount = forms.DecimalField(
         min_value=Decimal("0.01"),
         max_value=MAX_BONUS,
