@@ -10,7 +10,6 @@ from django.db import connection
 from django.utils import timezone
 
 from adaptive.model import PairPosteriors
-from datasets.models import Pair, Stimulus
 
 from . import interfaces
 from .adaptive_design import GRID, interface_model, judgment_loglik, prior_log_posterior
@@ -157,27 +156,6 @@ def planned_trials(session: Session, catalog: StudyCatalog) -> int:
         if catalog.version is not None:
             _planned[key] = planned
     return planned
-
-
-# --- Stimulus images ---------------------------------------------------------------------
-# A participant page loads up to 11 of them, so the lookup is one hand-written query.
-_LIVE_STIMULUS_FILE = (
-    f"SELECT s.image FROM {Stimulus._meta.db_table} s "
-    f"JOIN {Pair._meta.db_table} p ON p.id = s.pair_id "
-    f"WHERE s.key = %s AND EXISTS (SELECT 1 FROM {Study._meta.db_table} st "
-    f"WHERE st.stimulus_set_id = p.stimulus_set_id "
-    f"AND st.status IN ('{Study.Status.LIVE}', '{Study.Status.PILOT}'))"
-)
-
-
-def live_stimulus_file_name(key: str) -> str | None:
-    """The stored file of the stimulus served under `key` if a live or piloting study
-    shows its stimulus set, else None: stimuli of draft and closed studies are not
-    public."""
-    with connection.cursor() as cursor:
-        cursor.execute(_LIVE_STIMULUS_FILE, [key])
-        row = cursor.fetchone()
-    return (row[0] or None) if row else None
 
 
 # --- Data requests --------------------------------------------------------------------
