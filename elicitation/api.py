@@ -4,8 +4,10 @@ Every operation needs the Django permission its view names in `action_permission
 
 from __future__ import annotations
 
+import re
+
 from django.db.models import Prefetch, QuerySet
-from django.http import HttpResponse
+from django.http import FileResponse, HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
@@ -17,7 +19,7 @@ from rest_framework.response import Response
 from datasets.models import Stimulus
 from hillmix_site.permissions import DATA_REQUEST_PERMISSION, RECRUITER_ID_PERMISSION
 
-from . import hmix, reports
+from . import hmix, publishing, reports
 from .exports import FORMATS, export_response, streaming_export
 from .filters import ConditionFilter, JudgmentFilter, ParticipantFilter, StimulusFilter
 from .models import AuditLog, Condition, Judgment, Participant, Session, Study
@@ -89,6 +91,7 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet):
         "paper_view": [VIEW_JUDGMENTS],
         "export": [EXPORT_JUDGMENTS],
         "export_hmix": [EXPORT_JUDGMENTS],
+        "publish": [EXPORT_JUDGMENTS],
     }
     serializer_class = StudySerializer
     pagination_class = ById
@@ -163,6 +166,40 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet):
             f"{study.slug}-hmix",
             header,
             reports.hmix_rows(study, _include_excluded(request)),
+        )
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "license",
+                str,
+                description=f"The licence the dataset card states (default "
+                f"{publishing.DEFAULT_LICENSE}; an SPDX-style identifier).",
+            )
+        ],
+        responses={(200, "application/zip"): bytes},
+    )
+    @action(detail=True)
+    def publish(self, request: Request, slug: str) -> FileResponse:
+        """The study as a dataset others can load (a zip, elicitation.publishing):
+        Parquet judgments (counted ones, anonymous annotator ids, no recruiter id), the
+        stimuli as PNG files and a dataset card. Recorded in the audit log."""
+        from .models import AuditLog
+        from .services import audit
+
+        study = self.get_object()
+        license = request.query_params.get("license", publishing.DEFAULT_LICENSE)
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.+-]{0,63}", license):
+            raise ValidationError({"license": "an identifier such as cc-by-4.0"})
+        archive = publishing.publish_zip([study], license=license)
+        audit.record(
+            request.user, AuditLog.Action.EXPORT, study=study, detail="dataset publication (zip)"
+        )
+        return FileResponse(
+            archive,
+            as_attachment=True,
+            filename=f"{study.slug}-dataset.zip",
+            content_type="application/zip",
         )
 
 

@@ -130,6 +130,7 @@ EXPECTED: dict[str, list[Check]] = {
     "study-paper-view": [Check(VIEW_JUDGMENT)],
     "study-export": [Check(EXPORT)],
     "study-export-hmix": [Check(EXPORT)],
+    "study-publish": [Check(EXPORT)],
     "condition-list": [Check(perms("elicitation.view_condition"))],
     "condition-detail": [Check(perms("elicitation.view_condition"))],
     "stimulus-list": [Check(perms("datasets.view_stimulus"))],
