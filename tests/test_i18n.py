@@ -35,8 +35,15 @@ PYTHON = [
     ROOT / "hillmix_site" / "errors.py",
 ]
 SCRIPTS = sorted((ROOT / "static" / "js").rglob("*.js"))
-KEYWORDS = {"gettext": None, "gettext_lazy": None, "gettext_noop": None, "pgettext": ((1, "c"), 2),
-            "pgettext_lazy": ((1, "c"), 2), "ngettext": (1, 2), "ngettext_lazy": (1, 2)}
+KEYWORDS = {
+    "gettext": None,
+    "gettext_lazy": None,
+    "gettext_noop": None,
+    "pgettext": ((1, "c"), 2),
+    "pgettext_lazy": ((1, "c"), 2),
+    "ngettext": (1, 2),
+    "ngettext_lazy": (1, 2),
+}
 SHIPPED = [code for code, _ in settings.LANGUAGES if code != "en"]
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
@@ -150,8 +157,15 @@ def test_consent_instructions_and_quiz_pages_in_german(make_study, client):
     study = german(make_study)
     page = text(client.get(f"/s/{study.slug}/"))
     assert '<html lang="de">' in page
-    for phrase in ["Einwilligung", "Ich stimme zu, weiter", "Anleitung", "Seite 1 von 2",
-                   "Weiter zum Quiz", "Ein paar Fragen, bevor es losgeht", "Antworten prüfen"]:
+    for phrase in [
+        "Einwilligung",
+        "Ich stimme zu, weiter",
+        "Anleitung",
+        "Seite 1 von 2",
+        "Weiter zum Quiz",
+        "Ein paar Fragen, bevor es losgeht",
+        "Antworten prüfen",
+    ]:
         assert phrase in page, phrase
     assert "I agree, continue" not in page and "Check my answers" not in page
     assert "Consent text." in page  # the researcher's own text, as written
