@@ -17,6 +17,7 @@ from elicitation import reports, tasks
 from elicitation.models import AuditLog, Judgment, Participant, Session, Study
 from elicitation.services import RecruiterIds, audit, set_study_status, start_session
 from hillmix_site.roles import RESEARCHER
+from tests.browser import enter_study
 from tests.test_flow import to_trials
 from tests.test_participant_trust import answer, cookie, join
 
@@ -283,3 +284,24 @@ def test_exports_and_recruiter_id_views_are_audited(make_study, role_user):
     assert deleting.status_code == 403 and AuditLog.objects.filter(pk=entry.pk).exists()
     assert boss.get("/admin/elicitation/auditlog/add/").status_code == 403
     assert analyst.get("/admin/elicitation/auditlog/").status_code == 403
+
+
+def test_in_chromium_a_participant_withdraws_from_the_trial_page(browser, live_server, make_study):
+    study = make_study("construct", ask_confidence=False, n_pairs=6)
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    enter_study(page, live_server.url, study.slug, "pid-chrome")
+    page.wait_for_selector(".trial")
+    page.click("#withdraw-link")
+    page.wait_for_selector("#withdraw-confirm")
+    assert "erased" in page.inner_text("#withdraw")
+    page.click("#withdraw-confirm")
+    page.wait_for_selector("#withdrawn")
+    session = Session.objects.get()
+    assert session.withdrawn_at is not None
+    assert not [c for c in context.cookies() if c["name"] == f"hillmix_{study.slug}"]
+    # Back to the study: the ids show only that they have withdrawn.
+    page.goto(f"{live_server.url}/s/{study.slug}/?PROLIFIC_PID=pid-chrome&STUDY_ID=st&SESSION_ID=se")
+    page.wait_for_selector("#withdrawn")
+    context.close()

@@ -191,3 +191,25 @@ def test_a_piloting_study_opens_like_a_live_one_and_its_flow_is_checked(make_stu
     broken = make_study("construct", slug="broken", status="draft", consent_items=[])
     with pytest.raises(FlowError):
         set_study_status(broken, "pilot")
+
+
+def test_in_chromium_two_prolific_previews_get_their_own_sessions(browser, live_server, make_study):
+    study = make_study("construct", ask_confidence=False, n_pairs=6)
+    for _ in range(2):
+        context = browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page.goto(f"{live_server.url}/s/{study.slug}/?{PLACEHOLDERS}")
+        assert "PROLIFIC_PID" not in page.url
+        for box in page.locator("input[type=checkbox]").all():
+            box.check()
+        page.click("#consent-submit")
+        page.click("#instr-next")
+        page.click("#instr-done")
+        page.get_by_label("B", exact=True).check()
+        page.click("#quiz-submit")
+        page.wait_for_selector(".trial")
+        assert page.get_attribute(".trial", "data-index") == "0"
+        context.close()
+    assert list(Session.objects.values_list("kind", flat=True)) == ["preview", "preview"]
+    assert not Participant.objects.exclude(recruiter_pid=None).exists()
