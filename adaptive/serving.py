@@ -11,6 +11,7 @@ staircase (QUEST+ style) on the start value.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import numpy as np
@@ -55,6 +56,24 @@ def session_from_history(
     return session
 
 
+@functools.lru_cache(maxsize=32)
+def _construct_table(
+    m_values: tuple, starts: tuple, sd: float, lapse: float, bias: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The Construct likelihood (S, 11, M) on the midpoint alone and its entropy (S, M);
+    shared by every staircase of a study."""
+    grid = Grid(np.asarray(m_values), np.array([1.0]))
+    table = midpoint_table(grid, np.asarray(starts), sd, lapse, bias)
+    return table, -(table * np.log(table)).sum(axis=1)
+
+
+@functools.lru_cache(maxsize=32)
+def _spread_kernel(m_values: tuple, person_sd: float) -> np.ndarray:
+    """(M, M) Gaussian kernel that widens a pair's midpoint posterior to one person's."""
+    m = np.asarray(m_values)
+    return np.exp(-0.5 * ((m[:, None] - m[None, :]) / person_sd) ** 2)
+
+
 def _response_sd(entry: dict) -> float:
     """One person's response noise: the fitted sd without the person-to-person part."""
     return float(np.sqrt(max(entry["sd"] ** 2 - entry.get("person_sd", 0.0) ** 2, 1e-6)))
@@ -95,11 +114,13 @@ class ConstructStaircase:
         self.m_values = np.asarray(m_values, float)
         self.probs = np.asarray(prior, float) / np.sum(prior)
         self.starts = np.asarray(starts, float)
-        grid = Grid(self.m_values, np.array([1.0]))
-        self.table = midpoint_table(
-            grid, self.starts, _response_sd(entry), entry["lapse"], entry.get("start_bias", 0.0)
-        )  # (S, 11, M)
-        self.cond_entropy = -(self.table * np.log(self.table)).sum(axis=1)  # (S, M)
+        self.table, self.cond_entropy = _construct_table(  # (S, 11, M), (S, M)
+            tuple(self.m_values),
+            tuple(self.starts),
+            _response_sd(entry),
+            float(entry["lapse"]),
+            float(entry.get("start_bias", 0.0)),
+        )
         self.precision, self.level = precision, level
         self.last_start: float | None = None
         self.steps = 0
@@ -115,8 +136,7 @@ class ConstructStaircase:
         marginal = posteriors.probs[pair].reshape(len(m), -1).sum(axis=1)
         person_sd = noise["construct"].get("person_sd", 0.0)
         if person_sd > 0:
-            kernel = np.exp(-0.5 * ((m[:, None] - m[None, :]) / person_sd) ** 2)
-            marginal = kernel @ marginal
+            marginal = _spread_kernel(tuple(m), float(person_sd)) @ marginal
         return cls(marginal, m, starts, noise, **kwargs)
 
     def _start_index(self, start: float) -> int:
@@ -172,3 +192,40 @@ class ConstructStaircase:
     def done(self) -> bool:
         lo, hi = self.interval()
         return (hi - lo) / 2 <= self.precision
+
+
+def known_midpoints(
+    posteriors: PairPosteriors,
+    answers: dict[int, list[tuple[float, float]]],
+    starts,
+    noise: dict | None = None,
+    *,
+    precision: float = 0.05,
+) -> set[int]:
+    """The pairs among ``answers`` (pair -> the participant's (start, final lam) answers)
+    whose staircase is ``done``: the participant's midpoint known to +-``precision``, as
+    ``ConstructStaircase`` defines it; all pairs at once (one matrix product)."""
+    pairs = sorted(answers)
+    if not pairs:
+        return set()
+    probe = ConstructStaircase.for_pair(posteriors, pairs[0], starts, noise, precision=precision)
+    m = probe.m_values
+    marginals = posteriors.probs[pairs].reshape(len(pairs), len(m), -1).sum(axis=2)
+    person_sd = (noise or DEFAULT_NOISE)["construct"].get("person_sd", 0.0)
+    if person_sd > 0:
+        marginals = marginals @ _spread_kernel(tuple(m), float(person_sd)).T
+    index = {round(float(s), 4): i for i, s in enumerate(probe.starts)}
+    last = len(MIDPOINT_LAMS) - 1
+    done = set()
+    for row, pair in zip(marginals, pairs, strict=True):
+        for start, final in answers[pair]:
+            s = index.get(round(float(start), 4))
+            if s is None:
+                s = probe._start_index(start)  # a start off the 4-decimal grid: ValueError
+            row = row * probe.table[s, min(max(round(float(final) * 10), 0), last)]
+        cum = np.cumsum(row / row.sum())
+        tail = (1 - probe.level) / 2
+        lo, hi = np.interp(tail, cum, m), np.interp(1 - tail, cum, m)
+        if (hi - lo) / 2 <= precision:
+            done.add(pair)
+    return done

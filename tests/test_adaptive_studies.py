@@ -265,6 +265,28 @@ def test_construct_staircase_is_done_when_the_midpoint_is_known_to_005():
     assert known.done and (hi - lo) / 2 <= 0.05 and lo < 0.4 < hi
 
 
+def test_known_midpoints_agree_with_each_staircase():
+    from adaptive.serving import known_midpoints
+
+    post = PairPosteriors(6, GRID)
+    starts = [0.1, 0.3, 0.5, 0.7, 0.9]
+    noise = {**adaptive_noise_defaults(), "construct": {"sd": 0.06, "lapse": 0.02}}
+    answers = {p: [(0.1, 0.4), (0.9, 0.5)] * p for p in range(6)}
+    done = known_midpoints(post, answers, starts, noise)
+    for p, given in answers.items():
+        stairs = ConstructStaircase.for_pair(post, p, starts, noise)
+        for start, final in given:
+            stairs.update(start, final)
+        assert stairs.done == (p in done)
+    assert 0 not in done and 5 in done
+
+
+def adaptive_noise_defaults() -> dict:
+    from adaptive.model import DEFAULT_NOISE
+
+    return dict(DEFAULT_NOISE)
+
+
 def test_stored_posterior_equals_the_recomputation(make_study):
     study = make_study("infer", n_pairs=2, repeat_trials=1, adaptive_repeat_spacing=1, **ADAPTIVE)
     for i in range(2):

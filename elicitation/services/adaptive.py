@@ -35,7 +35,12 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from adaptive.model import DEFAULT_NOISE, InterfaceModel, PairPosteriors
-from adaptive.serving import ConstructStaircase, StudyChooser, session_from_history
+from adaptive.serving import (
+    ConstructStaircase,
+    StudyChooser,
+    known_midpoints,
+    session_from_history,
+)
 
 from ..adaptive_design import (
     GRID,
@@ -213,29 +218,35 @@ def _history(catalog: StudyCatalog, state: _StudyState, session: Session, order:
     return out
 
 
-def _staircases(
-    study: Study, state: _StudyState, session: Session, pairs: set[int]
-) -> dict[int, ConstructStaircase]:
-    """Adaptive Construct: the participant's staircase on each pair they were shown."""
-    noise = study_noise(study)
-    starts = state.model.candidates
-    stairs = {
-        p: ConstructStaircase.for_pair(
-            state.chooser.posteriors, p, starts, noise, precision=CONSTRUCT_PRECISION
-        )
-        for p in pairs
-    }
+def _construct_answers(state: _StudyState, session: Session) -> dict[int, list]:
+    """Adaptive Construct: the participant's answers so far, pair index -> [(start lam,
+    final lam)] (repeats aside)."""
     rows = Judgment.objects.filter(session_id=session.pk, is_repeat=False).values_list(
         "pair_id", "response", "lam"
     )
+    answers: dict[int, list] = {}
     for pair_id, response, lam in rows:
         p = state.index.get(pair_id)
-        if p in stairs and lam is not None:
-            try:
-                stairs[p].update(response["start_lam"], lam)
-            except ValueError:
-                pass
-    return stairs
+        if p is not None and lam is not None and response.get("start_lam") is not None:
+            answers.setdefault(p, []).append((response["start_lam"], lam))
+    return answers
+
+
+def _next_start(study: Study, state: _StudyState, pair: int, answers: list) -> float:
+    """Adaptive Construct: the participant's staircase on `pair` chooses the start."""
+    stairs = ConstructStaircase.for_pair(
+        state.chooser.posteriors,
+        pair,
+        state.model.candidates,
+        study_noise(study),
+        precision=CONSTRUCT_PRECISION,
+    )
+    for start, final in answers:
+        try:
+            stairs.update(start, final)
+        except ValueError:  # a start off the study's grid (not served adaptively)
+            pass
+    return stairs.next_start()
 
 
 def choose_trial(catalog: StudyCatalog, session: Session, order: list) -> dict | None:
@@ -254,13 +265,22 @@ def choose_trial(catalog: StudyCatalog, session: Session, order: list) -> dict |
         _sync(study, state)
         constraints = session_from_history(state.chooser, _history(catalog, state, session, order))
         mask = available
-        stairs: dict[int, ConstructStaircase] = {}
-        if study.interface == "construct":
-            stairs = _staircases(study, state, session, set(np.flatnonzero(constraints.seen)))
-            done = [p for p, s in stairs.items() if s.done]
+        construct = study.interface == "construct"
+        answers = _construct_answers(state, session) if construct else {}
+        if answers:  # pairs whose midpoint for this participant is known: no more
+            try:
+                done = known_midpoints(
+                    state.chooser.posteriors,
+                    answers,
+                    state.model.candidates,
+                    study_noise(study),
+                    precision=CONSTRUCT_PRECISION,
+                )
+            except ValueError:  # a start off the study's grid (not served adaptively)
+                done = set()
             if done:
                 mask = available.copy()
-                mask[done] = False
+                mask[sorted(done)] = False
         # The repeats spread over the trials the session can have.
         constraints.budget = planned_trials(session, catalog)
         before = set(constraints.repeated)
@@ -269,19 +289,15 @@ def choose_trial(catalog: StudyCatalog, session: Session, order: list) -> dict |
         if trial is None and left > 0:  # nothing new to show: the repeats still due
             constraints.budget = len(constraints.history) + left
             trial = state.chooser.choose(constraints, mask)
+        value = None if trial is None else trial.value
+        if trial is not None and construct and not trial.is_repeat:
+            value = _next_start(study, state, trial.pair, answers.get(trial.pair, []))
     if trial is None:
         return None
     if trial.is_repeat:
         [repeat_of] = constraints.repeated - before
         return {**order[repeat_of], "repeat": True, "repeat_of": repeat_of}
     rng = random.Random()
-    value = trial.value
-    if study.interface == "construct":
-        value = stairs[trial.pair].next_start() if trial.pair in stairs else None
-        if value is None:
-            value = ConstructStaircase.for_pair(
-                state.chooser.posteriors, trial.pair, state.model.candidates, study_noise(study)
-            ).next_start()
     c = 0 if value is None else state.model.candidate_index(value)
     spec = {"item": items[trial.pair, c], "repeat": False, "value": value}
     spec.update(interfaces.get(study.interface).trial_spec(study, catalog.grid, rng))
