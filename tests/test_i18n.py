@@ -25,9 +25,12 @@ from tests.browser import enter_study
 ROOT = Path(settings.BASE_DIR)
 # What a participant sees: the participant templates, the messages of the participant
 # views and of the flow's services, the site's error answers, and the scripts.
+# The site's home page (templates/elicitation/home.html) is no participant page.
 TEMPLATES = [
     ROOT / "templates" / "base.html",
-    *sorted((ROOT / "templates" / "elicitation").glob("*.html")),
+    *sorted(
+        p for p in (ROOT / "templates" / "elicitation").glob("*.html") if p.name != "home.html"
+    ),
 ]
 PYTHON = [
     ROOT / "elicitation" / "views.py",
@@ -124,6 +127,52 @@ def test_catalogues_are_complete_and_compiled(language, domain):
         kept = set(PLACEHOLDER.findall(entry.msgstr)) == set(PLACEHOLDER.findall(entry.msgid))
         assert kept, entry
         assert compiled.get(entry.msgid) == entry.msgstr, f"compile {domain}.po again"
+
+
+def untranslated_template_text(source: str) -> list[str]:
+    """Visible text of a template outside {% translate %} and {% blocktranslate %}: what
+    is left once comments, translations, tags, variables, scripts and markup are gone
+    (and the attributes a person reads: alt, aria-label, title, placeholder)."""
+    source = re.sub(r"\{#.*?#\}|\{% comment %\}.*?\{% endcomment %\}", "", source, flags=re.S)
+    source = re.sub(r"\{% blocktranslate.*?\{% endblocktranslate %\}", "", source, flags=re.S)
+    source = re.sub(r"\{%.*?%\}|\{\{.*?\}\}", "", source, flags=re.S)
+    attributes = re.finditer(r'\b(?:alt|aria-label|title|placeholder)="([^"]*)"', source)
+    found = [m.group(1) for m in attributes if re.search("[A-Za-z]", m.group(1))]
+    source = re.sub(r"<script.*?</script>|<style.*?</style>", "", source, flags=re.S)
+    text = re.sub(r"<[^>]*>", "\n", source, flags=re.S)
+    return found + [line.strip() for line in text.splitlines() if re.search("[A-Za-z]", line)]
+
+
+# A string literal outside gettext( that reads as a message: words and spaces, and a
+# capital first or a full stop last (class names and "use strict" do not).
+JS_STRING = re.compile(
+    r"(gettext\(\s*)?(\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\\\n]|\\.)*'|`(?:[^`\\]|\\.)*`)"
+)
+
+
+def untranslated_script_text(source: str) -> list[str]:
+    source = re.sub(r"/\*.*?\*/", "", source, flags=re.S)
+    source = re.sub(r"(^|[^:\\])//[^\n]*", r"\1", source)
+    found = []
+    for match in JS_STRING.finditer(source):
+        text = match.group(2)[1:-1]
+        if match.group(1) or not re.search(r"[A-Za-z]{2,} [A-Za-z]{2,}", text):
+            continue
+        if re.match(r"[A-Z][a-z]", text) or re.search(r"[.?!…:]$", text):
+            found.append(text)
+    return found
+
+
+def test_participant_pages_and_scripts_show_no_text_outside_translation():
+    # The site's own name is the default title (every study page sets its title).
+    leftovers = {
+        path.name: [t for t in untranslated_template_text(path.read_text()) if t != "HILL-Mix"]
+        for path in TEMPLATES
+    } | {path.name: untranslated_script_text(path.read_text()) for path in SCRIPTS}
+    assert not any(leftovers.values()), {k: v for k, v in leftovers.items() if v}
+    assert untranslated_template_text("<p>{% translate 'Yes' %} Thanks</p>") == ["Thanks"]
+    assert untranslated_template_text('<img alt="a cat">') == ["a cat"]
+    assert untranslated_script_text('el("p", {}, gettext("Fine."), "Not fine.")') == ["Not fine."]
 
 
 def test_a_missing_translation_is_reported():
