@@ -28,6 +28,7 @@ class StudySerializer(serializers.ModelSerializer):
             "slider_start",
             "soft_label_gamma",
             "condition_count",
+            "language",
             "created_at",
         ]
 
