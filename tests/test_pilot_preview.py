@@ -14,6 +14,7 @@ from elicitation.models import AuditLog, Judgment, Participant, Session
 from elicitation.selectors import least_filled_condition
 from elicitation.services import RecruiterIds, is_placeholder, start_session
 from hillmix_site.roles import ANALYST, RESEARCHER
+from tests.test_flow import to_trials
 from tests.test_participant_trust import CONSENT, answer, cookie, join
 
 PLACEHOLDERS = "PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
@@ -213,3 +214,30 @@ def test_in_chromium_two_prolific_previews_get_their_own_sessions(browser, live_
         context.close()
     assert list(Session.objects.values_list("kind", flat=True)) == ["preview", "preview"]
     assert not Participant.objects.exclude(recruiter_pid=None).exists()
+
+
+def test_deleting_pilots_of_an_adaptive_study_takes_them_out_of_its_posteriors(make_study):
+    import numpy as np
+
+    from elicitation import selectors
+    from elicitation.services import delete_non_live_sessions
+    from tests.test_adaptive_studies import answer_all
+
+    study = make_study(
+        "infer", n_pairs=2, repeat_trials=0, design="adaptive", conditions=1, status="pilot"
+    )
+    pilot = to_trials(start_session(study, RecruiterIds("pid-pilot")))
+    answer_all(pilot, study.slug, answer=lambda spec, live: 90)
+    study.status = "live"
+    study.save()
+    live = to_trials(start_session(study, RecruiterIds("pid-live")))
+    answer_all(live, study.slug, answer=lambda spec, live: 30)
+    live_answers = Judgment.objects.filter(session__kind="live").count()
+    assert Judgment.objects.filter(session__kind="pilot").exists()
+    assert delete_non_live_sessions(study) == 1
+    stored = selectors.stored_posteriors(study)
+    recomputed = selectors.recomputed_posteriors(study)
+    assert sum(count for _, count in stored.values()) == live_answers
+    for pair_id, (log_post, count) in stored.items():
+        assert count == recomputed[pair_id][1]
+        assert np.allclose(np.exp(log_post), np.exp(recomputed[pair_id][0]), atol=1e-9)

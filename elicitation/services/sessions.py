@@ -316,7 +316,8 @@ def session_kind(study: Study, recruiter: RecruiterIds) -> str:
 def delete_non_live_sessions(study: Study, kinds: list[str] | None = None) -> int:
     """Delete the study's pilot and preview sessions (or those of `kinds`, never
     live ones) with their judgments and image-load failures, and the participants
-    left with no session. Returns how many sessions were deleted. Raises FlowError
+    left with no session; an adaptive study's pair posteriors are recomputed without
+    the deleted judgments. Returns how many sessions were deleted. Raises FlowError
     (400) for an unknown kind or the live one, deleting nothing."""
     kinds = list(kinds or [Session.Kind.PILOT, Session.Kind.PREVIEW])
     if not kinds or any(k not in Session.Kind.values or k == Session.Kind.LIVE for k in kinds):
@@ -327,7 +328,24 @@ def delete_non_live_sessions(study: Study, kinds: list[str] | None = None) -> in
         Judgment.objects.filter(session__in=sessions).delete()
         count, _ = sessions.delete()  # image-load failures cascade
         Participant.objects.filter(pk__in=participant_ids, sessions__isnull=True).delete()
+        if study.is_adaptive:
+            _rebuild_posteriors(study)
     return count
+
+
+def _rebuild_posteriors(study: Study) -> None:
+    """An adaptive study's stored pair posteriors recomputed from the judgments left
+    (selectors.recomputed_posteriors), after judgments were deleted; every process
+    re-reads them."""
+    from ..models import PairPosterior
+    from ..selectors import recomputed_posteriors
+    from .adaptive import forget_state
+
+    for pair_id, (log_posterior, count) in recomputed_posteriors(study).items():
+        PairPosterior.objects.filter(study=study, pair_id=pair_id).update(
+            log_posterior=log_posterior.tobytes(), judgment_count=count, updated_at=timezone.now()
+        )
+    transaction.on_commit(lambda: forget_state(study.pk))
 
 
 def resume_session(session: Session, recruiter: RecruiterIds) -> Session:
