@@ -469,3 +469,26 @@ def test_manifold_mixup_mixes_hidden_states_and_makes_no_images(rng):
     assert mix_hidden(h.bfloat16(), index, 0.5).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="lam must lie in"):
         mix_hidden(h, index, 1.5)
+
+
+@pytest.mark.parametrize("name", IMAGE_MIXING_METHODS)
+def test_torch_paths_never_read_the_device_back(name):
+    """Each method's training path (and mix_hidden) runs on PyTorch's meta device, whose
+    tensors hold no data: reading one back (.item(), .cpu(), a numpy copy) raises there,
+    so the path never waits for the GPU between steps. Its effective lams are the CPU
+    path's."""
+    torch = pytest.importorskip("torch")
+    from datasets.mixing import mix_hidden
+
+    method = MIXING_METHODS[name]
+    lams = np.linspace(0.05, 0.95, 8)
+    x = torch.empty(8, 3, 9, 7, device="meta")
+    mixed, kept = method.mix_torch(x, x.flip(0), lams, np.random.default_rng(0))
+    assert mixed.device.type == "meta" and mixed.shape == x.shape
+    cpu = torch.zeros(8, 3, 9, 7)
+    _, kept_cpu = method.mix_torch(cpu, cpu, lams, np.random.default_rng(0))
+    np.testing.assert_array_equal(kept, kept_cpu)
+    hidden = torch.empty(8, 16, 4, 4, device="meta")
+    assert mix_hidden(hidden, torch.arange(8, device="meta"), 0.3).device.type == "meta"
+    with pytest.raises(RuntimeError):
+        x.sum().item()  # what the meta device refuses
