@@ -305,3 +305,28 @@ def test_in_chromium_a_participant_withdraws_from_the_trial_page(browser, live_s
     page.goto(f"{live_server.url}/s/{study.slug}/?PROLIFIC_PID=pid-chrome&STUDY_ID=st&SESSION_ID=se")
     page.wait_for_selector("#withdrawn")
     context.close()
+
+
+def test_erased_answers_leave_an_adaptive_studys_posteriors(make_study):
+    import numpy as np
+
+    from elicitation import selectors
+    from elicitation.services import consent
+    from tests.test_adaptive_studies import answer_all
+
+    study = make_study("infer", n_pairs=2, repeat_trials=0, design="adaptive", conditions=1)
+    sessions = []
+    for pid in ("pid-a", "pid-b", "pid-c"):
+        session = to_trials(start_session(study, RecruiterIds(pid, "st", pid)))
+        answer_all(session, study.slug, answer=lambda spec, live: 70)
+        sessions.append(session)
+    consent.withdraw(sessions[0])
+    consent.erase_participant(None, "pid-b")
+    kept = Judgment.objects.count()
+    assert kept and set(Judgment.objects.values_list("session", flat=True)) == {sessions[2].pk}
+    stored = selectors.stored_posteriors(study)
+    recomputed = selectors.recomputed_posteriors(study)
+    assert sum(count for _, count in stored.values()) == kept
+    for pair_id, (log_post, count) in stored.items():
+        assert count == recomputed[pair_id][1]
+        assert np.allclose(np.exp(log_post), np.exp(recomputed[pair_id][0]), atol=1e-9)

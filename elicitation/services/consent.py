@@ -25,7 +25,7 @@ from ..models import (
 )
 from ..selectors import participant_data
 from . import audit
-from .sessions import FlowError
+from .sessions import FlowError, rebuild_adaptive_posteriors
 
 
 def withdraw(session: Session) -> dict:
@@ -51,6 +51,8 @@ def withdraw(session: Session) -> dict:
             ImageLoadFailure.objects.filter(session=locked).delete()
             fields.update(feedback={}, quiz_log=[])
         Session.objects.filter(pk=locked.pk).update(**fields)
+        if erased:
+            rebuild_adaptive_posteriors(study)
         audit.record(
             None,
             AuditLog.Action.WITHDRAW,
@@ -99,6 +101,9 @@ def erase_participant(user, pid: str) -> dict:
         count = sessions.count()
         sessions.delete()  # image-load failures cascade
         participant.delete()
+        if judgments:
+            for study in Study.objects.filter(pk__in=studies):
+                rebuild_adaptive_posteriors(study)
         result = {
             "participant": participant.public_id,
             "sessions": count,

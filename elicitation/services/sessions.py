@@ -328,15 +328,16 @@ def delete_non_live_sessions(study: Study, kinds: list[str] | None = None) -> in
         Judgment.objects.filter(session__in=sessions).delete()
         count, _ = sessions.delete()  # image-load failures cascade
         Participant.objects.filter(pk__in=participant_ids, sessions__isnull=True).delete()
-        if study.is_adaptive:
-            _rebuild_posteriors(study)
+        rebuild_adaptive_posteriors(study)
     return count
 
 
-def _rebuild_posteriors(study: Study) -> None:
+def rebuild_adaptive_posteriors(study: Study) -> None:
     """An adaptive study's stored pair posteriors recomputed from the judgments left
-    (selectors.recomputed_posteriors), after judgments were deleted; every process
-    re-reads them."""
+    (selectors.recomputed_posteriors), after judgments were deleted (pilots, a
+    withdrawal, an erasure); every process re-reads them. Nothing for a fixed study."""
+    if not study.is_adaptive:
+        return
     from ..models import PairPosterior
     from ..selectors import recomputed_posteriors
     from .adaptive import forget_state
