@@ -233,6 +233,9 @@ def test_trial_feedback_and_completion_pages_in_german(make_study, client):
     assert reverse("elicitation:javascript_catalog", args=["de"]) in trials
     session = Session.objects.get()
     assert "Fast geschafft" in trials and "Abschließen" in trials  # the feedback screen
+    assert "Teilnahme an dieser Studie widerrufen" in trials  # the withdrawal link
+    withdraw = text(client.get(reverse("elicitation:withdraw", args=[study.slug])))
+    assert "Zurück zur Studie" in withdraw and "Widerrufen" in withdraw
     Session.objects.filter(pk=session.pk).update(state=Session.State.FEEDBACK)
     feedback = text(client.get(f"/s/{study.slug}/"))
     assert "Ihre Antworten sind gespeichert" in feedback
