@@ -129,8 +129,40 @@ def study_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
         quality=reports.quality_report(study, thresholds, quality_page.object_list),
         quality_page=quality_page,
         quality_query=_without(request, "quality_page"),
+        **_trust(request, study, include),
     )
     return TemplateResponse(request, "admin/elicitation/dashboard.html", context)
+
+
+def _trust(request: HttpRequest, study: Study, include: bool) -> dict:
+    """The curves and who-to-trust sections (elicitation.reliability): one page of pair
+    curves (?curves_page; ?weighted=1 weights answers by reliability), agreement,
+    reliability per participant, the participants estimate, the simulated sessions."""
+    from . import plots, reliability
+
+    rows = reliability.answers(study, include)
+    agreement = reliability.study_agreement(study, include, rows=rows)
+    weighted = request.GET.get("weighted") == "1"
+    curves = reliability.curves(study, include, weighted=weighted, rows=rows)
+    page = Paginator(curves.pair_ids, reliability.CURVES_PER_PAGE).get_page(
+        request.GET.get("curves_page")
+    )
+    chart = ""
+    if curves.people:
+        shown = reliability.curve_rows(curves, page.start_index() - 1, page.end_index())
+        chart = plots.pair_curves(
+            shown, "Psychometric curve per class pair: posterior mean, 90% band"
+        )
+    return {
+        "curves_chart": chart,
+        "curves_page": page,
+        "curves_query": _without(request, "curves_page"),
+        "curves_weighted": weighted,
+        "agreement": agreement,
+        "trusted": agreement["participants"][:QUALITY_PAGE_SIZE],
+        "estimate": reliability.participants_estimate(study, include, curves),
+        "simulated": reliability.simulated_counts(study),
+    }
 
 
 @staff_member_required

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 
 def _pyplot():
@@ -139,3 +140,35 @@ def soft_label_agreement(rows: list[dict], title: str) -> str:
     return _by_lam_scatter(
         rows, "agreement", "agreement with mixup label", title, ylim=(-0.02, 1.05)
     )
+
+
+def pair_curves(rows: list[dict], title: str) -> str:
+    """Small multiples, one panel per class pair (rows from reliability.curve_rows):
+    the posterior mean of the psychometric curve share(lam) with its 90% credible band,
+    the midpoint's posterior mean marked."""
+    plt = _pyplot()
+    cols = min(4, max(1, len(rows)))
+    nrows = max(1, math.ceil(len(rows) / cols))
+    fig, axes = plt.subplots(
+        nrows, cols, figsize=(2.6 * cols, 2.1 * nrows + 0.4), squeeze=False, sharex=True,
+        sharey=True,
+    )
+    for ax in axes.flat[len(rows) :]:
+        ax.axis("off")
+    for ax, row in zip(axes.flat, rows, strict=False):
+        ax.fill_between(row["lams"], row["lower"], row["upper"], color="#9db7e0", label="90% band")
+        ax.plot(row["lams"], row["mean"], color="#2457a6", label="posterior mean")
+        ax.axhline(0.5, color="#999", linewidth=0.6)
+        ax.axvline(row["midpoint"], color="#b3261e", linestyle="--", linewidth=0.8)
+        ax.set_title(
+            f"{row['pair']} (n={row['n']})\nmidpoint {row['midpoint']:.2f} "
+            f"± {row['midpoint_sd']:.2f}",
+            fontsize="x-small",
+        )
+        ax.tick_params(labelsize="x-small")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel("share of class 1", fontsize="x-small")
+    axes[-1][0].set_xlabel("lam (weight of class 1)", fontsize="x-small")
+    fig.suptitle(title, fontsize="small")
+    return _svg(fig)
