@@ -79,9 +79,12 @@ def mean_interval(
 ) -> tuple[float | None, float | None]:
     """Student's t confidence interval of a mean from n values with sample std `std`
     (ddof 1): mean -+ t_{(1+level)/2, n-1} * std / sqrt(n). (None, None) below two
-    values."""
+    values; (mean, mean) when every value is the same (scipy answers NaN for a zero
+    scale, which JSON cannot carry)."""
     if n < 2 or std is None:
         return None, None
+    if std == 0:
+        return float(mean), float(mean)
     low, high = stats.t.interval(level, n - 1, loc=mean, scale=std / np.sqrt(n))
     return float(low), float(high)
 
