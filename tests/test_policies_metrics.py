@@ -538,3 +538,33 @@ def test_manifold_mixup_mixes_hidden_states_at_a_block(architecture):
     data = tiny_data(n=16, channels=3)
     assert train_model(cfg, data, label_map).images_seen == 16
     assert len(given) == 1 and 0 <= given[0] <= 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_steps_never_wait_for_the_gpu():
+    """On CUDA, the loop's per-step work (indexing, crop and flip, floats, the torch
+    label map, the step itself) makes no synchronising call: torch's sync debug mode,
+    switched on from the first step, reports at most the one synchronize at the end.
+    (Uploads done once before the loop are allowed; the mixing methods' uploads of their
+    host-drawn choices are the registry's and are not part of this check.)"""
+    import warnings
+
+    data = tiny_data(n=256, size=32, channels=3)
+    label_map = get_policy("mixup").label_map(3)
+
+    def from_first_step():
+        torch.cuda.set_sync_debug_mode("warn")
+        return False
+
+    cfg = TrainConfig(epochs=2, batch_size=64, augment=True, device="cuda")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = train_model(cfg, data, label_map, should_stop=from_first_step)
+            c = torch.arange(8, device="cuda") % 3
+            assert label_map.torch(c, c.flip(0), 0.3).shape == (8, 3)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    assert len(syncs) <= 1, [str(w.message) for w in syncs]
+    assert result.device == "cuda" and result.images_seen == 512
