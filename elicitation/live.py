@@ -301,6 +301,19 @@ def _remember(token_hash: str, slug: str | None, session: Session) -> None:
         _known_sessions[token_hash, slug] = known
 
 
+def remember_trial_order(token_hash: str, slug: str | None, trial_order: list) -> None:
+    """An adaptive session's trial order grew by a served trial (services.adaptive):
+    what this process remembers of the session follows, so its answer still saves
+    without a read. Served trials never change, so a longer order is never wrong."""
+    with _known_lock:
+        for key in ((token_hash, slug), (token_hash, None)):
+            known = _known_sessions.get(key)
+            if known is not None:
+                _known_sessions[key] = _KnownSession(
+                    known.id, known.study_id, known.condition_id, trial_order
+                )
+
+
 def presumed_live_session(token_hash: str, slug: str | None, position: int) -> LiveSession | None:
     """The session whose secret hashes to `token_hash` as it is if `position` is its
     next trial, from what this process remembers (no query); None when it remembers

@@ -183,6 +183,18 @@ def test_constraints_max_per_pair_repeats_spacing_and_budget(make_study):
     assert session.state == Session.State.FEEDBACK and len(session.trial_order) == 4
 
 
+def test_two_pages_of_one_session_are_served_one_trial(make_study):
+    study = make_study("infer", n_pairs=3, repeat_trials=0, **ADAPTIVE)
+    session = to_trials(start_session(study, RecruiterIds("two-tabs")))
+    first = live_session(session.token, study.slug)
+    second = live_session(session.token, study.slug)  # read before either served
+    serve_next_trial(first)
+    serve_next_trial(second)
+    assert len(first.session.trial_order) == len(second.session.trial_order) == 1
+    assert next_trial(first) == next_trial(second)
+    assert Session.objects.get(pk=session.pk).trial_order == first.session.trial_order
+
+
 def test_an_answer_to_a_trial_not_yet_served_is_refused(make_study):
     from elicitation.services import FlowError
 

@@ -50,12 +50,15 @@ from ..adaptive_design import (
     prior_log_posterior,
     study_noise,
 )
-from ..live import LiveSession, StudyCatalog
+from ..live import LiveSession, StudyCatalog, remember_trial_order
 from ..models import Judgment, PairPosterior, Session, Study
 
 # Re-read stored posteriors changed this long before the last read too: a save that
 # stamped its row before the read may commit after it.
 SYNC_OVERLAP_S = 10.0
+# A process re-reads the stored posteriors at most this often: a choice from posteriors
+# a quarter of a second old is as good, and saves a query or two on most choices.
+SYNC_EVERY_S = 0.25
 # Adaptive Construct stops a pair for a participant once their midpoint is known to
 # this; the midpoint objective's tolerance.
 CONSTRUCT_PRECISION = 0.05
@@ -262,7 +265,8 @@ def choose_trial(catalog: StudyCatalog, session: Session, order: list) -> dict |
     state = _state(catalog)
     items, available = _condition(catalog, state, session.condition_id)
     with state.lock:
-        _sync(study, state)
+        if time.time() - state.synced_at >= SYNC_EVERY_S:
+            _sync(study, state)
         constraints = session_from_history(state.chooser, _history(catalog, state, session, order))
         mask = available
         construct = study.interface == "construct"
@@ -308,18 +312,87 @@ def choose_trial(catalog: StudyCatalog, session: Session, order: list) -> dict |
 
 def serve_next_trial(live: LiveSession) -> None:
     """For a session of an adaptive study whose served trials are all answered: choose
-    the next one and append it to its trial order (under the session's row lock: two
-    requests of one session serve one trial), or end its trials when none is allowed.
-    `live.session` is updated. Nothing happens for fixed studies or a session with an
-    unanswered served trial."""
+    the next one and append it to its trial order, or end its trials when none is
+    allowed. `live.session` is updated. Nothing happens for fixed studies or a session
+    with an unanswered served trial.
+
+    On PostgreSQL the append is one statement that holds only while the session is as
+    it was read (position, state, trial order's length): of two requests of one session,
+    one serves and the other reads what it served. Elsewhere under the row's lock."""
     session, catalog = live.session, live.catalog
     study = catalog.study
     if not study.is_adaptive or session.state != Session.State.TRIALS:
         return
     if session.position < len(session.trial_order):
         return
+    if connection.vendor != "postgresql":
+        return _serve_locked(live)
     from ..selectors import planned_trials
 
+    order = session.trial_order
+    spec = None
+    if session.position < planned_trials(session, catalog):
+        spec = choose_trial(catalog, session, order)
+    table = Session._meta.db_table
+    guard = (
+        "WHERE id = %s AND position = %s AND state = %s AND jsonb_array_length(trial_order) = %s"
+    )
+    where = [session.pk, session.position, Session.State.TRIALS, len(order)]
+    with connection.cursor() as cursor:
+        if spec is None:
+            new_state = _end_state(study)
+            cursor.execute(
+                f"UPDATE {table} SET {_END_SET} {guard}", [*_end_values(new_state), *where]
+            )
+        else:
+            cursor.execute(
+                f"UPDATE {table} SET trial_order = trial_order || %s::jsonb {guard}",
+                [json.dumps([spec]), *where],
+            )
+        if cursor.rowcount == 1:
+            if spec is None:
+                session.state = new_state
+            else:
+                session.trial_order = [*order, spec]
+                remember_trial_order(session.token_hash, study.slug, session.trial_order)
+            return
+        # Another request of this session moved it: show what it is now.
+        cursor.execute(
+            f"SELECT trial_order, position, state FROM {table} WHERE id = %s", [session.pk]
+        )
+        row = cursor.fetchone()
+    if row is not None:
+        _read_back(session, row)
+
+
+_END_SET = "state = %s, last_seen_at = %s, completed_at = %s"
+
+
+def _end_state(study: Study) -> str:
+    """Where a session goes when its trials end."""
+    return Session.State.FEEDBACK if study.feedback_questions else Session.State.COMPLETE
+
+
+def _end_values(new_state: str) -> list:
+    now = timezone.now()
+    adapt = connection.ops.adapt_datetimefield_value
+    return [new_state, adapt(now), adapt(now if new_state == Session.State.COMPLETE else None)]
+
+
+def _read_back(session: Session, row: tuple) -> None:
+    order, position, state = row
+    if isinstance(order, str | bytes):
+        order = json.loads(order)
+    session.trial_order, session.position, session.state = order, position, state
+
+
+def _serve_locked(live: LiveSession) -> None:
+    """serve_next_trial where there is no JSON array length (SQLite): under the row's
+    lock (SQLite runs one writer at a time)."""
+    from ..selectors import planned_trials
+
+    session, catalog = live.session, live.catalog
+    study = catalog.study
     table = Session._meta.db_table
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     with transaction.atomic(), connection.cursor() as cursor:
@@ -329,31 +402,18 @@ def serve_next_trial(live: LiveSession) -> None:
         row = cursor.fetchone()
         if row is None:
             return
-        order, position, state = row
-        if isinstance(order, str | bytes):
-            order = json.loads(order)
-        session.position, session.state = position, state
-        if state != Session.State.TRIALS or position < len(order):
-            session.trial_order = order
+        _read_back(session, row)
+        order = session.trial_order
+        if session.state != Session.State.TRIALS or session.position < len(order):
             return
         spec = None
-        if position < planned_trials(session, catalog):
+        if session.position < planned_trials(session, catalog):
             spec = choose_trial(catalog, session, order)
         if spec is None:  # nothing more to learn from this participant: trials end
-            now = timezone.now()
-            new_state = (
-                Session.State.FEEDBACK if study.feedback_questions else Session.State.COMPLETE
-            )
-            adapt = connection.ops.adapt_datetimefield_value
+            new_state = _end_state(study)
             cursor.execute(
-                f"UPDATE {table} SET state = %s, last_seen_at = %s, completed_at = %s "
-                "WHERE id = %s",
-                [
-                    new_state,
-                    adapt(now),
-                    adapt(now if new_state == Session.State.COMPLETE else None),
-                    session.pk,
-                ],
+                f"UPDATE {table} SET {_END_SET} WHERE id = %s",
+                [*_end_values(new_state), session.pk],
             )
             session.state = new_state
             return
