@@ -94,7 +94,8 @@ def new_stimulus_key() -> str:
 
 class Stimulus(models.Model):
     """One mixed image: `lam` of the pair's first image, stored at native resolution.
-    `name` is the H-Mix name (exports); browsers only ever see `key`."""
+    `name` is the H-Mix name (exports); `key` is for admin previews, and participants
+    see a name per study (elicitation.live.image_key)."""
 
     pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="stimuli")
     lam = models.FloatField()
@@ -119,8 +120,9 @@ class Stimulus(models.Model):
 
     @property
     def served_url(self) -> str:
-        """Where browsers fetch the image: an opaque address checked on every request
-        (hillmix_site.media.stimulus_image)."""
+        """Where users who may view stimuli fetch the image (admin and API previews,
+        hillmix_site.media.stimulus_image). Participants never see it: each study shows
+        the image under a name of its own (elicitation.live.study_image_url)."""
         return stimulus_url(self.key)
 
 

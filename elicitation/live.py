@@ -1,4 +1,5 @@
-"""The per-process catalog of live studies and the sessions a process has seen.
+"""The per-process catalog of live studies, the sessions a process has seen, and the
+names under which each open study serves its stimulus images.
 
 Shared by the trial page (selectors.next_trial) and the save (services.judgments):
 both read the session row with one hand-written query and everything else from here,

@@ -486,6 +486,45 @@ def test_opening_a_study_beside_one_that_shows_what_it_hides_is_refused(
     assert Study.objects.get(pk=live.pk).status == "closed"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_two_studies_that_may_not_be_open_together_cannot_open_at_once(make_study):
+    """Opening holds a lock on the images' dataset until it commits: a second opening
+    waits for it (here: gives up after lock_timeout) instead of reading the first as
+    still closed."""
+    import threading
+
+    from django.db import OperationalError, connection, transaction
+
+    construct = make_study("construct", n_pairs=3, status="draft")
+    select = _beside(construct, "select_shuffled")
+    holding, release = threading.Event(), threading.Event()
+
+    def open_construct() -> None:
+        try:
+            with transaction.atomic():
+                set_study_status(construct, Study.Status.LIVE)
+                holding.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=open_construct)
+    first.start()
+    try:
+        assert holding.wait(30)
+        with pytest.raises(OperationalError), transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '300ms'")
+            set_study_status(select, Study.Status.LIVE)
+    finally:
+        release.set()
+        first.join(30)
+    assert Study.objects.get(pk=construct.pk).status == "live"
+    assert Study.objects.get(pk=select.pk).status == "draft"
+    with pytest.raises(FlowError, match=construct.slug):
+        set_study_status(select, Study.Status.LIVE)
+
+
 @pytest.mark.django_db
 def test_studies_that_disclose_alike_open_together_and_other_sets_are_judged_by_pairs(
     make_study, make_stimulus_set
