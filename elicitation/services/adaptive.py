@@ -86,6 +86,24 @@ _states: dict[int, _StudyState] = {}
 _states_lock = threading.Lock()
 
 
+_models: dict[int, tuple[object, InterfaceModel]] = {}
+
+
+def _model_of(catalog: StudyCatalog) -> InterfaceModel:
+    """The study's likelihood table, per process and version of the study row (a save
+    needs only this, not the chooser)."""
+    study = catalog.study
+    state = _states.get(study.pk)
+    if state is not None and state.version == catalog.version is not None:
+        return state.model
+    cached = _models.get(study.pk)
+    if cached is not None and cached[0] == catalog.version is not None:
+        return cached[1]
+    model = interface_model(study, catalog.grid)
+    _models[study.pk] = (catalog.version, model)
+    return model
+
+
 def _state(catalog: StudyCatalog) -> _StudyState:
     study = catalog.study
     state = _states.get(study.pk)
@@ -434,8 +452,7 @@ def update_posterior(
     transaction: the row stays locked until it commits, so concurrent saves of one pair
     add up one at a time and a rolled-back save adds nothing."""
     study = catalog.study
-    state = _state(catalog)
-    loglik = judgment_loglik(state.model, study.interface, stimulus_lam, response, lam)
+    loglik = judgment_loglik(_model_of(catalog), study.interface, stimulus_lam, response, lam)
     table = PairPosterior._meta.db_table
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     select = f"SELECT log_posterior FROM {table} WHERE study_id = %s AND pair_id = %s{lock}"
@@ -468,8 +485,10 @@ def forget_state(study_id: int | None = None) -> None:
     with _states_lock:
         if study_id is None:
             _states.clear()
+            _models.clear()
         else:
             _states.pop(study_id, None)
+            _models.pop(study_id, None)
 
 
 __all__ = [
