@@ -101,3 +101,37 @@ def participant_reliability(
             "weight": float(np.clip(pop_var / var, 0.25, 4.0)),
         }
     return out
+
+
+def interval_alpha_arrays(raters, units, values) -> float:
+    """Krippendorff's alpha for interval data from parallel arrays (N,) of rater codes,
+    unit codes (integers) and values; the same number as ``interval_alpha`` (a rater's
+    repeated answers to one unit averaged first), in closed form and O(N) memory, for
+    studies too large for the coincidence matrix (units x values x values).
+
+    With n pairable values (those in units rated at least twice), m_u values in unit u
+    and SS the sums of squared deviations: D_o = (1/n) sum_u 2 m_u SS_u / (m_u - 1),
+    D_e = 2 SS_total / (n - 1), alpha = 1 - D_o / D_e (Krippendorff 2011, the interval
+    metric (c - k)^2 summed over the coincidence matrix). ValueError when no unit has
+    two raters; nan when all pairable values are equal (no expected disagreement).
+    """
+    raters = np.asarray(raters, dtype=np.int64)
+    units = np.asarray(units, dtype=np.int64)
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        raise ValueError("alpha needs at least one unit rated by two raters")
+    n_units = int(units.max()) + 1
+    cells, inverse = np.unique(raters * n_units + units, return_inverse=True)
+    cell_values = np.bincount(inverse, values) / np.bincount(inverse)
+    cell_units = cells % n_units
+    per_unit = np.bincount(cell_units, minlength=n_units)
+    pairable = per_unit[cell_units] >= 2
+    if not pairable.any():
+        raise ValueError("alpha needs at least one unit rated by two raters")
+    v, u = cell_values[pairable], cell_units[pairable]
+    m = per_unit[u]
+    unit_mean = np.bincount(u, v, minlength=n_units)[u] / m
+    n = len(v)
+    observed = float((2 * m / (m - 1) * (v - unit_mean) ** 2).sum()) / n
+    expected = 2 * float(((v - v.mean()) ** 2).sum()) / (n - 1)
+    return 1.0 - observed / expected if expected > 0 else float("nan")

@@ -147,6 +147,15 @@ class InterfaceModel:
             return int(np.clip(np.rint(answer * (INFER_BINS - 1)), 0, INFER_BINS - 1))
         return int(np.clip(np.rint(answer * 10), 0, 10))
 
+    def outcome_indices(self, answers: np.ndarray) -> np.ndarray:
+        """``outcome_index`` of many answers at once: (N,) floats -> (N,) ints."""
+        answers = np.asarray(answers, dtype=float)
+        if self.interface == "afc":
+            return (answers >= 0.5).astype(int)
+        if self.interface == "infer":
+            return np.clip(np.rint(answers * (INFER_BINS - 1)), 0, INFER_BINS - 1).astype(int)
+        return np.clip(np.rint(answers * 10), 0, 10).astype(int)
+
     def loglik(self, value: float | None, answer: float) -> np.ndarray:
         """log P(answer | value, grid cell), shape (G,)."""
         return self.log_table[self.candidate_index(value), self.outcome_index(answer)]

@@ -143,7 +143,7 @@ def _trust(request: HttpRequest, study: Study, include: bool) -> dict:
     rows = reliability.answers(study, include)
     agreement = reliability.study_agreement(study, include, rows=rows)
     weighted = request.GET.get("weighted") == "1"
-    curves = reliability.curves(study, include, weighted=weighted, rows=rows)
+    curves = reliability.curves(study, include, weighted=weighted, rows=rows, agreement=agreement)
     page = Paginator(curves.pair_ids, reliability.CURVES_PER_PAGE).get_page(
         request.GET.get("curves_page")
     )

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
-from adaptive.agreement import interval_alpha, participant_reliability, retest_agreement
+from adaptive.agreement import interval_alpha_arrays, participant_reliability, retest_agreement
 from adaptive.model import PairPosteriors
 
 from . import reports
@@ -100,7 +100,12 @@ def study_agreement(
     rows = answers(study, include_excluded, kind) if rows is None else rows
     ratings = [(a.participant, a.unit, a.answer) for a in rows if not a.is_repeat]
     try:
-        alpha = interval_alpha(ratings)
+        codes: tuple[dict, dict] = ({}, {})
+        alpha = interval_alpha_arrays(
+            [codes[0].setdefault(p, len(codes[0])) for p, _, _ in ratings],
+            [codes[1].setdefault(u, len(codes[1])) for _, u, _ in ratings],
+            [v for _, _, v in ratings],
+        )
     except ValueError:
         alpha = None
     if alpha is not None and not math.isfinite(alpha):
@@ -152,11 +157,13 @@ def curves(
     kind: str = "live",
     weighted: bool = False,
     rows: list | None = None,
+    agreement: dict | None = None,
 ) -> StudyCurves:
     """Every pair's grid posterior from the study's answers (``answers``), under the
     study's noise levels and prior. ``weighted``: each participant's answers count
     with their reliability weight (``study_agreement``; a tempered likelihood, the
-    log-likelihood times the weight). Vectorised: the answers are tallied per (pair,
+    log-likelihood times the weight; ``agreement``: that result when already computed
+    for the same ``rows``). Vectorised: the answers are tallied per (pair,
     candidate, outcome) and the tally multiplied into the likelihood table once."""
     from datasets.models import Pair
 
@@ -169,24 +176,24 @@ def curves(
     n_c, n_o, n_g = model.table.shape
     weights = {}
     if weighted:
-        weights = {
-            r["participant"]: r["weight"]
-            for r in study_agreement(study, include_excluded, kind, rows)["participants"]
-        }
+        agreement = agreement or study_agreement(study, include_excluded, kind, rows)
+        weights = {r["participant"]: r["weight"] for r in agreement["participants"]}
     tally = np.zeros((len(pair_ids), n_c * n_o))
-    counts = np.zeros(len(pair_ids), dtype=int)
-    people = set()
-    for a in rows:
-        p = index.get(a.pair_id)
-        if p is None:
-            continue
-        try:
-            c = model.candidate_index(a.value)
-        except (TypeError, ValueError):  # a value the model has no candidate for
-            continue
-        tally[p, c * n_o + model.outcome_index(a.answer)] += weights.get(a.participant, 1.0)
-        counts[p] += 1
-        people.add(a.session_id)
+    pair = np.array([index.get(a.pair_id, -1) for a in rows], dtype=int)
+    if study.interface == "select_shuffled":  # one candidate: the pair
+        cand = np.zeros(len(rows), dtype=int)
+    else:
+        lookup = {round(float(v), 4): i for i, v in enumerate(model.candidates)}
+        cand = np.array(
+            [-1 if a.value is None else lookup.get(round(a.value, 4), -1) for a in rows],
+            dtype=int,
+        )
+    outcome = model.outcome_indices(np.array([a.answer for a in rows], dtype=float))
+    weight = np.array([weights.get(a.participant, 1.0) for a in rows], dtype=float)
+    keep = (pair >= 0) & (cand >= 0)  # a value the model has no candidate for: unread
+    np.add.at(tally, (pair[keep], cand[keep] * n_o + outcome[keep]), weight[keep])
+    counts = np.bincount(pair[keep], minlength=len(pair_ids))
+    people = {a.session_id for a, k in zip(rows, keep, strict=True) if k}
     log_post = prior_log_posterior(study)[None, :] + tally @ model.log_table.reshape(-1, n_g)
     post = PairPosteriors(len(pair_ids), GRID)
     log_post -= log_post.max(axis=1, keepdims=True)

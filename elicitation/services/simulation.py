@@ -108,6 +108,8 @@ def study_population(study: Study, rng: np.random.Generator) -> StudyPopulation:
         ms.append(m)
         ks.append(k)
     population = Population(names, np.array(ms, float), np.array(ks, float), noise)
+    if getattr(hmix, "person_sd", None) is not None:  # H-Mix's spread per interface
+        population.person_sd = hmix.person_sd
     return StudyPopulation(population, index, from_hmix)
 
 
