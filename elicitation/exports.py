@@ -6,9 +6,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 
+import numpy as np
 from django.db import DatabaseError, connections
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 from django.db.models import QuerySet
@@ -115,21 +117,14 @@ def streaming_export(
 
 # --- the same bytes from PostgreSQL's COPY -------------------------------------------
 #
-# On PostgreSQL (psycopg 3) an export is one COPY: the database formats each row as the
-# finished CSV line or JSON object, byte for byte what csv_lines and json_lines write
-# (Python's float repr, str(datetime), csv quoting, csv_safe, json.dumps' ASCII
-# escaping), and the server only strips COPY's framing. Each row is one text field in
-# COPY's binary format, which carries it verbatim (the text format would escape the
-# CSV line's CR LF). Elsewhere (SQLite for `make run`) the Python path above runs.
-
-# Text a spreadsheet would run (FORMULA_STARTS) unless Python's float() reads it as a
-# number: only "+" and "-" can start one; digits with single underscores, a point, an
-# exponent, or inf/infinity/nan in any case (matched case-insensitively with ~*).
-_DIGITS = "[0-9](_?[0-9])*"
-_SIGNED_NUMBER = (
-    f"^[-+]((inf|infinity|nan)|({_DIGITS}(\\.({_DIGITS})?)?|\\.{_DIGITS})([e][-+]?{_DIGITS})?)$"
-)
-_FORMULA_START_SQL = "(61, 43, 45, 64, 9, 13)"  # code points of = + - @ tab CR
+# On PostgreSQL (psycopg 3) an export is one COPY whose output is byte for byte what
+# csv_lines and json_lines write (Python's float repr, str(datetime), csv quoting,
+# csv_safe, json.dumps' ASCII escaping). CSV: COPY's own CSV format of the columns, each
+# printed as Python prints its value; Python only turns LF line ends into CR LF and
+# applies csv_safe on the rare rows that need it (csv_copy_lines). JSON: one text field
+# per row in COPY's binary format, which carries the finished object verbatim, and the
+# server only strips COPY's framing. Elsewhere (SQLite for `make run`) the Python path
+# above runs.
 
 # Django field types by the way a cell prints; a column of any other type keeps the
 # whole export on the Python path.
@@ -174,32 +169,30 @@ def _py_datetime(col: str) -> str:
     )
 
 
-def _csv_cell(col: str, kind: str) -> str:
-    """One CSV cell as csv.writer (QUOTE_MINIMAL) writes the Python value after
-    csv_safe; NULL and '' print as nothing."""
-    if kind == "int":
-        text = f"{col}::text"
-    elif kind == "bool":
-        text = f"CASE WHEN {col} THEN 'True' WHEN NOT {col} THEN 'False' END"
-    elif kind == "float":
-        text = (
-            f"CASE WHEN {col} = 'NaN' THEN 'nan' WHEN {col} = 'Infinity' THEN 'inf'"
+def _csv_value(col: str, kind: str) -> str:
+    """One column for COPY's CSV output, the text csv.writer prints for the Python
+    value: COPY quotes where csv.writer's QUOTE_MINIMAL does (a comma, a double quote,
+    CR or LF). Text and integers go as they are (csv_copy_lines applies csv_safe and
+    prints '' as nothing, on the rare rows that need it); floats get Python's repr
+    (whole numbers tested first: the common case costs one comparison)."""
+    if kind == "bool":
+        return f"CASE WHEN {col} THEN 'True' WHEN NOT {col} THEN 'False' END"
+    if kind == "float":
+        return (
+            f"CASE WHEN {col} <> trunc({col}) THEN {col}::text"
+            f" WHEN {col} = 'NaN' THEN 'nan' WHEN {col} = 'Infinity' THEN 'inf'"
             f" WHEN {col} = '-Infinity' THEN '-inf' ELSE {_py_float(col)} END"
         )
-    elif kind == "datetime":
-        text = _py_datetime(col)
-    else:
-        safe = (
-            f"CASE WHEN ascii({col}) IN {_FORMULA_START_SQL} AND {col} !~* '{_SIGNED_NUMBER}'"
-            f" THEN '''' || {col} ELSE {col} END"
+    if kind == "datetime":
+        # The ISO text (DateStyle ISO, which psycopg requires) is str()'s where the
+        # microseconds are zero (both leave them out) or end in a non-zero digit (both
+        # print six); to_char for the rest, where PostgreSQL drops trailing zeros.
+        return (
+            f"CASE WHEN date_part('microseconds', {col})::int8 %% 10 <> 0"
+            f" OR date_trunc('second', {col}) = {col}"
+            f" THEN ({col} AT TIME ZONE 'UTC')::text || '+00:00' ELSE {_py_datetime(col)} END"
         )
-        text = (
-            f"CASE WHEN strpos({col}, ',') > 0 OR strpos({col}, '\"') > 0"
-            f" OR strpos({col}, E'\\r') > 0 OR strpos({col}, E'\\n') > 0"
-            f" THEN '\"' || replace({safe}, '\"', '\"\"') || '\"'"
-            f" ELSE {safe} END"
-        )
-    return f"coalesce({text}, '')"
+    return col
 
 
 def _json_string(col: str) -> str:
@@ -239,24 +232,25 @@ def copy_select(
     fmt: str, header: Sequence[str], kinds: Sequence[str], sql: str, raw_json: Sequence[str] = ()
 ) -> str:
     """The SELECT that turns `sql`'s rows (columns in header order, of the given kinds)
-    into one finished text per row: the CSV line with its CR LF, or ',\\n' and the JSON
+    into what the export prints: for CSV each cell's text as csv.writer prints it, for
+    COPY's CSV format to quote and join; for JSON one text per row, ',\\n' and the JSON
     object (the caller drops the first row's comma)."""
     cols = [f"c{i}" for i in range(len(header))]
+    source = f"FROM ({sql}) AS t({', '.join(cols)})"
     if fmt == "csv":
-        parts = " || ',' || ".join(_csv_cell(c, k) for c, k in zip(cols, kinds, strict=True))
-        line = f"{parts} || E'\\r\\n'"
-    else:
-        pieces = [
-            f"'{json.dumps(name)}: ' || {_json_value(c, k)}"
-            for name, c, k in zip(header, cols, kinds, strict=True)
-            if name not in raw_json
-        ]
-        pieces += [
-            f"'{json.dumps(name)}: ' || coalesce({cols[header.index(name)]}, 'null')"
-            for name in raw_json
-        ]
-        line = "E',\\n{' || " + " || ', ' || ".join(pieces) + " || '}'"
-    return f"SELECT {line} FROM ({sql}) AS t({', '.join(cols)})"
+        cells = ", ".join(_csv_value(c, k) for c, k in zip(cols, kinds, strict=True))
+        return f"SELECT {cells} {source}"
+    pieces = [
+        f"'{json.dumps(name)}: ' || {_json_value(c, k)}"
+        for name, c, k in zip(header, cols, kinds, strict=True)
+        if name not in raw_json
+    ]
+    pieces += [
+        f"'{json.dumps(name)}: ' || coalesce({cols[header.index(name)]}, 'null')"
+        for name in raw_json
+    ]
+    line = "E',\\n{' || " + " || ', ' || ".join(pieces) + " || '}'"
+    return f"SELECT {line} {source}"
 
 
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
@@ -315,6 +309,68 @@ def copy_rows(chunks: Iterable[bytes], skip_first: int = 0) -> Iterator[bytes]:
         yield b"".join(out)
 
 
+# Where COPY's CSV may differ from csv.writer after csv_safe: a cell (after a comma or
+# at a row's start, quoted or not) that starts like a formula, or an empty string, which
+# COPY quotes ("") and csv.writer leaves empty. Plain numbers start with "-" too: their
+# rows are checked and come out unchanged.
+_SUSPECT_CELL = re.compile(rb'(?:^|,)(?:"?[=+\-@\t\r]|""(?=,|\n|$))', re.MULTILINE)
+
+
+def _csv_row(row: bytes) -> bytes:
+    """One COPY CSV row (ending in LF) as csv.writer writes its cells after csv_safe."""
+    if not _SUSPECT_CELL.search(row):
+        return row[:-1] + b"\r\n"
+    cells = next(csv.reader(io.StringIO(row.decode(), newline="")))
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow([csv_safe(cell) for cell in cells])
+    return buffer.getvalue().encode()
+
+
+# Bytes a spreadsheet formula starts with (FORMULA_STARTS), for the block check.
+_FORMULA_BYTE = np.zeros(256, dtype=bool)
+_FORMULA_BYTE[list(b"=+-@\t\r")] = True
+
+
+def _block_may_differ(block: bytes) -> bool:
+    """Whether any cell of these COPY CSV rows starts (quoted or not) like a formula or
+    with a double quote (an empty string is printed as ""), by numpy over the block's
+    cell starts (a regular expression takes ten times as long). Over-inclusive (a
+    negative number, a quote at a cell's start), never less than _SUSPECT_CELL."""
+    a = np.frombuffer(b"\n" + block + b"  ", dtype=np.uint8)  # spaces: no cell start
+    after = np.flatnonzero((a == 44) | (a == 10)) + 1  # where a cell starts
+    first = a[after]
+    if _FORMULA_BYTE[first].any():
+        return True
+    quoted = after[first == 34] + 1
+    second = a[quoted]
+    return bool((_FORMULA_BYTE[second] | (second == 34)).any())
+
+
+def _csv_block(rows: list[bytes]) -> bytes:
+    """Rows of COPY's CSV output, each ending in LF, as csv_lines writes them. A block
+    without an LF inside a cell or a suspect cell (nearly all) is rewritten at once."""
+    block = b"".join(rows)
+    if block.count(b"\n") == len(rows) and not _block_may_differ(block):
+        return block.replace(b"\n", b"\r\n")
+    return b"".join(_csv_row(bytes(row)) for row in rows)
+
+
+def csv_copy_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The rows of a COPY ... (FORMAT csv) stream as csv_lines writes them (csv_safe,
+    CR LF line ends), in chunks of about COPY_BATCH_BYTES. COPY sends each row as one
+    chunk (libpq's CopyData message) ending in LF."""
+    rows: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        rows.append(chunk)
+        size += len(chunk)
+        if size >= COPY_BATCH_BYTES:
+            yield _csv_block(rows)
+            rows, size = [], 0
+    if rows:
+        yield _csv_block(rows)
+
+
 def _copy_plan(queryset: QuerySet) -> tuple[str, tuple, list[str]] | None:
     """The queryset's SQL, parameters and column kinds, or None where the COPY path does
     not apply (not PostgreSQL with psycopg 3, or a column type it cannot print)."""
@@ -330,7 +386,7 @@ def _copy_plan(queryset: QuerySet) -> tuple[str, tuple, list[str]] | None:
 
 
 def _copy_stream(
-    using: str, select: str, params: tuple, prefix: bytes, suffix: bytes, skip_first: int
+    using: str, fmt: str, select: str, params: tuple, prefix: bytes, suffix: bytes
 ) -> Iterator[bytes]:
     """prefix, then the COPY's rows, then suffix. Closing the generator (a client gone
     mid-export) leaves the `with copy` block: psycopg cancels the query on the server
@@ -341,8 +397,10 @@ def _copy_stream(
         # seconds compiling them for an export that runs in less.
         cursor.execute("SET jit = off")
         try:
-            with cursor.cursor.copy(f"COPY ({select}) TO STDOUT (FORMAT binary)", params) as copy:
-                yield from copy_rows(copy, skip_first)
+            copy_format = "csv" if fmt == "csv" else "binary"
+            copy_sql = f"COPY ({select}) TO STDOUT (FORMAT {copy_format})"
+            with cursor.cursor.copy(copy_sql, params) as copy:
+                yield from csv_copy_lines(copy) if fmt == "csv" else copy_rows(copy, 1)
         finally:
             try:
                 cursor.execute("RESET jit")
@@ -370,12 +428,11 @@ def export_response(
     sql, params, kinds = plan
     select = copy_select(fmt, header, kinds, sql, raw_json)
     if fmt == "json":
-        prefix, suffix, skip, content_type = b"[", b"\n]\n", 1, "application/json"
+        prefix, suffix, content_type = b"[", b"\n]\n", "application/json"
     else:
-        prefix = "".join(csv_lines(header, ())).encode()
-        suffix, skip, content_type = b"", 0, "text/csv"
+        prefix, suffix, content_type = "".join(csv_lines(header, ())).encode(), b"", "text/csv"
     response = StreamingHttpResponse(
-        _copy_stream(queryset.db, select, params, prefix, suffix, skip), content_type=content_type
+        _copy_stream(queryset.db, fmt, select, params, prefix, suffix), content_type=content_type
     )
     response["Content-Disposition"] = f'attachment; filename="{filename}.{fmt}"'
     return response

@@ -11,7 +11,7 @@ from django.test import Client
 
 from datasets.models import Pair, Stimulus
 from elicitation import exports, reports
-from elicitation.exports import copy_rows, streaming_export
+from elicitation.exports import copy_rows, csv_lines, streaming_export
 from elicitation.models import Judgment, Session
 from tests.test_api import answered_study  # noqa: F401 (fixture)
 
@@ -122,6 +122,36 @@ def test_copy_rows_reassembles_any_split():
         chunks = [stream[i : i + size] for i in range(0, len(stream), size)]
         assert b"".join(copy_rows(chunks)) == b"".join(rows)
         assert b"".join(copy_rows(chunks, skip_first=1)) == b"".join(rows)[1:]
+
+
+def test_csv_copy_lines_writes_what_csv_lines_writes():
+    """COPY's CSV rows (LF ends, "" for an empty string, no csv_safe) come out as
+    csv_lines writes the same cells, in blocks where nothing needs fixing (the fast
+    path) and where a cell does: formula starts, quoted or not, at a row's start or
+    not, an LF inside a cell, an empty string, plain negative numbers."""
+    plain = [["1", "name", "0.5", '{"a": 1}'], ["2", "x y", "0.25", "z"]]
+    awkward = [
+        ["3", "=1+1", "-0.5", "a\nb"],
+        ["-4", "", "@x", "\r\nline"],
+        ["5", '"q"', "+cmd", "\tTab"],
+        ["+6", "-ünï", "-1e5", "ok"],
+        ["7", "x y", "", "-"],
+    ]
+
+    def copy_csv(row: list[str]) -> bytes:  # COPY's quoting: also an empty string
+        cells = [f'"{c.replace(chr(34), 2 * chr(34))}"' if c == "" or any(
+            ch in c for ch in ',"\r\n') else c for c in row]  # fmt: skip
+        return (",".join(cells) + "\n").encode()
+
+    for rows in (plain, awkward, plain + awkward, awkward[:1], plain[:1]):
+        for batch in (1, 1 << 16):
+            exports.COPY_BATCH_BYTES = batch
+            try:
+                got = b"".join(exports.csv_copy_lines([copy_csv(r) for r in rows]))
+            finally:
+                exports.COPY_BATCH_BYTES = 1 << 16
+            none_for_empty = [[c if c != "" else None for c in r] for r in rows]
+            assert got == "".join(csv_lines(HEADER[:0], none_for_empty))[2:].encode(), rows
 
 
 def active_copies() -> int:
