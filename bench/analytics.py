@@ -13,29 +13,19 @@ the median of --repeat runs.
 """
 
 import argparse
-import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
+import _pg
 from _pg import SERVER, recreate_database
 
-ROOT = Path(__file__).resolve().parent.parent
 DB_NAME = "hillmix_bench_analytics"
 PER_SESSION = 100
 PAIRS = 200  # x 5 single lams = 1,000 stimuli
 
 
 def django_setup() -> None:
-    sys.path.insert(0, str(ROOT))
-    os.environ["DATABASE_URL"] = f"{SERVER}/{DB_NAME}"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hillmix_site.settings")
-    os.environ.setdefault("MEDIA_ROOT", "/tmp/hillmix-bench-analytics-media")
-    os.environ["ALLOWED_HOSTS"] = "testserver"  # the in-process test client
-    import django
-
-    django.setup()
+    _pg.django_setup(DB_NAME)
 
 
 def load(rows: int) -> int:
@@ -121,10 +111,11 @@ def load(rows: int) -> int:
 
 
 # The bare SQL behind each endpoint's numbers: the same GROUP BYs over the same rows
-# (excluded participants left out), fetched with psycopg2 and nothing else.
+# (live sessions only, excluded participants left out: reports.counted), fetched with
+# psycopg2 and nothing else.
 COUNTED = """
     SELECT j.* FROM elicitation_judgment j JOIN elicitation_session s ON s.id = j.session_id
-    WHERE j.study_id = %(study)s AND NOT s.excluded
+    WHERE j.study_id = %(study)s AND s.kind = 'live' AND NOT s.excluded
 """
 BARE = {
     "confidence-by-lam": f"""

@@ -6,7 +6,7 @@ endpoint (/api/judgments/export/), (b) its JSON export and (c) PostgreSQL's COPY
 the same joined rows to a file. Prints rows per second and peak memory (RSS) of each,
 and each export's throughput as a ratio to COPY's.
 
-    .venv/bin/python bench/export.py [--rows 1000000]
+    .venv/bin/python bench/export.py [--rows 1000000] [--reuse]
     BENCH_PG=postgres://postgres@127.0.0.1:5432 (default) selects the server.
 """
 
@@ -17,23 +17,15 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+import _pg
 from _pg import SERVER, recreate_database
 
-ROOT = Path(__file__).resolve().parent.parent
 DB_NAME = "hillmix_bench_export"
 
 
 def django_setup() -> None:
-    sys.path.insert(0, str(ROOT))
-    os.environ["DATABASE_URL"] = f"{SERVER}/{DB_NAME}"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hillmix_site.settings")
-    os.environ.setdefault("MEDIA_ROOT", "/tmp/hillmix-bench-export-media")
-    os.environ["ALLOWED_HOSTS"] = "testserver"  # the in-process test client
-    import django
-
-    django.setup()
+    _pg.django_setup(DB_NAME)
 
 
 def peak_rss_mb() -> float:
@@ -163,6 +155,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--step", choices=["load", "csv", "json", "copy"])
+    parser.add_argument("--reuse", action="store_true", help="keep the loaded database")
     args = parser.parse_args()
     if args.step == "load":
         load(args.rows)
@@ -172,10 +165,11 @@ def main() -> None:
         print(json.dumps(measure_copy() if args.step == "copy" else measure_platform(args.step)))
         return
 
-    recreate_database(DB_NAME)
-    start = time.perf_counter()
-    child("load", args.rows)
-    print(f"loaded {args.rows:,} judgments in {time.perf_counter() - start:.0f} s")
+    if not args.reuse:
+        recreate_database(DB_NAME)
+        start = time.perf_counter()
+        child("load", args.rows)
+        print(f"loaded {args.rows:,} judgments in {time.perf_counter() - start:.0f} s")
     ours, as_json, copy = (child(step, args.rows) for step in ("csv", "json", "copy"))
     for label, result in (
         ("platform CSV export (REST, streaming) ", ours),
