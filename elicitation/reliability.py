@@ -20,7 +20,7 @@ import numpy as np
 from scipy.stats import norm
 
 from adaptive.agreement import interval_alpha_arrays, participant_reliability, retest_agreement
-from adaptive.model import PairPosteriors
+from adaptive.model import INTERFACES, PairPosteriors
 
 from . import reports
 from .adaptive_design import GRID, interface_model, observation, prior_log_posterior
@@ -167,6 +167,8 @@ def curves(
     candidate, outcome) and the tally multiplied into the likelihood table once."""
     from datasets.models import Pair
 
+    if study.interface not in INTERFACES:  # no psychometric curve (Soft categorical label)
+        return StudyCurves([], {}, PairPosteriors(0, GRID), 0)
     rows = answers(study, include_excluded, kind) if rows is None else rows
     pairs = Pair.objects.filter(conditionitem__condition__study=study).distinct()
     names = {p.pk: f"{p.class1} / {p.class2}" for p in pairs.order_by("pk")}

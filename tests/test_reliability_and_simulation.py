@@ -204,3 +204,18 @@ def test_dashboard_pages_the_curves(make_study, staff):
     assert first.content.decode().count("(n=") == reliability.CURVES_PER_PAGE
     second = staff.get(url, {"curves_page": "2"}).content.decode()
     assert second.count("(n=") == 14 - reliability.CURVES_PER_PAGE
+
+
+def test_closed_form_alpha_equals_the_krippendorff_package():
+    from adaptive.agreement import interval_alpha_arrays
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        raters, units = int(rng.integers(2, 8)), int(rng.integers(2, 15))
+        data = np.round(rng.random((raters, units)), 2)
+        data[rng.random((raters, units)) < 0.3] = np.nan
+        if (np.sum(~np.isnan(data), axis=0) >= 2).sum() == 0:
+            continue
+        r, u = np.nonzero(~np.isnan(data))
+        expected = krippendorff.alpha(reliability_data=data, level_of_measurement="interval")
+        assert interval_alpha_arrays(r, u, data[r, u]) == pytest.approx(expected, abs=1e-9)
