@@ -67,9 +67,22 @@ class Grid:
     def size(self) -> int:
         return len(self.m_values) * len(self.k_values)
 
-    def prior(self, m_mean: float = 0.5, m_sd: float = 0.15) -> np.ndarray:
-        """Prior probabilities (G,): Gaussian on m, flat on log k."""
+    def prior(
+        self,
+        m_mean: float = 0.5,
+        m_sd: float = 0.15,
+        log_k_mean: float | None = None,
+        log_k_sd: float | None = None,
+    ) -> np.ndarray:
+        """Prior probabilities (G,): Gaussian on m; flat on log k, or Gaussian on log k
+        when ``log_k_mean`` and ``log_k_sd`` are given (``adaptive.simulate.fit_prior``).
+
+        A flat log k lets a few answers that fit a steep curve pin m down far too
+        tightly (a steep curve turns every Infer answer into a near-exact midpoint).
+        """
         weights = norm.pdf(self.m, m_mean, m_sd)
+        if log_k_mean is not None and log_k_sd is not None:
+            weights = weights * norm.pdf(np.log(self.k), log_k_mean, log_k_sd)
         return weights / weights.sum()
 
 

@@ -5,7 +5,10 @@
    error is under 0.05; fixed design (the Infer lams 0.1/0.25/0.5/0.75/0.9 over all
    pairs, shuffled, round after round) against the adaptive chooser; median and spread
    over seeds, and the ratio. The adaptive chooser uses the midpoint objective (the
-   pair most likely to miss the tolerance first, the lam most informative about m).
+   pair most likely to miss the tolerance first, the lam most informative about m) and
+   may pick any lam 0.05..0.95 in 0.05 steps (a stimulus set's lams). Both designs
+   share the prior (Gaussian on m and log k, fitted to H-Mix's pair curves: fit_prior)
+   and the simulated people (each offset by their interface's person spread).
 2. Replay of the real H-Mix Infer judgments: the chooser may pick only stimuli with
    unused real judgments and receives one of them; judgments until every pair's
    midpoint is within 0.02 of the all-data estimate, shuffled order vs adaptive order.
@@ -35,7 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from adaptive.chooser import Chooser  # noqa: E402
 from adaptive.hmix_fit import fit_noise, load_hmix  # noqa: E402
 from adaptive.model import PairPosteriors, build_model, make_grid, share  # noqa: E402
-from adaptive.simulate import HMIX_INFER_LAMS, Population, posteriors_from  # noqa: E402
+from adaptive.simulate import (  # noqa: E402
+    HMIX_INFER_LAMS,
+    Population,
+    fit_prior,
+    posteriors_from,
+)
 
 CURVE_LAMS = np.linspace(0, 1, 21)
 MAX_JUDGMENTS = 40_000
@@ -211,10 +219,13 @@ def main() -> None:
     grid = make_grid()
     obs = load_hmix(folder)
     noise = fit_noise(obs)
-    prior = grid.prior(noise["prior"]["m_mean"], noise["prior"]["m_sd"])
+    # Both designs share the prior: fitted to H-Mix's per-pair curves, m and log k.
+    prior_fit = fit_prior(obs, noise, grid)
+    prior = grid.prior(**prior_fit)
     pop = Population.fit(obs, noise, grid)
     model = build_model("infer", grid, noise)
     print(f"noise fitted to H-Mix: {noise}")
+    print(f"prior fitted to H-Mix's pair curves: {prior_fit}; person midpoint sd {pop.person_sd}")
     print(
         f"{len(pop.pairs)} pairs; true midpoints {pop.m.min():.3f}..{pop.m.max():.3f}, "
         f"slopes {pop.k.min():.1f}..{pop.k.max():.1f}"

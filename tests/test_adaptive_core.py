@@ -11,7 +11,7 @@ from scipy.stats import norm
 
 from adaptive.agreement import interval_alpha, participant_reliability, retest_agreement
 from adaptive.chooser import Chooser, MidpointStaircase
-from adaptive.hmix_fit import fit_noise, load_hmix
+from adaptive.hmix_fit import Observation, fit_noise, load_hmix
 from adaptive.model import (
     DEFAULT_NOISE,
     Grid,
@@ -20,7 +20,7 @@ from adaptive.model import (
     make_grid,
     midpoint_table,
 )
-from adaptive.simulate import Population, posteriors_from
+from adaptive.simulate import Population, fit_prior, infer_person_sd, posteriors_from
 
 NOISE = {
     "afc": {"lapse": 0.04},
@@ -282,6 +282,61 @@ def test_reliability_downweights_a_noisy_participant():
     assert retest["mean_abs_diff"] == pytest.approx(0.2 / 3)
 
 
+def test_prior_gaussian_in_log_k_against_direct_computation():
+    grid = make_grid(n_m=11, k_min=2.0, k_max=32.0, n_k=5)  # k = 2, 4, 8, 16, 32
+    prior = grid.prior(0.5, 0.2, log_k_mean=math.log(4.0), log_k_sd=0.5).reshape(11, 5)
+    direct = np.array(
+        [
+            [
+                norm.pdf(m, 0.5, 0.2) * norm.pdf(math.log(k), math.log(4.0), 0.5)
+                for k in grid.k_values
+            ]
+            for m in grid.m_values
+        ]
+    )
+    np.testing.assert_allclose(prior, direct / direct.sum())
+    # Without the log k terms it stays flat in log k, as before.
+    flat = grid.prior(0.5, 0.2).reshape(11, 5)
+    np.testing.assert_allclose(flat, flat[:, :1].repeat(5, axis=1))
+
+
+def test_slope_prior_stops_a_few_answers_pinning_the_midpoint():
+    """A flat log k prior lets answers that fit a steep curve narrow m far too much."""
+    grid = make_grid()
+    model = build_model("infer", grid, NOISE)
+    flat = PairPosteriors(1, grid, grid.prior(0.5, 0.15))
+    fitted = PairPosteriors(1, grid, grid.prior(0.5, 0.15, math.log(6.0), 0.6))
+    for lam, answer in ((0.45, 0.1), (0.55, 0.95), (0.5, 0.7)):
+        for post in (flat, fitted):
+            post.update(0, model.loglik(lam, answer))
+    assert fitted.midpoint(0)[1] > 1.2 * flat.midpoint(0)[1]
+    assert fitted.slope(0) < flat.slope(0)
+
+
+def _infer_observations(pop: Population, n_people: int, seed: int) -> list[Observation]:
+    rng = np.random.default_rng(seed)
+    obs = []
+    for s in range(n_people):
+        person = pop.participant(rng)
+        for p in range(len(pop.pairs)):
+            for lam in (0.1, 0.25, 0.5, 0.75, 0.9):
+                answer = person.infer(p, lam)[0]
+                obs.append(
+                    Observation("infer", f"s{s}", pop.pairs[p], lam, answer, False, "", None)
+                )
+    return obs
+
+
+@pytest.mark.parametrize("spread", [0.0, 0.06])
+def test_infer_person_sd_recovers_the_simulated_spread(spread):
+    pairs = [(f"a{i}", f"b{i}") for i in range(12)]
+    m, k = np.linspace(0.4, 0.6, 12), np.full(12, 7.0)
+    noise = {"infer": {"sd": 0.2, "lapse": 0.0}}
+    pop = Population(pairs, m, k, noise, {"infer": spread})
+    obs = _infer_observations(pop, 80, seed=3)
+    assert infer_person_sd(obs, pairs, m, k, 0.2) == pytest.approx(spread, abs=0.02)
+
+
 @pytest.fixture
 def hmix_fit(shared_data):
     obs = load_hmix(shared_data / "hmix")
@@ -332,3 +387,20 @@ def test_simulator_reproduces_hmix_summaries(hmix_fit):
     post = posteriors_from(obs, pop.pairs, noise, grid)
     np.testing.assert_allclose(post.midpoints()[0], pop.m)
     assert DEFAULT_NOISE["infer"]["sd"] == pytest.approx(noise["infer"]["sd"], abs=0.1)
+
+
+@pytest.mark.shared_data
+def test_simulated_people_are_offset_by_each_interfaces_spread(hmix_fit):
+    obs, noise = hmix_fit
+    grid = make_grid()
+    pop = Population.fit(obs, noise, grid)
+    # H-Mix: Construct midpoints spread by person far more than Infer answers show.
+    assert pop.person_sd["construct"] == noise["construct"]["person_sd"]
+    assert pop.person_sd["infer"] < 0.04 < pop.person_sd["construct"]
+    person = pop.participant(np.random.default_rng(1))
+    ratio = person.offsets["infer"] / person.offsets["construct"]
+    assert ratio == pytest.approx(pop.person_sd["infer"] / pop.person_sd["construct"])
+    prior = fit_prior(obs, noise, grid)
+    assert json.loads(json.dumps(prior)) == prior
+    assert math.log(3) < prior["log_k_mean"] < math.log(15)
+    assert prior["m_sd"] > noise["prior"]["m_sd"] * 0.5
