@@ -270,11 +270,14 @@ class DataRequestViewSet(viewsets.ViewSet):
     @extend_schema(request=DataRequest, responses={200: dict})
     @action(detail=False, methods=["post"])
     def erase(self, request: Request) -> Response:
-        """Erase the participant's judgments, sessions and ids in every study (404:
-        unknown id, nothing erased)."""
+        """Erase the participant's judgments, sessions and ids in every study, and drop
+        the id from their settled bonus payments (404: unknown id; 409: a bonus of
+        theirs is not settled; nothing erased then)."""
         try:
             return Response(consent.erase_participant(request.user, self._pid(request)))
         except FlowError as error:
+            if error.status == 409:
+                return Response({"detail": error.message}, status=409)
             raise NotFound(error.message) from None
 
 

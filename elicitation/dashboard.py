@@ -276,8 +276,9 @@ def data_requests(request: HttpRequest) -> HttpResponse:
             return redirect("admin:elicitation_data_requests")
         messages.success(
             request,
-            f"Erased participant {result['participant']}: {result['sessions']} sessions, "
-            f"{result['judgments']} judgments.",
+            f"Erased participant {result['participant'] or '(no sessions)'}: "
+            f"{result['sessions']} sessions, {result['judgments']} judgments; "
+            f"{result['bonuses']} settled bonus payments kept without the id.",
         )
         return redirect("admin:elicitation_data_requests")
     return TemplateResponse(

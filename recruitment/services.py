@@ -369,6 +369,11 @@ def reconcile_bonus(row_id: int, study: Study, outcome: str, user=None) -> Bonus
         row = BonusPayment.objects.select_for_update().filter(pk=row_id, study=study).first()
         if row is None or row.state not in (State.RECONCILE, State.FAILED):
             raise InvalidRequest("Only a bonus that needs reconciliation can be settled.")
+        if outcome != "cancel" and is_pseudonymised(row):
+            raise InvalidRequest(
+                "This participant's id was dropped (erasure or retention): the bonus can "
+                "only be cancelled."
+            )
         if outcome == "retry":
             row.state, row.bonus_id = State.PENDING, ""
         elif outcome == "paid":
@@ -379,6 +384,49 @@ def reconcile_bonus(row_id: int, study: Study, outcome: str, user=None) -> Bonus
         row.save()
     _audit(user, study, f"bonus {row.pk} settled: {outcome}")
     return row
+
+
+# --- the ledger under consent law ----------------------------------------------------
+
+# Settled rows: Prolific paid them, or nothing was set up and none will be paid (a
+# refused set-up or a cancelled bonus). Every other state may still move money, so
+# the participant's id is still needed to pay or reconcile it.
+SETTLED_STATES = (State.PAID, State.FAILED)
+# A ledger row whose PROLIFIC_PID was dropped carries this and its own key instead
+# (unique, so one_bonus_per_reason still holds); never a Prolific id, which is hex.
+PSEUDONYM_PREFIX = "removed-"
+
+
+def is_pseudonymised(row: BonusPayment) -> bool:
+    """Whether `row`'s PROLIFIC_PID was dropped (pseudonymise_bonuses)."""
+    return row.recruiter_pid.startswith(PSEUDONYM_PREFIX)
+
+
+def unsettled_bonuses(recruiter_pid: str):
+    """The ledger rows of `recruiter_pid` (any study) that may still move money, locked
+    (SELECT ... FOR UPDATE) when run inside a transaction."""
+    return BonusPayment.objects.filter(recruiter_pid=recruiter_pid).exclude(
+        state__in=SETTLED_STATES
+    )
+
+
+def pseudonymise_bonuses(rows) -> int:
+    """Drop the PROLIFIC_PID of the settled ledger rows among `rows` (a BonusPayment
+    queryset), keeping study, amount, reason, state, bonus id and times for the
+    accounts: each gets PSEUDONYM_PREFIX and its own key instead. Rows not settled keep
+    their id (it is needed to pay or reconcile them). Returns the number of rows
+    changed; idempotent."""
+    from django.db.models import CharField, Value
+    from django.db.models.functions import Cast, Concat
+
+    return (
+        rows.filter(state__in=SETTLED_STATES)
+        .exclude(recruiter_pid__startswith=PSEUDONYM_PREFIX)
+        .update(
+            recruiter_pid=Concat(Value(PSEUDONYM_PREFIX), Cast("pk", CharField())),
+            updated_at=timezone.now(),
+        )
+    )
 
 
 def _audit(user, study: Study, detail: str) -> None:

@@ -202,7 +202,8 @@ def test_the_retention_task_drops_recruiter_ids_only_past_n_days_after_closing(
     Study.objects.filter(pk=recent.pk).update(closed_at=timezone.now() - timedelta(days=29))
 
     result = tasks.drop_expired_recruiter_ids.delay().get()
-    assert result == {"studies": ["old-study"], "sessions": 2, "participants": 1}
+    assert result == {"studies": ["old-study"], "sessions": 2, "participants": 1,
+                      "bonuses": 0}
     assert set(Session.objects.filter(study=old).values_list(
         "recruiter_study_id", "recruiter_session_id")) == {("", "")}
     assert not Participant.objects.filter(recruiter_pid="pid-only-old").exists()

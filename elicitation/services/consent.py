@@ -90,32 +90,72 @@ def access_export(user, pid: str) -> dict:
 def erase_participant(user, pid: str) -> dict:
     """Erase everything stored about the participant with recruiter id `pid` (GDPR
     art. 17): their judgments, image-load failures, sessions and the participant
-    itself, in every study. Audited (by public id: the recruiter id is gone).
-    Returns {"participant": public id, "sessions": n, "judgments": n}. Raises
-    FlowError 404 for an unknown recruiter id, erasing nothing."""
-    participant = _participant_by_pid(pid)
+    itself, in every study. Their settled Prolific bonuses (paid, or never to be paid)
+    stay in the ledger for the accounts, without the id (recruitment.services.
+    pseudonymise_bonuses). Audited (by public id: the recruiter id is gone).
+    Returns {"participant": public id or None, "sessions": n, "judgments": n,
+    "bonuses": ledger rows pseudonymised}. Raises FlowError 404 for a recruiter id
+    neither a participant nor a ledger row has, and 409 while a bonus of theirs is not
+    settled (it needs the id to be paid or reconciled); nothing is erased then."""
+    from recruitment.models import BonusPayment
+    from recruitment.services import pseudonymise_bonuses, unsettled_bonuses
+
+    pid = (pid or "").strip()
     with transaction.atomic():
-        sessions = Session.objects.filter(participant=participant)
-        studies = list(sessions.values_list("study_id", flat=True))
-        judgments, _ = Judgment.objects.filter(session__in=sessions).delete()
-        count = sessions.count()
-        sessions.delete()  # image-load failures cascade
-        participant.delete()
-        if judgments:
-            for study in Study.objects.filter(pk__in=studies):
-                rebuild_adaptive_posteriors(study)
+        # Locked: a second erasure of the same id waits here, then finds nothing (404).
+        participant = (
+            Participant.objects.select_for_update().filter(recruiter_pid=pid).first()
+            if pid
+            else None
+        )
+        ledger = BonusPayment.objects.select_for_update().filter(recruiter_pid=pid)
+        ledger_studies = sorted(set(ledger.values_list("study_id", flat=True))) if pid else []
+        if participant is None and not ledger_studies:
+            raise FlowError("No participant has this recruiter id.", status=404)
+        unsettled = unsettled_bonuses(pid).count()
+        if unsettled:
+            raise FlowError(
+                f"{unsettled} Prolific bonus payment(s) of this participant are not settled "
+                "(pending, being paid or needing reconciliation): pay, settle or cancel "
+                "them on the study's Prolific page first. Nothing was erased.",
+                status=409,
+            )
+        bonuses = pseudonymise_bonuses(ledger)
+        count = judgments = 0
+        studies: list[int] = []
+        public_id = None
+        if participant is not None:
+            public_id = participant.public_id
+            # Locked first: an answer saved meanwhile waits, then finds its session
+            # gone, instead of adding a judgment that protects the session (500).
+            locked = dict(
+                Session.objects.select_for_update()
+                .filter(participant=participant)
+                .values_list("pk", "study_id")
+            )
+            sessions = Session.objects.filter(pk__in=list(locked))
+            studies = list(locked.values())
+            judgments, _ = Judgment.objects.filter(session__in=sessions).delete()
+            count = sessions.count()
+            sessions.delete()  # image-load failures cascade
+            participant.delete()
+            if judgments:
+                for study in Study.objects.filter(pk__in=studies):
+                    rebuild_adaptive_posteriors(study)
         result = {
-            "participant": participant.public_id,
+            "participant": public_id,
             "sessions": count,
             "judgments": judgments,
+            "bonuses": bonuses,
         }
-        for study_id in studies or [None]:
+        who = f"participant {public_id}" if public_id else "a participant with no sessions"
+        for study_id in sorted(set(studies) | set(ledger_studies)) or [None]:
             audit.record(
                 user,
                 AuditLog.Action.ERASE,
                 study=study_id,
-                detail=f"participant {participant.public_id} erased on request: "
-                f"{count} sessions, {judgments} judgments",
+                detail=f"{who} erased on request: {count} sessions, {judgments} judgments, "
+                f"{bonuses} bonus rows kept without the id",
             )
     return result
 
@@ -128,10 +168,16 @@ def drop_expired_recruiter_ids(
     of studies closed before `now - days` lose their recruiter study and session ids,
     and a participant whose every session is in such a study loses their PROLIFIC_PID
     (one still in an open or recently closed study keeps it: that study may still pay
-    or resume them). Their data stays, pseudonymous. Idempotent. Returns
-    {"studies": slugs touched, "sessions": n, "participants": n}."""
+    or resume them). Settled Prolific bonuses of those studies (paid, or never to be
+    paid) lose their PROLIFIC_PID too (recruitment.services.pseudonymise_bonuses);
+    unsettled ones keep it until they are paid or cancelled. Their data stays,
+    pseudonymous. Idempotent. Returns {"studies": slugs touched, "sessions": n,
+    "participants": n, "bonuses": ledger rows pseudonymised}."""
     now = now or timezone.now()
     days = settings.HILLMIX_RECRUITER_ID_RETENTION_DAYS if days is None else days
+    from recruitment.models import BonusPayment
+    from recruitment.services import PSEUDONYM_PREFIX, SETTLED_STATES, pseudonymise_bonuses
+
     cutoff = now - timedelta(days=days)
     expired = Study.objects.filter(status=Study.Status.CLOSED, closed_at__lte=cutoff)
     with transaction.atomic():
@@ -153,6 +199,14 @@ def drop_expired_recruiter_ids(
         dropped = Participant.objects.filter(pk__in=participants.values("pk")).update(
             recruiter_pid=None
         )
+        ledger = BonusPayment.objects.filter(study__in=expired)
+        for study_id, slug in expired.filter(
+            bonus_payments__in=ledger.filter(state__in=SETTLED_STATES).exclude(
+                recruiter_pid__startswith=PSEUDONYM_PREFIX
+            )
+        ).values_list("pk", "slug").distinct():
+            touched[study_id] = slug
+        bonuses = pseudonymise_bonuses(ledger)
         for study_id in touched:
             audit.record(
                 None,
@@ -160,4 +214,9 @@ def drop_expired_recruiter_ids(
                 study=study_id,
                 detail=f"recruiter ids dropped {days} days after the study closed",
             )
-    return {"studies": sorted(touched.values()), "sessions": sessions, "participants": dropped}
+    return {
+        "studies": sorted(touched.values()),
+        "sessions": sessions,
+        "participants": dropped,
+        "bonuses": bonuses,
+    }

@@ -323,8 +323,15 @@ def delete_non_live_sessions(study: Study, kinds: list[str] | None = None) -> in
     if not kinds or any(k not in Session.Kind.values or k == Session.Kind.LIVE for k in kinds):
         raise FlowError("only pilot, preview or simulated sessions can be deleted")
     with transaction.atomic():
-        sessions = Session.objects.filter(study=study, kind__in=kinds)
-        participant_ids = set(sessions.values_list("participant_id", flat=True))
+        # Locked first: an answer saved meanwhile waits, then finds its session gone,
+        # instead of adding a judgment that protects the session from deletion.
+        locked = dict(
+            Session.objects.select_for_update()
+            .filter(study=study, kind__in=kinds)
+            .values_list("pk", "participant_id")
+        )
+        participant_ids = set(locked.values())
+        sessions = Session.objects.filter(pk__in=list(locked))
         Judgment.objects.filter(session__in=sessions).delete()
         count, _ = sessions.delete()  # image-load failures cascade
         Participant.objects.filter(pk__in=participant_ids, sessions__isnull=True).delete()

@@ -19,6 +19,7 @@ class Command(BaseCommand):
         result = consent.drop_expired_recruiter_ids(days=days)
         self.stdout.write(
             f"Dropped recruiter ids of {result['sessions']} sessions and "
-            f"{result['participants']} participants in {len(result['studies'])} studies"
+            f"{result['participants']} participants and {result['bonuses']} settled bonus "
+            f"payments in {len(result['studies'])} studies"
             + (f": {', '.join(result['studies'])}" if result["studies"] else ".")
         )
