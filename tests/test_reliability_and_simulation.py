@@ -220,3 +220,32 @@ def test_closed_form_alpha_equals_the_krippendorff_package():
         r, u = np.nonzero(~np.isnan(data))
         expected = krippendorff.alpha(reliability_data=data, level_of_measurement="interval")
         assert interval_alpha_arrays(r, u, data[r, u]) == pytest.approx(expected, abs=1e-9)
+
+
+def test_simulated_people_answer_from_hmix_curves(hmix_dataset, django_capture_on_commit_callbacks):
+    from datasets.services import create_stimulus_set
+    from elicitation.models import Study
+    from elicitation.services import build_conditions
+    from elicitation.services.simulation import hmix_population, study_population
+
+    with django_capture_on_commit_callbacks(execute=True):
+        stimulus_set = create_stimulus_set(
+            name="hmix-single", dataset=hmix_dataset, kind="single", n_pairs=2, seed=0
+        )
+    study = Study.objects.create(
+        slug="hmix-sim", interface="infer", stimulus_set=stimulus_set, status="live",
+        consent_text="c", completion_code="DONE", condition_count=1,
+    )
+    build_conditions(study)
+    truth = study_population(study, np.random.default_rng(0))
+    hmix = hmix_population()
+    assert truth.from_hmix == 2
+    for pair_id, (row, flip) in truth.index.items():
+        pair = study.conditions.first().items.filter(pair_id=pair_id).first().pair
+        names = tuple(sorted((pair.class1.lower(), pair.class2.lower())))
+        i = [tuple(n.lower() for n in p) for p in hmix.pairs].index(names)
+        assert truth.population.m[row] == hmix.m[i] and truth.population.k[row] == hmix.k[i]
+        assert flip == (pair.class1.lower() > pair.class2.lower())
+    call_command("simulate_participants", study=study.slug, n=2, seed=0)
+    assert Judgment.objects.filter(study=study).count() > 0
+    assert reports.study_judgments(study).count() == 0

@@ -89,14 +89,17 @@ def study_population(study: Study, rng: np.random.Generator) -> StudyPopulation:
     for key, value in DEFAULT_NOISE.items():
         noise.setdefault(key, value)
     hmix = hmix_population()
-    known = {p: i for i, p in enumerate(hmix.pairs)} if hmix is not None else {}
+    known = {}  # H-Mix's pairs by lower-case names (a dataset may spell them otherwise)
+    for i, (a, b) in enumerate(hmix.pairs if hmix is not None else []):
+        known[(a.lower(), b.lower())] = i
     slope = float(np.median(hmix.k)) if hmix is not None else 10.0
     prior = noise["prior"]
     pairs = Pair.objects.filter(conditionitem__condition__study=study).distinct().order_by("pk")
     names, ms, ks, index, from_hmix = [], [], [], {}, 0
     for pair in pairs:
-        flip = pair.class1 > pair.class2
-        canonical = (pair.class2, pair.class1) if flip else (pair.class1, pair.class2)
+        first, second = pair.class1.lower(), pair.class2.lower()
+        flip = first > second
+        canonical = (second, first) if flip else (first, second)
         if canonical in known:
             m, k = hmix.m[known[canonical]], hmix.k[known[canonical]]
             from_hmix += 1
