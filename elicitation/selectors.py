@@ -166,8 +166,11 @@ def participant_data(participant: Participant) -> dict:
     the participant (public and recruiter id), each session (study, condition, kind,
     state, recruiter study and session ids, consent-to-completion times, quiz log,
     feedback, withdrawal) with its judgments (every stored field) and image-load
-    failures. JSON-serialisable (datetimes as ISO 8601). Never the session secret's
+    failures, and their Prolific bonus payments (study, cents, reason, state, times).
+    JSON-serialisable (datetimes as ISO 8601). Never the session secret's
     hash nor the salted address hash (neither is about the person)."""
+    from recruitment.models import BonusPayment
+
     from .models import ImageLoadFailure, Judgment
 
     def when(value) -> str | None:
@@ -228,6 +231,21 @@ def participant_data(participant: Participant) -> dict:
             "created_at": when(participant.created_at),
         },
         "sessions": sessions,
+        "bonus_payments": [
+            {
+                "study": bonus.study.slug,
+                "amount_cents": bonus.amount_cents,
+                "reason": bonus.reason,
+                "state": bonus.state,
+                "created_at": when(bonus.created_at),
+                "paid_at": when(bonus.paid_at),
+            }
+            for bonus in BonusPayment.objects.filter(recruiter_pid=participant.recruiter_pid)
+            .select_related("study")
+            .order_by("pk")
+        ]
+        if participant.recruiter_pid
+        else [],
     }
 
 

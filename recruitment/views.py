@@ -63,14 +63,15 @@ def dashboard(request: HttpRequest, pk: int) -> HttpResponse:
             rows, unmatched = selectors.submission_rows(study, submissions)
         except API_FAILURES as error:
             problem = f"Prolific could not be asked: {error}"
-    if show_ids and rows:
+    ledger = list(selectors.ledger(study))
+    if show_ids and (rows or ledger):  # the ledger shows its Prolific ids too
         audit.record(
             request.user,
             AuditLog.Action.VIEW_RECRUITER_IDS,
             study=study,
-            detail=f"Prolific page: {len(rows)} submissions with their Prolific ids",
+            detail=f"Prolific page: {len(rows)} submissions and {len(ledger)} bonus "
+            "payments with their Prolific ids",
         )
-    ledger = list(selectors.ledger(study))
     context = _context(
         request,
         study,

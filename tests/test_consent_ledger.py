@@ -203,3 +203,41 @@ def test_an_answer_saved_while_pilots_are_deleted_goes_with_them(make_study, mon
     outcome["thread"].join(60)
     assert not Session.objects.exists() and not Judgment.objects.exists()
     assert outcome["status"] >= 400
+
+
+# --- What the access export and the Prolific page show ----------------------------------
+
+
+def test_the_access_export_includes_the_participants_bonus_payments(make_study, role_user):
+    study = make_study("construct")
+    start_session(study, RecruiterIds("pid-asks", "st", "se"))
+    bonus(study, "pid-asks", State.PAID, cents=80, reason="accuracy")
+    bonus(study, "pid-other", State.PAID)
+    data = officer(role_user).post(
+        "/api/data-requests/access/", {"recruiter_pid": "pid-asks"}
+    ).json()
+    assert [(b["study"], b["amount_cents"], b["reason"], b["state"])
+            for b in data["bonus_payments"]] == [(study.slug, 80, "accuracy", "paid")]
+
+
+def test_the_ledgers_prolific_ids_are_audited_even_without_prolifics_answer(
+    make_study, role_user, settings
+):
+    settings.PROLIFIC_API_TOKEN = ""  # Prolific cannot be asked: only the ledger shows
+    study = make_study("construct")
+    bonus(study, "5f0c0ffee0c0ffee0c0ffee0", State.PAID)
+    user = role_user("payer", RESEARCHER)
+    user.user_permissions.add(Permission.objects.get(codename="manage_prolific"))
+    client = Client()
+    client.force_login(user)
+    url = f"/admin/recruitment/studies/{study.pk}/prolific/"
+    page = client.get(url)
+    assert page.status_code == 200 and b"5f0c0ffee0c0ffee0c0ffee0" not in page.content
+    assert not AuditLog.objects.filter(action=AuditLog.Action.VIEW_RECRUITER_IDS).exists()
+    user.user_permissions.add(Permission.objects.get(codename="view_recruiter_ids"))
+    user = type(user).objects.get(pk=user.pk)  # permissions are cached per instance
+    client.force_login(user)
+    page = client.get(url)
+    assert b"5f0c0ffee0c0ffee0c0ffee0" in page.content
+    viewed = AuditLog.objects.get(action=AuditLog.Action.VIEW_RECRUITER_IDS)
+    assert (viewed.username, viewed.study_id) == ("payer", study.pk)
