@@ -87,6 +87,7 @@ def test_policies_train_on_a_real_worker_and_show_on_the_comparison_page(
         assert sorted(job.results.values_list("seed", flat=True)) == [0, 1]
         for result in job.results.all():
             assert 0 <= result.metrics["accuracy"] <= 1 and result.metrics["ece"] >= 0
+            assert 0 <= result.metrics["pgd_accuracy"] <= result.metrics["top2_accuracy"] <= 1
             assert result.reliability_diagram and result.checkpoint
     relabel = TrainingJob.objects.get(pk=jobs[2].pk)
     assert "mixed points" in relabel.log and "0 mixed points" not in relabel.log
@@ -97,7 +98,9 @@ def test_policies_train_on_a_real_worker_and_show_on_the_comparison_page(
     assert list(rows) == ["onehot", "mixup", "relabel"]
     for row in rows.values():
         assert row["stats"]["accuracy"]["n"] == 2 and row["stats"]["fgsm_ce"]["mean"] > 0
+        assert row["stats"]["pgd_ce"]["ci_high"] >= row["stats"]["pgd_ce"]["mean"]
         assert f"/admin/training/trainingjob/{row['jobs'][0].pk}/change/" in html
+    assert 'id="differences"' in html and len(page.context["differences"]) > 0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -483,3 +486,38 @@ def test_comparison_page_says_which_differences_exceed_seed_noise(observed_study
     differences = html[html.index('id="differences"') :]
     assert "accuracy" in differences and "Calib: ECE" not in differences.split("</table>")[0]
     assert f"[{accuracy['ci_low']:.3f}, {accuracy['ci_high']:.3f}]" in html
+
+
+def test_admin_launch_form_takes_the_mixing_method_and_defaults_empty_settings(
+    observed_study, admin_client
+):
+    response = admin_client.post(
+        "/admin/training/trainingjob/add/",
+        {
+            "name": "form-fmix",
+            "dataset": observed_study.stimulus_set.dataset.pk,
+            "heldout_fraction": 0.2,
+            "split_seed": 0,
+            "policy": "mixup",
+            "architecture": "small_cnn",
+            "epochs": 2,
+            "batch_size": 32,
+            "learning_rate": 0.05,
+            "seeds": "[0]",
+            "online_alpha": 1.0,
+            "online_mixing": "cutmix",
+            "augment": "on",
+            "weight_decay": "",
+            "lr_milestones": "",
+            "device": "auto",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    job = TrainingJob.objects.get(name="form-fmix")
+    assert (job.online_mixing, job.augment, job.recipe) == ("cutmix", True, "custom")
+    assert (job.weight_decay, job.lr_milestones, job.momentum, job.lr_schedule) == (
+        5e-4,
+        [],
+        0.9,
+        "onecycle",
+    )
