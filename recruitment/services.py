@@ -413,7 +413,8 @@ def unsettled_bonuses(recruiter_pid: str):
 def pseudonymise_bonuses(rows) -> int:
     """Drop the PROLIFIC_PID of the settled ledger rows among `rows` (a BonusPayment
     queryset), keeping study, amount, reason, state, bonus id and times for the
-    accounts: each gets PSEUDONYM_PREFIX and its own key instead. Rows not settled keep
+    accounts: each gets PSEUDONYM_PREFIX and its own key instead, and loses its note
+    (Prolific's refusals name ids). Rows not settled keep
     their id (it is needed to pay or reconcile them). Returns the number of rows
     changed; idempotent."""
     from django.db.models import CharField, Value
@@ -424,9 +425,34 @@ def pseudonymise_bonuses(rows) -> int:
         .exclude(recruiter_pid__startswith=PSEUDONYM_PREFIX)
         .update(
             recruiter_pid=Concat(Value(PSEUDONYM_PREFIX), Cast("pk", CharField())),
+            # Prolific's refusals name the ids of the batch ("Invalid ids: [...]").
+            error="",
             updated_at=timezone.now(),
         )
     )
+
+
+def forget_in_errors(recruiter_pid: str) -> int:
+    """Remove `recruiter_pid` from the notes of every ledger row (Prolific's refusal of
+    a bulk set-up names every id of the batch, so other participants' rows can carry
+    it). Returns the number of rows changed."""
+    from django.db.models import Value
+    from django.db.models.functions import Replace
+
+    if not recruiter_pid:
+        return 0
+    return BonusPayment.objects.filter(error__contains=recruiter_pid).update(
+        error=Replace("error", Value(recruiter_pid), Value("(removed)"))
+    )
+
+
+def redact_errors(rows: list[BonusPayment], recruiter_pids: set[str]) -> None:
+    """Hide `recruiter_pids` in the notes of `rows` (in memory, for a page shown to a
+    user who may not see recruiter ids)."""
+    for row in rows:
+        for pid in recruiter_pids:
+            if pid and pid in row.error:
+                row.error = row.error.replace(pid, "(hidden)")
 
 
 def _audit(user, study: Study, detail: str) -> None:

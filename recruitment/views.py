@@ -64,6 +64,10 @@ def dashboard(request: HttpRequest, pk: int) -> HttpResponse:
         except API_FAILURES as error:
             problem = f"Prolific could not be asked: {error}"
     ledger = list(selectors.ledger(study))
+    if not show_ids:  # Prolific's refusals name ids ("Invalid ids: [...]")
+        services.redact_errors(
+            ledger, {b.recruiter_pid for b in ledger} | {r.submission.participant_id for r in rows}
+        )
     if show_ids and (rows or ledger):  # the ledger shows its Prolific ids too
         audit.record(
             request.user,

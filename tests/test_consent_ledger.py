@@ -61,6 +61,9 @@ def test_erasure_keeps_settled_bonuses_without_the_id(make_study, role_user):
     paid = bonus(study, "pid-gone", State.PAID, cents=125)
     cancelled = bonus(other, "pid-gone", State.FAILED, reason="late")
     kept = bonus(study, "pid-stays", State.PAID)
+    # Prolific's refusal of a bulk set-up names every id of the batch, on every row.
+    refusal = "Invalid ids: ['pid-gone', 'pid-stays']"
+    BonusPayment.objects.filter(pk__in=[cancelled.pk, kept.pk]).update(error=refusal)
     client = officer(role_user)
     result = client.post("/api/data-requests/erase/", {"recruiter_pid": "pid-gone"}).json()
     assert result["bonuses"] == 2 and result["sessions"] == 1
@@ -69,8 +72,11 @@ def test_erasure_keeps_settled_bonuses_without_the_id(make_study, role_user):
         row.refresh_from_db()
         assert row.recruiter_pid == f"{services.PSEUDONYM_PREFIX}{row.pk}"
         assert (row.amount_cents, row.state) == (cents, state)  # the accounts stay
+    assert cancelled.error == ""
     kept.refresh_from_db()
     assert kept.recruiter_pid == "pid-stays"
+    assert "pid-gone" not in kept.error and "pid-stays" in kept.error
+    assert not BonusPayment.objects.filter(error__contains="pid-gone").exists()
     # Both studies' logs say it; no log names the id.
     erased = AuditLog.objects.filter(action=AuditLog.Action.ERASE)
     assert set(erased.values_list("study", flat=True)) == {study.pk, other.pk}
@@ -225,7 +231,8 @@ def test_the_ledgers_prolific_ids_are_audited_even_without_prolifics_answer(
 ):
     settings.PROLIFIC_API_TOKEN = ""  # Prolific cannot be asked: only the ledger shows
     study = make_study("construct")
-    bonus(study, "5f0c0ffee0c0ffee0c0ffee0", State.PAID)
+    bonus(study, "5f0c0ffee0c0ffee0c0ffee0", State.FAILED)
+    BonusPayment.objects.update(error="Invalid ids: ['5f0c0ffee0c0ffee0c0ffee0']")
     user = role_user("payer", RESEARCHER)
     user.user_permissions.add(Permission.objects.get(codename="manage_prolific"))
     client = Client()
@@ -233,6 +240,7 @@ def test_the_ledgers_prolific_ids_are_audited_even_without_prolifics_answer(
     url = f"/admin/recruitment/studies/{study.pk}/prolific/"
     page = client.get(url)
     assert page.status_code == 200 and b"5f0c0ffee0c0ffee0c0ffee0" not in page.content
+    assert b"Invalid ids: [&#x27;(hidden)&#x27;]" in page.content  # the note, without it
     assert not AuditLog.objects.filter(action=AuditLog.Action.VIEW_RECRUITER_IDS).exists()
     user.user_permissions.add(Permission.objects.get(codename="view_recruiter_ids"))
     user = type(user).objects.get(pk=user.pk)  # permissions are cached per instance

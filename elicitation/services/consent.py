@@ -98,7 +98,11 @@ def erase_participant(user, pid: str) -> dict:
     neither a participant nor a ledger row has, and 409 while a bonus of theirs is not
     settled (it needs the id to be paid or reconciled); nothing is erased then."""
     from recruitment.models import BonusPayment
-    from recruitment.services import pseudonymise_bonuses, unsettled_bonuses
+    from recruitment.services import (
+        forget_in_errors,
+        pseudonymise_bonuses,
+        unsettled_bonuses,
+    )
 
     pid = (pid or "").strip()
     with transaction.atomic():
@@ -121,6 +125,7 @@ def erase_participant(user, pid: str) -> dict:
                 status=409,
             )
         bonuses = pseudonymise_bonuses(ledger)
+        forget_in_errors(pid)
         count = judgments = 0
         studies: list[int] = []
         public_id = None
