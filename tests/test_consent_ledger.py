@@ -249,3 +249,14 @@ def test_the_ledgers_prolific_ids_are_audited_even_without_prolifics_answer(
     assert b"5f0c0ffee0c0ffee0c0ffee0" in page.content
     viewed = AuditLog.objects.get(action=AuditLog.Action.VIEW_RECRUITER_IDS)
     assert (viewed.username, viewed.study_id) == ("payer", study.pk)
+
+
+def test_withdrawing_a_session_erased_meanwhile_is_a_clear_refusal(make_study):
+    from elicitation.services.sessions import FlowError
+
+    study = make_study("construct")
+    session = start_session(study, RecruiterIds("pid-both-ways", "st", "se"))
+    consent.erase_participant(None, "pid-both-ways")  # the researcher, a moment before
+    with pytest.raises(FlowError) as refused:
+        consent.withdraw(session)  # the participant's page was read before the erasure
+    assert refused.value.status == 403

@@ -25,7 +25,7 @@ from ..models import (
 )
 from ..selectors import participant_data
 from . import audit
-from .sessions import FlowError, rebuild_adaptive_posteriors
+from .sessions import NO_SESSION, FlowError, rebuild_adaptive_posteriors
 
 
 def withdraw(session: Session) -> dict:
@@ -35,9 +35,13 @@ def withdraw(session: Session) -> dict:
     feedback, quiz log and image-load failures are deleted; with `keep` the answers
     given so far stay research data, as the consent page said. Returns
     {"erased": number of judgments deleted}. Raises FlowError (409) for a session
-    already withdrawn."""
+    already withdrawn, 403 for one erased meanwhile."""
     with transaction.atomic():
-        locked = Session.objects.select_for_update().select_related("study").get(pk=session.pk)
+        locked = (
+            Session.objects.select_for_update().select_related("study").filter(pk=session.pk)
+        ).first()
+        if locked is None:  # erased (on request, or as a pilot) since the page was read
+            raise FlowError(NO_SESSION, status=403)
         if locked.withdrawn_at is not None:
             raise FlowError(
                 gettext_lazy("You have already withdrawn from this study."), status=409
