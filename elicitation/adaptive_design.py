@@ -53,9 +53,12 @@ def fill_noise(study: Study) -> None:
 
 def prior_log_posterior(study: Study) -> np.ndarray:
     """The log prior (G,) every pair starts from: Gaussian on m (the noise's prior),
-    flat on log k."""
+    flat on log k unless the prior gives log_k_mean and log_k_sd
+    (adaptive.simulate.fit_prior)."""
     prior = study_noise(study)["prior"]
-    return np.log(GRID.prior(prior["m_mean"], prior["m_sd"]))
+    return np.log(
+        GRID.prior(prior["m_mean"], prior["m_sd"], prior.get("log_k_mean"), prior.get("log_k_sd"))
+    )
 
 
 def candidates(study: Study, grid_lams: list[float]) -> np.ndarray:
