@@ -191,7 +191,10 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet):
         license = request.query_params.get("license", publishing.DEFAULT_LICENSE)
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.+-]{0,63}", license):
             raise ValidationError({"license": "an identifier such as cc-by-4.0"})
-        archive = publishing.publish_zip([study], license=license)
+        try:
+            archive = publishing.publish_zip([study], license=license)
+        except publishing.StudyStillOpen as error:
+            return Response({"detail": str(error)}, status=409)
         audit.record(
             request.user, AuditLog.Action.EXPORT, study=study, detail="dataset publication (zip)"
         )

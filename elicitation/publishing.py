@@ -96,14 +96,26 @@ def stimulus_path(stimulus: Stimulus) -> str:
     return f"{STIMULI_FOLDER}/{stimulus.pair.stimulus_set.name}/{stimulus.name}"
 
 
+class StudyStillOpen(ValueError):
+    """A study that still takes participants cannot be published."""
+
+
 def collect(studies: Sequence[Study]) -> Publication:
     """Read the counted judgments of `studies` into publication rows (one query for the
     judgments, one for the grid stimuli). Raises ValueError for no study or a study
-    named twice."""
+    named twice, and StudyStillOpen for a study that is not closed."""
     if not studies:
         raise ValueError("publish at least one study")
     if len({s.pk for s in studies}) != len(studies):
         raise ValueError("a study is named twice")
+    still_open = [s.slug for s in studies if s.status != Study.Status.CLOSED]
+    if still_open:
+        # The published lams and stimulus images would answer a current participant's trials.
+        raise StudyStillOpen(
+            f"close {', '.join(still_open)} before publishing it: a published dataset "
+            "holds every stimulus and its lam, which would answer the trials of anyone "
+            "still taking part"
+        )
     judgments = list(
         counted(Judgment.objects.filter(study__in=studies))
         .select_related(

@@ -49,8 +49,8 @@ VIEW_STUDY = perms("elicitation.view_study")
 VIEW_JUDGMENT = perms("elicitation.view_judgment")
 EXPORT = perms("elicitation.export_judgments")
 LAUNCH = perms("training.launch_trainingjob")
-DATA_REQUESTS = perms("elicitation.view_recruiter_ids", "elicitation.handle_data_requests")
 MANAGE_PROLIFIC = perms("recruitment.manage_prolific")
+DATA_REQUESTS = perms("elicitation.view_recruiter_ids", "elicitation.handle_data_requests")
 
 # Every named URL (and unnamed route) of the URLconf, except the admin's standard
 # per-model pages, which ADMIN_MODELS covers. A URL missing here fails the test.
@@ -65,6 +65,7 @@ EXPECTED: dict[str, list[Check]] = {
     "elicitation:trial": [Check(PUBLIC)],
     "elicitation:judgments": [Check(PUBLIC)],
     "elicitation:image_failures": [Check(PUBLIC)],
+    "elicitation:javascript_catalog": [Check(PUBLIC)],
     # withdrawing reaches only the browser's own session (none here); a wrong preview key
     "elicitation:withdraw": [Check(PUBLIC, allowed={403}), Check(PUBLIC, "post", {403})],
     "elicitation:preview": [Check(PUBLIC, allowed={404})],
@@ -130,7 +131,7 @@ EXPECTED: dict[str, list[Check]] = {
     "study-paper-view": [Check(VIEW_JUDGMENT)],
     "study-export": [Check(EXPORT)],
     "study-export-hmix": [Check(EXPORT)],
-    "study-publish": [Check(EXPORT)],
+    "study-publish": [Check(EXPORT, allowed={200, 409})],  # 409: only a closed study
     "condition-list": [Check(perms("elicitation.view_condition"))],
     "condition-detail": [Check(perms("elicitation.view_condition"))],
     "stimulus-list": [Check(perms("datasets.view_stimulus"))],

@@ -23,7 +23,7 @@ from django.db import transaction
 from django.test import override_settings
 
 from elicitation import publishing
-from elicitation.models import AuditLog, Judgment, Participant, Session
+from elicitation.models import AuditLog, Judgment, Participant, Session, Study
 from elicitation.reports import counted
 from elicitation.services import import_hmix
 from tests.test_api import answered_study  # noqa: F401  (a fixture)
@@ -94,6 +94,11 @@ def header_of(card: str) -> dict:
     return yaml.safe_load(card.split("---\n")[1])
 
 
+def closed(study: Study) -> None:
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.CLOSED)
+    study.refresh_from_db()
+
+
 def every_byte(folder: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
 
@@ -101,6 +106,7 @@ def every_byte(folder: Path) -> bytes:
 @pytest.mark.django_db
 def test_a_publication_holds_counted_judgments_anonymously(answered_study, tmp_path):  # noqa: F811
     study, sessions = answered_study
+    closed(study)
     # A pilot and an excluded participant: neither is published.
     Session.objects.filter(pk=sessions[1].pk).update(excluded=True)
     out = tmp_path / "pub"
@@ -141,6 +147,9 @@ def test_a_publication_holds_counted_judgments_anonymously(answered_study, tmp_p
 def test_the_command_refuses_unknown_and_repeated_studies(answered_study, tmp_path):  # noqa: F811
     study, _ = answered_study
     out = tmp_path / "out"
+    with pytest.raises(CommandError, match="close .* before publishing"):
+        call_command("publish_study", "--study", study.slug, "--out", str(out))
+    closed(study)
     with pytest.raises(CommandError, match="no such study: nope"):
         call_command("publish_study", "--study", "nope", "--out", str(out))
     with pytest.raises(CommandError, match="named twice"):
@@ -161,6 +170,11 @@ def test_the_api_zip_needs_the_export_permission_and_is_audited(
     user = role_user("analyst", "Analyst")
     assert user.has_perm("elicitation.export_judgments")
     client.force_login(user)
+    # A live study's stimuli and lams would answer its current participants' trials.
+    refused = client.get(url)
+    assert refused.status_code == 409 and "close" in refused.json()["detail"]
+    assert not AuditLog.objects.exists()
+    closed(study)
     response = client.get(url, {"license": "cc-by-sa-4.0"})
     assert response.status_code == 200 and response["Content-Type"] == "application/zip"
     bundle = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
