@@ -65,7 +65,6 @@ EXPECTED: dict[str, list[Check]] = {
     "elicitation:trial": [Check(PUBLIC)],
     "elicitation:judgments": [Check(PUBLIC)],
     "elicitation:image_failures": [Check(PUBLIC)],
-    "elicitation:javascript_catalog": [Check(PUBLIC)],
     # withdrawing reaches only the browser's own session (none here); a wrong preview key
     "elicitation:withdraw": [Check(PUBLIC, allowed={403}), Check(PUBLIC, "post", {403})],
     "elicitation:preview": [Check(PUBLIC, allowed={404})],
