@@ -4,7 +4,10 @@ the trial page reads the `error` of every refused save."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.conf import settings
+from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import Resolver404, resolve
 from django.utils import translation
@@ -48,3 +51,18 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
             message = gettext("The request could not be read.")
             return JsonResponse({"error": message}, status=400)
         return defaults.bad_request(request, exception)
+
+
+def refuse_nul_in_path(get_response: Callable[[HttpRequest], HttpResponse]):
+    """Middleware: a 400 (bad_request, so JSON for JSON requests) for an address whose
+    path holds a NUL byte (%00), before any view looks it up. PostgreSQL refuses text
+    holding NUL, so a path part that reaches a query (an API object by slug or public
+    id, a stimulus by its key) would otherwise end in a 500. Query strings and bodies
+    are left to the forms and views, which clean or refuse NUL themselves."""
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        if "\x00" in request.path_info:
+            raise SuspiciousOperation("A NUL byte in the address.")
+        return get_response(request)
+
+    return middleware

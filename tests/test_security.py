@@ -329,3 +329,35 @@ def test_endpoint_role_matrix(role_clients):
             shows_pid = "matrix-pid" in participants.content.decode()
             assert shows_pid == (role in ("researcher+recruiter-ids", "admin")), role
         assert client.post("/api/studies/", {}).status_code in (401, 403, 405), role
+
+
+@pytest.mark.django_db
+def test_a_nul_byte_in_an_address_is_a_4xx_for_everyone(make_study, admin_client):
+    """PostgreSQL refuses text holding NUL, so an address whose path part reaches a
+    lookup (an API object by slug or public id, a stimulus by its key) answered a
+    superuser, or a user allowed to view stimuli, with a 500. Every address is
+    refused with a 400 instead, whoever asks, and nothing is looked up."""
+    study = make_study("infer", quiz=[])
+    admin_client.raise_request_exception = False
+    anonymous = Client(raise_request_exception=False)
+    urls = [
+        "/stimuli/a%00b.png",
+        "/api/studies/%00/",
+        "/api/studies/x%00/publish/",
+        "/api/studies/x%00/export/",
+        "/api/participants/%00/",
+        f"/s/{study.slug}/img/%00.png",
+        f"/s/{study.slug}/preview/%00/",
+        "/media/datasets/%00.npz",
+        "/admin/elicitation/study/%00/change/",
+    ]
+    for url in urls:
+        for client in (admin_client, anonymous):
+            status = client.get(url).status_code
+            assert 400 <= status < 500, (url, status)
+    assert admin_client.get("/stimuli/a%00b.png").status_code == 400
+    assert admin_client.get("/api/participants/%00/").status_code == 400
+    saved = admin_client.post(
+        f"/s/{study.slug}%00/judgments/", "{}", content_type="application/json"
+    )
+    assert saved.status_code == 400 and "error" in saved.json()
