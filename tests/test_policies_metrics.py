@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from training import metrics
+from training import metrics, policies
 from training.config import TrainConfig, TrainData
 from training.loop import train_model
 from training.policies import (
@@ -74,6 +74,45 @@ def test_logistic_fit_recovers_curve():
     lams = np.linspace(0, 1, 21)
     k, m = fit_logistic(lams, 1 / (1 + np.exp(-12 * (lams - 0.4))))
     assert k == pytest.approx(12, rel=1e-3) and m == pytest.approx(0.4, abs=1e-4)
+
+
+def test_human_fit_posterior_is_the_grid_posterior_mean():
+    """human_fit_posterior: per pair, the posterior mean of (k, m) under adaptive.model's
+    likelihoods, against a direct sum over the grid; pairs without their own evidence
+    keep human_fit's all-pairs curve."""
+    from adaptive import model
+
+    rng = np.random.default_rng(3)
+    lams = [0.1, 0.25, 0.5, 0.75, 0.9]
+    def answers(lam: float) -> list[float]:
+        truth = model.share(1 - lam, 0.35, 10.0)  # class 0's share at class 1's weight lam
+        return list(1 - np.clip(truth + rng.normal(0, 0.1, 8), 0, 1))
+
+    # Given as (1, 0): the fitter orients them to the lower class.
+    points = [PointJudgments(1, 0, lam, perceived=answers(lam)) for lam in lams]
+    midpoints = [(0, 1, 0.3), (0, 1, 0.4), (1, 0, 0.6)]
+    curves = policies.fit_human_curves_posterior(points, midpoints, min_judgments=5)
+    grid = model.make_grid()
+    infer = model.build_model("infer", grid, candidates=lams)
+    pick = model.build_model("select_shuffled", grid)
+    log_post = np.log(grid.prior())
+    for p in points:
+        for perceived in p.perceived:
+            log_post += infer.loglik(round(1 - p.lam, 6), 1 - perceived)
+    for lam in (0.3, 0.4, 0.4):
+        log_post += pick.loglik(None, lam)
+    probs = np.exp(log_post - log_post.max())
+    probs /= probs.sum()
+    k, m = curves.curves[(0, 1)]
+    assert k == pytest.approx(float(probs @ grid.k), rel=1e-9)
+    assert m == pytest.approx(float(probs @ grid.m), rel=1e-9)
+    assert m == pytest.approx(0.37, abs=0.05)  # near the true 0.35 and the picks
+    # The fallback and the pairs without evidence are human_fit's.
+    assert curves.fallback == fit_human_curves(points, midpoints, min_judgments=5).fallback
+    assert (2, 3) not in curves.curves
+    assert get_policy("human_fit_posterior").fit_curves(points, midpoints).curves.keys() == {(0, 1)}
+    with pytest.raises(ValueError, match="fits no curves"):
+        get_policy("mixup").fit_curves(points, midpoints)
 
 
 def test_human_fit_per_pair_midpoints_and_fallback():
@@ -188,7 +227,7 @@ def test_policies_that_label_any_lam_label_stored_points_with_the_same_definitio
     ]
     curves = fit_human_curves(points, [(0, 1, 0.4)] * 6, min_judgments=1)
     with_map = [name for name, p in LABEL_POLICIES.items() if p.label_map(K) is not None]
-    assert sorted(with_map) == ["human_fit", "mixup", "uniform"]
+    assert sorted(with_map) == ["human_fit", "human_fit_posterior", "mixup", "uniform"]
     for name in with_map:
         stored = label_points(name, points, K, np.random.default_rng(0), curves)
         label_map = get_policy(name).label_map(K, curves)

@@ -203,12 +203,28 @@ class LabelPolicy:
     any_lam_torch: AnyLamTorch | None = None  # the same rule on tensors
     per_point: Callable[[PointJudgments, int], np.ndarray] | None = None
     evidence: str | None = None
-    fits_curves: bool = False  # fit_human_curves before labelling
+    # Fits the per-pair curves before labelling: (points, midpoints) -> PairCurves.
+    curve_fit: Callable[..., PairCurves] | None = None
     adds_points: bool = True  # False: train on the base images alone
 
     @property
     def needs_judgments(self) -> bool:
         return self.evidence is not None
+
+    @property
+    def fits_curves(self) -> bool:
+        return self.curve_fit is not None
+
+    def fit_curves(
+        self,
+        points: Sequence[PointJudgments],
+        midpoints: Sequence[tuple[int, int, float]],
+    ) -> PairCurves:
+        """The policy's per-pair curves from the judged points and grid midpoints;
+        ValueError for a policy that fits none."""
+        if self.curve_fit is None:
+            raise ValueError(f"{self.name} fits no curves")
+        return self.curve_fit(points, midpoints)
 
     def label_map(
         self, num_classes: int, curves: PairCurves | None = None
@@ -239,7 +255,14 @@ LABEL_POLICIES: dict[str, LabelPolicy] = {
             any_lam=_human_fit_any,
             any_lam_torch=_human_fit_torch,
             evidence="perceived",
-            fits_curves=True,
+            curve_fit=lambda points, midpoints: fit_human_curves(points, midpoints),
+        ),
+        LabelPolicy(
+            "human_fit_posterior",
+            any_lam=_human_fit_any,
+            any_lam_torch=_human_fit_torch,
+            evidence="perceived",
+            curve_fit=lambda points, midpoints: fit_human_curves_posterior(points, midpoints),
         ),
         LabelPolicy("soft_categorical", per_point=_soft_categorical_point, evidence="soft"),
     )
@@ -353,17 +376,11 @@ class PairCurves:
         return share_low if class1 < class2 else 1.0 - share_low
 
 
-def fit_human_curves(
-    points: Sequence[PointJudgments],
-    midpoints: Sequence[tuple[int, int, float]],
-    min_judgments: int = MIN_JUDGMENTS_PER_PAIR,
-) -> PairCurves:
-    """Curves from Infer judgments (whole curve) and midpoints (the location m).
-
-    Per pair: m is the mean midpoint when the pair has enough midpoints, else the
-    fitted one; k is fitted when the pair has enough Infer judgments, else the
-    all-pairs slope. Pairs below min_judgments altogether use the all-pairs curve.
-    """
+def _pair_observations(
+    points: Sequence[PointJudgments], midpoints: Sequence[tuple[int, int, float]]
+) -> tuple[dict[tuple[int, int], list[tuple[float, float]]], dict[tuple[int, int], list[float]]]:
+    """Per unordered pair (low, high class index): the Infer (lam, perceived share) and
+    the midpoints, both as the weight of the lower-index class."""
     observations: dict[tuple[int, int], list[tuple[float, float]]] = defaultdict(list)
     for p in points:
         key = (min(p.class1, p.class2), max(p.class1, p.class2))
@@ -375,6 +392,21 @@ def fit_human_curves(
     for class1, class2, midpoint in midpoints:
         key = (min(class1, class2), max(class1, class2))
         mids[key].append(1 - midpoint if class1 > class2 else midpoint)
+    return observations, mids
+
+
+def fit_human_curves(
+    points: Sequence[PointJudgments],
+    midpoints: Sequence[tuple[int, int, float]],
+    min_judgments: int = MIN_JUDGMENTS_PER_PAIR,
+) -> PairCurves:
+    """Curves from Infer judgments (whole curve) and midpoints (the location m).
+
+    Per pair: m is the mean midpoint when the pair has enough midpoints, else the
+    fitted one; k is fitted when the pair has enough Infer judgments, else the
+    all-pairs slope. Pairs below min_judgments altogether use the all-pairs curve.
+    """
+    observations, mids = _pair_observations(points, midpoints)
 
     all_obs = [o for obs in observations.values() for o in obs]
     if len({round(o[0], 6) for o in all_obs}) >= 2:
@@ -396,3 +428,36 @@ def fit_human_curves(
             m = float(np.mean(pair_mids))
         curves[key] = (k, m)
     return PairCurves(curves, (global_k, global_m))
+
+
+def fit_human_curves_posterior(
+    points: Sequence[PointJudgments],
+    midpoints: Sequence[tuple[int, int, float]],
+    min_judgments: int = MIN_JUDGMENTS_PER_PAIR,
+    noise: dict | None = None,
+) -> PairCurves:
+    """Curves as the posterior mean of (k, m) per pair under the grid posterior of the
+    adaptive studies (adaptive.model: Infer answers as noisy perceived shares on 0.05
+    bins, midpoints as noisy picks on the 0.1 grid, noise levels fitted to H-Mix by
+    default; Kontsevich & Tyler 1999). Pairs below `min_judgments` and the fallback
+    curve are fit_human_curves' (the all-pairs logistic fit), so the two policies differ
+    only where a pair has its own evidence. Shapes as fit_human_curves."""
+    from adaptive import model
+
+    fitted = fit_human_curves(points, midpoints, min_judgments)
+    observations, mids = _pair_observations(points, midpoints)
+    grid = model.make_grid()
+    midpoint_model = model.build_model("select_shuffled", grid, noise)
+    all_lams = sorted({round(lam, 6) for obs in observations.values() for lam, _ in obs})
+    infer_model = model.build_model("infer", grid, noise, candidates=all_lams or [0.5])
+    curves = {}
+    for key in fitted.curves:
+        log_post = np.log(grid.prior())
+        for lam, share in observations.get(key, []):
+            log_post += infer_model.loglik(round(lam, 6), share)
+        for midpoint in mids.get(key, []):
+            log_post += midpoint_model.loglik(None, midpoint)
+        probs = np.exp(log_post - log_post.max())
+        probs /= probs.sum()
+        curves[key] = (float(probs @ grid.k), float(probs @ grid.m))
+    return PairCurves(curves, fitted.fallback)

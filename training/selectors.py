@@ -129,7 +129,7 @@ def job_data(job: TrainingJob, seed: int) -> JobData:
         ]
     curves = None
     if policy.fits_curves:
-        curves = policies.fit_human_curves([p.judgments for p in points], midpoints)
+        curves = policy.fit_curves([p.judgments for p in points], midpoints)
         notes.append(f"{job.policy}: {len(curves.curves)} class pairs with their own curve")
     label_map = None
     mixed_images = np.zeros((0, *arrays.images.shape[1:]), dtype=np.uint8)
