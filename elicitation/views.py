@@ -17,6 +17,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import translation
+from django.utils.cache import patch_cache_control
 from django.utils.crypto import constant_time_compare
 from django.utils.translation import gettext
 from django.views.decorators.cache import cache_control
@@ -49,6 +50,20 @@ from .services import consent as consent_law
 RECRUITER_PARAMS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")
 RECRUITER_SALT = "elicitation.recruiter-ids"
 ENTRY_COOKIE_AGE = 24 * 3600  # from following the recruiter's link to consenting
+
+
+def private_reply(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Mark a participant view's replies `private, no-cache`: each depends on the
+    browser's cookie (its trial, its completion code), so no shared cache on the way
+    may keep one and hand it to the next participant opening the same address."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        response = view(request, *args, **kwargs)
+        patch_cache_control(response, private=True, no_cache=True)
+        return response
+
+    return wrapped
 
 
 def in_study_language(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -194,6 +209,7 @@ STATE_TEMPLATES = {
 }
 
 
+@private_reply
 @require_GET
 @in_study_language
 def study_page(request: HttpRequest, slug: str) -> HttpResponse:
@@ -248,6 +264,7 @@ def _newcomer_page(request: HttpRequest, study: Study, preview: bool = False) ->
     return render(request, "elicitation/consent.html", {"study": study})
 
 
+@private_reply
 @require_GET
 def preview(request: HttpRequest, slug: str, key: str) -> HttpResponse:
     """The study's preview link (the dashboard shows it): a fresh session of kind
@@ -267,6 +284,7 @@ def _closed_message(study: Study) -> str:
     return gettext("This study has not opened yet. Please come back later.")
 
 
+@private_reply
 @require_POST
 @in_study_language
 def consent(request: HttpRequest, slug: str) -> HttpResponse:
@@ -306,6 +324,7 @@ def _session_or_error(request: HttpRequest, slug: str) -> Session:
     return session
 
 
+@private_reply
 @require_POST
 @in_study_language
 def instructions_done(request: HttpRequest, slug: str) -> HttpResponse:
@@ -335,6 +354,7 @@ def _warn_quiz_failed(request: HttpRequest) -> None:
     )
 
 
+@private_reply
 @require_POST
 @in_study_language
 def quiz(request: HttpRequest, slug: str) -> HttpResponse:
@@ -347,6 +367,7 @@ def quiz(request: HttpRequest, slug: str) -> HttpResponse:
     return redirect("elicitation:study", slug=slug)
 
 
+@private_reply
 @require_POST
 @in_study_language
 def feedback(request: HttpRequest, slug: str) -> HttpResponse:
@@ -362,6 +383,7 @@ def feedback(request: HttpRequest, slug: str) -> HttpResponse:
     return redirect("elicitation:study", slug=slug)
 
 
+@private_reply
 @require_http_methods(["GET", "POST"])
 @in_study_language
 def withdraw(request: HttpRequest, slug: str) -> HttpResponse:
@@ -402,6 +424,7 @@ def _trial_body(live: LiveSession) -> dict:
     return {"session": live.session.reference, "done": upcoming is None, "trial": upcoming}
 
 
+@private_reply
 @require_GET
 @in_study_language
 def trial(request: HttpRequest, slug: str) -> JsonResponse:
@@ -442,6 +465,7 @@ def _answer_body(request: HttpRequest) -> dict:
     return payload
 
 
+@private_reply
 @require_POST
 def judgments(request: HttpRequest, slug: str) -> JsonResponse:
     """Save one answer. 201 stored, 200 already stored (a retry), 4xx refused.
@@ -465,6 +489,7 @@ def judgments(request: HttpRequest, slug: str) -> JsonResponse:
     )
 
 
+@private_reply
 @require_POST
 def image_failures(request: HttpRequest, slug: str) -> JsonResponse:
     """Log that this browser could not load the current trial's images, even after

@@ -361,3 +361,37 @@ def test_a_nul_byte_in_an_address_is_a_4xx_for_everyone(make_study, admin_client
         f"/s/{study.slug}%00/judgments/", "{}", content_type="application/json"
     )
     assert saved.status_code == 400 and "error" in saved.json()
+
+
+@pytest.mark.django_db
+def test_participant_replies_are_kept_from_shared_caches(make_study):
+    """Every participant page and JSON reply depends on the browser's cookie (its
+    trial, the completion code), but named no Cache-Control and no Vary: a shared
+    cache on the way (a company or campus proxy) could keep one participant's page and
+    hand it to the next who opens the same study address. Each says `private`."""
+    study = make_study("construct", quiz=[], n_pairs=2, conditions=1, repeat_trials=0)
+    url = f"/s/{study.slug}/"
+    client = Client()
+    replies = {"link": client.get(f"{url}?PROLIFIC_PID=cache-1&STUDY_ID=s&SESSION_ID=x")}
+    replies["consent page"] = client.get(url)
+    replies["consent"] = consent(client, study)
+    replies["instructions"] = client.post(f"{url}instructions/")
+    replies["trial page"] = client.get(url)
+    replies["trial"] = client.get(f"{url}trial/")
+    session = Session.objects.get()
+    replies["save"] = client.post(
+        f"{url}judgments/",
+        json.dumps(construct_answer(session)),
+        content_type="application/json",
+    )
+    replies["image failure"] = client.post(
+        f"{url}image-failures/", json.dumps({"trial_index": 1}), content_type="application/json"
+    )
+    replies["withdraw page"] = client.get(f"{url}withdraw/")
+    replies["preview"] = Client().get(f"{url}preview/{study.preview_key}/")
+    replies["no session"] = Client().get(f"{url}trial/")
+    for name, reply in replies.items():
+        assert reply.status_code < 500, name
+        assert "private" in reply.get("Cache-Control", ""), (name, reply.get("Cache-Control"))
+    # What is the same for everyone stays cacheable: the scripts' messages, images.
+    assert "public" in Client().get("/jsi18n/en/")["Cache-Control"]
