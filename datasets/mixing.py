@@ -255,14 +255,29 @@ class MixingMethod:
         raise NotImplementedError
 
 
+def to_device(array: np.ndarray, device: torch.device, dtype: torch.dtype | None = None):
+    """A host array as a tensor on `device`. On CUDA the copy goes through pinned memory
+    with non_blocking=True: a copy from pageable memory makes the host wait for the
+    device's queued work, so the next training step could not be queued meanwhile (the
+    caching host allocator keeps the pinned block alive until the copy is done)."""
+    import torch
+
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if torch.device(device).type == "cuda":
+        tensor = tensor.pin_memory().to(device, non_blocking=True)
+    else:
+        tensor = tensor.to(device)
+    return tensor if dtype is None else tensor.to(dtype)
+
+
 def _blend_torch(x1: torch.Tensor, x2: torch.Tensor, lams: np.ndarray) -> torch.Tensor:
     """lam * x1 + (1 - lam) * x2 with one lam per row of the first dimension; 1 - lam is
     taken in float64 before the cast, as numpy's path computes it."""
-    import torch
 
     shape = (-1,) + (1,) * (x1.ndim - 1)
-    weight1 = torch.as_tensor(lams, dtype=x1.dtype, device=x1.device).reshape(shape)
-    weight2 = torch.as_tensor(1.0 - lams, dtype=x1.dtype, device=x1.device).reshape(shape)
+    lams = np.asarray(lams, dtype=np.float64)
+    weight1 = to_device(lams, x1.device, x1.dtype).reshape(shape)
+    weight2 = to_device(1.0 - lams, x1.device, x1.dtype).reshape(shape)
     return weight1 * x1 + weight2 * x2
 
 
@@ -302,9 +317,8 @@ def _box_mask_torch(
 
 
 def _boxes_to_device(boxes: np.ndarray, device: torch.device) -> tuple[torch.Tensor, ...]:
-    import torch
 
-    box = torch.as_tensor(boxes, device=device)
+    box = to_device(boxes, device)
     return box[:, 0], box[:, 1], box[:, 2], box[:, 3]
 
 
@@ -427,7 +441,7 @@ class FMix(MixingMethod):
 
         lam_arr = np.broadcast_to(check_lams(lams), (x1.shape[0],))
         keep, kept = fmix_masks(lam_arr, x1.shape[-2], x1.shape[-1], rng, False, self.decay_power)
-        keep_t = torch.from_numpy(keep).to(x1.device, non_blocking=True)
+        keep_t = to_device(keep, x1.device)
         return torch.where(keep_t[:, None], x1, x2), kept
 
 
@@ -474,7 +488,7 @@ class ResizeMix(_BoxMethod):
         n, channels, height, width = x1.shape
         lam_arr = np.broadcast_to(check_lams(lams), (n,))
         boxes, kept = cutmix_boxes(lam_arr, height, width, rng)
-        source = torch.as_tensor(_resize_sources(boxes, height, width), device=x1.device)
+        source = to_device(_resize_sources(boxes, height, width), x1.device)
         index = source.reshape(n, 1, height * width).expand(n, channels, height * width)
         shrunk = torch.gather(x2.reshape(n, channels, height * width), 2, index)
         inside = _box_mask_torch(*_boxes_to_device(boxes, x1.device), height, width)
@@ -559,8 +573,8 @@ def spectral_residual_saliency_torch(grey: torch.Tensor) -> torch.Tensor:
     grey = grey.to(torch.float64)
     height, width = grey.shape[-2:]
     sigma = max(height, width) / 8.0
-    rows = torch.as_tensor(_gaussian_matrix(height, sigma), device=grey.device)
-    cols = torch.as_tensor(_gaussian_matrix(width, sigma), device=grey.device)
+    rows = to_device(_gaussian_matrix(height, sigma), grey.device)
+    cols = to_device(_gaussian_matrix(width, sigma), grey.device)
     return _spectral_residual(grey, torch, rows, cols)
 
 
@@ -602,10 +616,10 @@ class SaliencyMix(_BoxMethod):
         n, channels, height, width = x1.shape
         lam_arr = np.broadcast_to(check_lams(lams), (n,))
         box_h, box_w, kept = box_sizes(lam_arr, height, width)
-        weights = torch.as_tensor(_grey_weights(channels), device=x1.device)
+        weights = to_device(_grey_weights(channels), x1.device)
         grey = torch.einsum("nchw,c->nhw", x2.to(torch.float64), weights)
         peak = spectral_residual_saliency_torch(grey).reshape(n, -1).argmax(dim=1)
-        sides = torch.as_tensor(np.stack([box_h, box_w]), device=x1.device)
+        sides = to_device(np.stack([box_h, box_w]), x1.device)
         y0 = _centred_starts(peak // width, sides[0], height, torch)
         x0 = _centred_starts(peak % width, sides[1], width, torch)
         inside = _box_mask_torch(y0, y0 + sides[0], x0, x0 + sides[1], height, width)
