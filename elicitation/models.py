@@ -243,7 +243,7 @@ class Study(models.Model):
         """A study that can run: a valid participant flow (study_rules.flow_errors) and,
         once participants have started, nothing their sessions depend on changed
         (study_rules.locked_changes; copy the study as a new one instead)."""
-        from .study_rules import LOCKED_ONCE_STARTED, flow_errors, locked_changes
+        from .study_rules import LOCKED_ONCE_STARTED, flow_errors, locked_changes, noise_errors
 
         errors = flow_errors(
             self.consent_items,
@@ -264,6 +264,13 @@ class Study(models.Model):
                 ]
         if self.design == Study.Design.ADAPTIVE:
             from adaptive.model import INTERFACES as ADAPTIVE_INTERFACES
+
+            # 0 would end every session before its first trial, with the completion code.
+            for name in ("adaptive_budget", "adaptive_max_per_pair"):
+                if getattr(self, name) is not None and getattr(self, name) < 1:
+                    errors[name] = ["An adaptive study needs at least 1."]
+            if problems := noise_errors(self.adaptive_noise):
+                errors["adaptive_noise"] = problems
 
             if self.interface not in ADAPTIVE_INTERFACES:
                 errors["design"] = [

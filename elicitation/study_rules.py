@@ -159,3 +159,45 @@ def locked_changes(stored: dict, edited: dict) -> list[str]:
     if not same_grading:
         changed.append("quiz questions, options or answers (how the quiz is graded)")
     return changed
+
+
+# The adaptive design's noise levels (adaptive.model.DEFAULT_NOISE's shape) that the
+# likelihoods read: what each must be for the posterior to stay a distribution.
+_NOISE_RULES = {
+    "sd": ("a number above 0", lambda x: x > 0),
+    "m_sd": ("a number above 0", lambda x: x > 0),
+    "log_k_sd": ("a number above 0", lambda x: x > 0),
+    "person_sd": ("a number of at least 0", lambda x: x >= 0),
+    "lapse": ("a number from 0 to below 1", lambda x: 0 <= x < 1),
+    "m_mean": ("a number from 0 to 1", lambda x: 0 <= x <= 1),
+    "log_k_mean": ("a number", lambda x: True),
+    "start_bias": ("a number", lambda x: True),
+}
+_NOISE_SECTIONS = ("afc", "infer", "construct", "select_shuffled", "prior")
+
+
+def noise_errors(noise: Any) -> list[str]:
+    """Problems with an adaptive study's noise levels (adaptive.hmix_fit.fit_noise's
+    dict; {} means the defaults): an object whose interface and prior sections, where
+    given, are objects whose sd's are above 0, lapses in [0, 1) and the prior's m_mean in
+    [0, 1], all finite numbers. Other keys (the fit's extras) are left alone."""
+    import math
+
+    if not isinstance(noise, dict):
+        return [f"must be an object of noise levels, not {type(noise).__name__}"]
+    errors = []
+    for section in _NOISE_SECTIONS:
+        if section not in noise:
+            continue
+        values = noise[section]
+        if not isinstance(values, dict):
+            errors.append(f"{section} must be an object, not {type(values).__name__}")
+            continue
+        for name, (what, ok) in _NOISE_RULES.items():
+            if name not in values:
+                continue
+            x = values[name]
+            number = isinstance(x, int | float) and not isinstance(x, bool)
+            if not (number and math.isfinite(x) and ok(x)):
+                errors.append(f"{section}.{name} must be {what}, not {x!r}")
+    return errors

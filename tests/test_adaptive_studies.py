@@ -429,3 +429,47 @@ def test_an_adaptive_study_stores_the_noise_levels_fitted_to_hmix(make_study, sh
     save_study(fixed)
     fixed.refresh_from_db()
     assert fixed.adaptive_noise == {}
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("adaptive_budget", "0"),
+        ("adaptive_max_per_pair", "0"),
+        ("adaptive_budget", "-5"),
+        ("adaptive_budget", "100000"),
+        ("adaptive_noise", '{"prior": "x"}'),
+        ("adaptive_noise", '{"prior": {"m_mean": 0.5, "m_sd": -1}}'),
+        ("adaptive_noise", '{"infer": {"sd": 0, "lapse": 0.05}}'),
+        ("adaptive_noise", '{"infer": {"sd": 0.2, "lapse": 1.5}}'),
+        ("adaptive_noise", "[1, 2]"),
+    ],
+)
+def test_the_admin_refuses_constraints_and_noise_that_serve_no_trial(
+    make_study, admin_client, field, value
+):
+    """A budget or max per pair of 0 ended every session before its first trial with
+    the completion code; noise levels the likelihood cannot use (a negative or zero sd,
+    a lapse outside 0..1, not an object) made the posterior NaN and ended every session
+    at once too. The admin's form refuses them with the field named; nothing changes."""
+    from elicitation.models import Study
+    from tests.test_researcher_tools import form_data, post_change
+
+    study = make_study("infer", n_pairs=2, repeat_trials=0, status="draft", **ADAPTIVE)
+    before = Study.objects.filter(pk=study.pk).values().get()
+    data = form_data(admin_client, study, **{field: value})
+    reply = post_change(admin_client, study, data)
+    assert reply.status_code == 200  # the form again, with its errors
+    assert field in reply.context["adminform"].form.errors
+    assert Study.objects.filter(pk=study.pk).values().get() == before
+
+
+def test_the_admin_keeps_a_valid_adaptive_study(make_study, admin_client):
+    """The check above refuses only what cannot serve: the form as shown saves."""
+    from elicitation.models import Study
+    from tests.test_researcher_tools import form_data, post_change
+
+    study = make_study("infer", n_pairs=2, repeat_trials=0, status="draft", **ADAPTIVE)
+    reply = post_change(admin_client, study, form_data(admin_client, study, adaptive_budget="7"))
+    assert reply.status_code == 302
+    assert Study.objects.get(pk=study.pk).adaptive_budget == 7
