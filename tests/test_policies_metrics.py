@@ -607,3 +607,25 @@ def test_cuda_training_steps_never_wait_for_the_gpu():
     syncs = [w for w in caught if "synchroniz" in str(w.message)]
     assert len(syncs) <= 1, [str(w.message) for w in syncs]
     assert result.device == "cuda" and result.images_seen == 512
+
+
+def test_a_diverged_model_gets_null_figures_not_nan():
+    """A model whose weights went NaN (a learning rate that diverges is within the
+    job bounds) yields figures that are undefined: they must come back as None, since
+    PostgreSQL's JSON refuses NaN and the seed's result could not be stored at all."""
+    import json
+
+    from training.config import EvalData
+    from training.loop import evaluate
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    with torch.no_grad():
+        model[1].weight.fill_(float("nan"))
+    images = np.random.default_rng(0).integers(0, 256, (6, 2, 2, 3), dtype=np.uint8)
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    soft = np.full((6, 3), 1 / 3)
+    results, _ = evaluate(model, EvalData(images, labels, soft), TrainConfig(device="cpu"))
+    json.dumps(results, allow_nan=False)  # storable as PostgreSQL JSON
+    for name in ("ce_human", "tv_human", "fgsm_ce", "pgd_ce", "ece", "rms_calibration_error"):
+        assert results[name] is None, name
+    assert results["accuracy"] is not None

@@ -146,6 +146,32 @@ def test_job_settings_are_checked(observed_study):
     assert TrainingJob.objects.count() == 0
 
 
+def test_seeds_a_worker_cannot_use_are_refused_when_the_job_is_made(
+    observed_study, client, role_user
+):
+    """numpy refuses negative seeds and torch seeds past 2**64: such a job was stored,
+    queued and failed on the worker. Seeds and the split seed lie in 0..2**32 - 1."""
+    dataset = observed_study.stimulus_set.dataset
+    online = {"policy": "mixup", "online_alpha": 1.0}
+    for fields, message in (
+        ({**online, "seeds": [-1]}, "seeds"),
+        ({**online, "seeds": [0, 2**64]}, "seeds"),
+        ({**online, "split_seed": -3}, "split_seed"),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            create_job(name="bad", dataset=dataset, epochs=1, enqueue=False, **fields)
+    client.force_login(role_user("r", "Researcher"))
+    body = {"name": "api", "dataset": dataset.name, "epochs": 1, **online}
+    for bad, field in (({"seeds": [-1]}, "seeds"), ({"split_seed": -1}, "split_seed")):
+        reply = client.post("/api/training-jobs/", {**body, **bad}, content_type="application/json")
+        assert reply.status_code == 400 and field in reply.json(), reply.content
+    assert TrainingJob.objects.count() == 0
+    job = create_job(
+        name="ok", dataset=dataset, epochs=1, enqueue=False, seeds=[2**32 - 1], **online
+    )
+    assert job.seeds == [2**32 - 1]
+
+
 def test_cancel_queued_job(observed_study):
     from training.services import cancel_job
 

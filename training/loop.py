@@ -258,7 +258,8 @@ def evaluate(
     """Accuracy, top-2 and worst-class accuracy, CE / total variation / entropy rank
     correlation against human soft labels (where known), FGSM and PGD CE and accuracy,
     ECE (15 bins), RMS calibration error (adaptive bins of 100), and a reliability
-    diagram (PNG). The attacks use the seed's own generator (PGD's random start)."""
+    diagram (PNG). The attacks use the seed's own generator (PGD's random start).
+    A figure that is undefined (NaN outputs of a diverged model) is None."""
     device = next(model.parameters()).device
     amp, channels_last = _cuda_settings(cfg, device)
     model.eval()
@@ -303,12 +304,14 @@ def evaluate(
         "ece": metrics.expected_calibration_error(probs, data.labels),
         "rms_calibration_error": metrics.rms_calibration_error(probs, data.labels),
     }
-    return results, metrics.reliability_diagram(probs, data.labels)
+    return metrics.undefined_as_none(results), metrics.reliability_diagram(probs, data.labels)
 
 
 def human_reference_measures(model: torch.nn.Module, data: EvalData, cfg: TrainConfig) -> dict:
     """metrics.human_measures of the model's predictions against data.soft_labels."""
-    return metrics.human_measures(predict_probs(model, data.images, cfg), data.soft_labels)
+    return metrics.undefined_as_none(
+        metrics.human_measures(predict_probs(model, data.images, cfg), data.soft_labels)
+    )
 
 
 def checkpoint_bytes(model: torch.nn.Module, cfg: TrainConfig | None = None) -> bytes:

@@ -60,6 +60,15 @@ def entropy_spearman(probs: np.ndarray, reference: np.ndarray) -> float | None:
     return float(stats.spearmanr(model_h, human_h).statistic)
 
 
+def undefined_as_none(figures: dict) -> dict:
+    """The figures with every non-finite float (NaN, inf: a model whose outputs went NaN
+    has no defined CE, ECE, ...) replaced by None, which is what JSON and PostgreSQL's
+    jsonb can hold (both refuse NaN) and what summaries over seeds skip."""
+    return {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in figures.items()
+    }
+
+
 def human_measures(probs: np.ndarray, soft_labels: np.ndarray | None) -> dict:
     """Measures against human label distributions (None each when there are none):
     ce_human (soft_cross_entropy), tv_human (total_variation), entropy_spearman."""

@@ -34,6 +34,9 @@ PROGRESS_EVERY_S = 1.0  # database writes from the training loop, at most this o
 MAX_LEARNING_RATE = 10.0
 MAX_WEIGHT_DECAY = 0.1
 MAX_MILESTONES = 20
+# Seeds feed numpy's Generator (which refuses negative seeds) and torch.manual_seed (which
+# refuses seeds past 2**64 - 1): 0..2**32 - 1, the range every seeding API takes.
+MAX_SEED = 2**32 - 1
 
 
 def apply_recipe(fields: dict) -> dict:
@@ -53,8 +56,14 @@ def create_job(*, stimulus_sets=(), studies=(), enqueue: bool = True, **fields) 
     job = TrainingJob(**apply_recipe(fields))
     job.full_clean(exclude=["seeds", "lr_milestones"])
     seeds = job.seeds or [0]
-    if not all(isinstance(s, int) for s in seeds) or len(set(seeds)) != len(seeds):
-        raise ValidationError("seeds must be distinct whole numbers")
+    if (
+        not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+        or len(set(seeds)) != len(seeds)
+        or not all(0 <= s <= MAX_SEED for s in seeds)
+    ):
+        raise ValidationError({"seeds": f"seeds must be distinct whole numbers in 0..{MAX_SEED}"})
+    if not 0 <= job.split_seed <= MAX_SEED:
+        raise ValidationError({"split_seed": f"the split seed must lie in 0..{MAX_SEED}"})
     job.seeds = seeds
     if not 0 < job.heldout_fraction < 1:
         raise ValidationError("heldout_fraction must lie strictly between 0 and 1")
