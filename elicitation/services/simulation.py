@@ -244,12 +244,20 @@ def run_participant(
 def simulate_participants(study: Study, n: int, seed: int | None = None) -> SimulationResult:
     """Run ``n`` simulated people through ``study`` (module docstring). Seeded: the same
     seed draws the same people and answers (an adaptive study's choices depend on what
-    is stored already). Raises ValueError for an interface they cannot answer, FlowError
-    when the study refuses a session (closed, full, no conditions)."""
+    is stored already). Raises ValueError for an interface they cannot answer or an
+    adaptive study with live sessions (their answers would move the stored posteriors
+    that real participants' next trials are chosen from), FlowError when the study
+    refuses a session (closed, full, no conditions)."""
     if study.interface not in SIMULATED_INTERFACES:
         raise ValueError(
             f"simulated participants answer {', '.join(SIMULATED_INTERFACES)}, "
             f"not {study.interface}"
+        )
+    if study.is_adaptive and study.sessions.filter(kind=Session.Kind.LIVE).exists():
+        raise ValueError(
+            "this adaptive study has live participants, whose next trials are chosen from "
+            "the stored posteriors that simulated answers would move: simulate in a copy "
+            "(the action 'Copy as a new draft study')"
         )
     rng = np.random.default_rng(seed if seed is not None else random.SystemRandom().getrandbits(63))
     truth = study_population(study, rng)
