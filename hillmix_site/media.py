@@ -6,6 +6,7 @@ what the file belongs to."""
 
 from __future__ import annotations
 
+import logging
 import posixpath
 from functools import lru_cache
 
@@ -27,6 +28,8 @@ MEDIA_PERMISSIONS = {
 # image stops being public when its study closes.
 STIMULUS_CACHE_CONTROL = "private, max-age=3600"
 
+logger = logging.getLogger(__name__)
+
 
 @lru_cache(maxsize=4096)
 def _stimulus_bytes(file_name: str) -> bytes:
@@ -39,7 +42,14 @@ def _image_response(file_name: str | None) -> HttpResponse:
     # The reply names nothing (no file name, no dates): only the pixels.
     if file_name is None:
         raise Http404("No such image.")
-    response = HttpResponse(_stimulus_bytes(file_name), content_type="image/png")
+    try:
+        content = _stimulus_bytes(file_name)
+    except FileNotFoundError:
+        # Storage lost a file the database names: the operator must know; the page's
+        # image-failure report records which trial it broke.
+        logger.error("stimulus file missing from storage: %s", file_name)
+        raise Http404("No such image.") from None
+    response = HttpResponse(content, content_type="image/png")
     response["Cache-Control"] = STIMULUS_CACHE_CONTROL
     return response
 

@@ -601,3 +601,20 @@ def test_select_shuffled_in_the_browser_answers_with_opaque_ids(page, live_serve
     shown = [r.url.split(live_server.url)[1] for r in images]
     assert shown and all(opaque_image(study).match(url) for url in shown)
     assert all(r.status == 200 and "content-disposition" not in r.headers for r in images)
+
+
+@pytest.mark.django_db
+def test_a_stimulus_file_missing_from_storage_is_a_404_and_logged(make_study, client, caplog):
+    from django.core.files.storage import default_storage
+
+    from hillmix_site import media
+
+    study = make_study("infer", quiz=[])
+    [trial, *_] = _take_part(client, study, "missing-file")
+    url, *_ = _image_urls([trial])
+    media._stimulus_bytes.cache_clear()
+    for stimulus in Stimulus.objects.filter(pair__stimulus_set=study.stimulus_set):
+        default_storage.delete(stimulus.image.name)
+    with caplog.at_level("ERROR", logger="hillmix_site.media"):
+        assert client.get(url).status_code == 404
+    assert "missing from storage" in caplog.text
