@@ -514,6 +514,48 @@ def test_comparison_page_says_which_differences_exceed_seed_noise(observed_study
     assert f"[{accuracy['ci_low']:.3f}, {accuracy['ci_high']:.3f}]" in html
 
 
+def test_comparison_page_with_one_seed_uneven_seeds_and_a_bad_name(observed_study, admin_client):
+    """One seed: a mean with std 0 and no interval, nothing to compare; jobs of different
+    seed counts pair on the seeds they share; a comparison name holding NUL (PostgreSQL
+    refuses it in text) is a 400, not a 500."""
+    from training.models import SeedResult
+
+    dataset = observed_study.stimulus_set.dataset
+    runs = (("onehot", [0]), ("mixup", [0, 1, 2]), ("onehot_smooth", [1, 2]), ("solo", [5]))
+    for policy, seeds in runs:
+        job = create_job(
+            name=policy,
+            comparison="solo" if policy == "solo" else "uneven",
+            dataset=dataset,
+            policy="mixup" if policy == "mixup" else "onehot",
+            online_alpha=1.0 if policy == "mixup" else 0.0,
+            seeds=seeds,
+            enqueue=False,
+        )
+        for seed in seeds:
+            SeedResult.objects.create(
+                job=job,
+                seed=seed,
+                metrics={"accuracy": 0.5 + 0.01 * seed + (0.1 if policy == "mixup" else 0)},
+                device="cpu",
+                train_images_per_second=1.0,
+            )
+    page = admin_client.get("/admin/training/trainingjob/compare/", {"comparison": "uneven"})
+    assert page.status_code == 200
+    rows = {row["label"]: row for row in page.context["rows"]}
+    onehot = rows["onehot"]["stats"]["accuracy"]  # seeds 0 (one job) and 1, 2 (another)
+    assert onehot["n"] == 3 and onehot["half_width"] is not None
+    differences = [d for d in page.context["differences"] if d["metric"] == "accuracy"]
+    assert [d["seeds"] for d in differences] == [[0, 1, 2]]
+    single = admin_client.get("/admin/training/trainingjob/compare/", {"comparison": "solo"})
+    assert single.status_code == 200
+    solo = single.context["rows"][0]["stats"]["accuracy"]
+    assert (solo["n"], solo["std"], solo["half_width"]) == (1, 0.0, None)
+    assert "Nothing to compare" in single.content.decode()
+    bad = admin_client.get("/admin/training/trainingjob/compare/", {"comparison": "a\x00b"})
+    assert bad.status_code == 400
+
+
 def test_admin_launch_form_takes_the_mixing_method_and_defaults_empty_settings(
     observed_study, admin_client
 ):

@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.core.exceptions import SuspiciousOperation
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -117,6 +118,8 @@ class TrainingJobAdmin(GuardedLookupsAdmin, admin.ModelAdmin):
         seed, paired t-test)."""
         jobs = TrainingJob.objects.all()
         name = request.GET.get("comparison")
+        if name and "\x00" in name:  # PostgreSQL refuses NUL in text: a 400, not a 500
+            raise SuspiciousOperation("A NUL byte in the comparison name.")
         if name:
             jobs = jobs.filter(comparison=name)
         groups = sorted(set(TrainingJob.objects.values_list("comparison", flat=True)))
