@@ -172,6 +172,25 @@ def test_seeds_a_worker_cannot_use_are_refused_when_the_job_is_made(
     assert job.seeds == [2**32 - 1]
 
 
+def test_a_split_that_leaves_a_side_empty_is_refused(observed_study):
+    """A held-out fraction that rounds to no held-out image (or no training image) was
+    accepted, trained, and failed in evaluation on an empty set."""
+    dataset = observed_study.stimulus_set.dataset
+    n = dataset.num_images
+    online = {"policy": "mixup", "online_alpha": 1.0}
+    for fraction in (0.4 / n, 1 - 0.4 / n):
+        with pytest.raises(ValidationError, match="heldout_fraction"):
+            create_job(
+                name="bad",
+                dataset=dataset,
+                epochs=1,
+                enqueue=False,
+                heldout_fraction=fraction,
+                **online,
+            )
+    assert TrainingJob.objects.count() == 0
+
+
 def test_cancel_queued_job(observed_study):
     from training.services import cancel_job
 

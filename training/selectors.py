@@ -22,10 +22,15 @@ from .config import EvalData, TrainData
 from .models import TrainingJob
 
 
+def heldout_size(n: int, heldout_fraction: float) -> int:
+    """How many of a dataset's n images heldout_split holds out: round(n * fraction)."""
+    return int(round(n * heldout_fraction))
+
+
 def heldout_split(n: int, heldout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Row indices (train, held out) of a dataset, fixed by the seed."""
     order = np.random.default_rng(seed).permutation(n)
-    cut = int(round(n * heldout_fraction))
+    cut = heldout_size(n, heldout_fraction)
     return np.sort(order[cut:]), np.sort(order[:cut])
 
 

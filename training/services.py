@@ -21,7 +21,7 @@ from datasets.mixing import get_method
 from . import policies
 from .config import RECIPES, Cancelled, Progress, TrainConfig
 from .models import SeedResult, TrainingJob
-from .selectors import job_data
+from .selectors import heldout_size, job_data
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,13 @@ def create_job(*, stimulus_sets=(), studies=(), enqueue: bool = True, **fields) 
     job.seeds = seeds
     if not 0 < job.heldout_fraction < 1:
         raise ValidationError("heldout_fraction must lie strictly between 0 and 1")
+    if not 0 < heldout_size(job.dataset.num_images, job.heldout_fraction) < job.dataset.num_images:
+        raise ValidationError(
+            {
+                "heldout_fraction": f"of {job.dataset.num_images} images, this fraction leaves "
+                "no image to hold out or none to train on"
+            }
+        )
     if job.epochs < 1 or job.batch_size < 1 or job.learning_rate <= 0:
         raise ValidationError("epochs, batch size and learning rate must be positive")
     check_job_bounds(
