@@ -14,10 +14,21 @@ from django.conf import settings
 
 from adaptive.model import DEFAULT_NOISE, InterfaceModel, build_model, make_grid
 
-from .models import Study
+from .models import Session, Study
 
 # The grid every stored log posterior lives on (m step 0.01, 16 slopes 1..60).
 GRID = make_grid()
+
+
+# Sessions whose answers an adaptive study's posteriors leave out: previews (the
+# researcher's preview link, Prolific's preview) are no participants. Pilots and
+# simulated people count (pilot or simulate in a copy).
+NOT_IN_POSTERIOR = (Session.Kind.PREVIEW,)
+
+
+def counts_in_posterior(kind: str) -> bool:
+    """Whether a session of `kind` (Session.Kind) adds its answers to the posteriors."""
+    return kind not in NOT_IN_POSTERIOR
 
 
 def study_noise(study: Study) -> dict:

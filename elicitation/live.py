@@ -129,7 +129,8 @@ class LiveSession:
 _LIVE_COLUMNS = tuple(
     field.attname
     for field in Session._meta.concrete_fields
-    if field.name in {"id", "study", "condition", "token_hash", "state", "position", "trial_order"}
+    if field.name
+    in {"id", "study", "condition", "token_hash", "state", "position", "trial_order", "kind"}
 )
 _TRIAL_ORDER = _LIVE_COLUMNS.index("trial_order")
 
@@ -288,6 +289,7 @@ class _KnownSession:
     study_id: int
     condition_id: int
     trial_order: list  # shared by requests: read it, never change it
+    kind: str  # a preview's answers leave an adaptive study's posteriors alone
 
 
 _known_sessions: dict[tuple[str, str | None], _KnownSession] = {}
@@ -295,7 +297,9 @@ _known_lock = threading.Lock()
 
 
 def _remember(token_hash: str, slug: str | None, session: Session) -> None:
-    known = _KnownSession(session.pk, session.study_id, session.condition_id, session.trial_order)
+    known = _KnownSession(
+        session.pk, session.study_id, session.condition_id, session.trial_order, session.kind
+    )
     with _known_lock:
         if len(_known_sessions) >= KNOWN_SESSIONS_MAX:  # forget the oldest
             del _known_sessions[next(iter(_known_sessions))]
@@ -311,7 +315,7 @@ def remember_trial_order(token_hash: str, slug: str | None, trial_order: list) -
             known = _known_sessions.get(key)
             if known is not None:
                 _known_sessions[key] = _KnownSession(
-                    known.id, known.study_id, known.condition_id, trial_order
+                    known.id, known.study_id, known.condition_id, trial_order, known.kind
                 )
 
 
@@ -332,6 +336,7 @@ def presumed_live_session(token_hash: str, slug: str | None, position: int) -> L
         "trial_order": known.trial_order,
         "position": position,
         "state": Session.State.TRIALS,
+        "kind": known.kind,
     }
     session = Session.from_db(connection.alias, _LIVE_COLUMNS, [columns[c] for c in _LIVE_COLUMNS])
     session.study = catalog.study

@@ -12,7 +12,13 @@ from django.utils import timezone
 from adaptive.model import PairPosteriors
 
 from . import interfaces
-from .adaptive_design import GRID, interface_model, judgment_loglik, prior_log_posterior
+from .adaptive_design import (
+    GRID,
+    NOT_IN_POSTERIOR,
+    interface_model,
+    judgment_loglik,
+    prior_log_posterior,
+)
 from .live import LiveSession, StudyCatalog, catalog_of, grid_lams, study_catalog
 from .models import (
     Condition,
@@ -268,8 +274,10 @@ def recomputed_posteriors(study: Study) -> dict[int, tuple[np.ndarray, int]]:
     model = interface_model(study, grid_lams(study))
     prior = prior_log_posterior(study)
     out = {p: (prior.copy(), 0) for p in stored_posteriors(study)}
-    rows = Judgment.objects.filter(study=study).values_list(
-        "pair_id", "stimulus__lam", "response", "lam"
+    rows = (
+        Judgment.objects.filter(study=study)
+        .exclude(session__kind__in=NOT_IN_POSTERIOR)
+        .values_list("pair_id", "stimulus__lam", "response", "lam")
     )
     for pair_id, stimulus_lam, response, lam in rows:
         log_post, count = out.get(pair_id, (prior.copy(), 0))

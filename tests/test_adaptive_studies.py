@@ -495,3 +495,44 @@ def test_simulated_people_stay_out_of_an_adaptive_study_with_live_participants(m
     draft = make_study("infer", slug="pilot-me", n_pairs=2, repeat_trials=0, **ADAPTIVE)
     call_command("simulate_participants", study=draft.slug, n=1, seed=1)
     assert Session.objects.filter(study=draft, kind=Session.Kind.SIMULATED).count() == 1
+
+
+def test_preview_answers_leave_an_adaptive_studys_posteriors_alone(make_study):
+    """The researcher's preview link (or Prolific's preview) answers like anyone, but
+    its session is no participant: its answers must not move the posteriors from which
+    real participants' next trials are chosen, nor the recomputation."""
+    import json
+
+    from django.test import Client
+
+    from tests.test_participant_trust import CONSENT, join
+
+    study = make_study("infer", n_pairs=2, repeat_trials=0, ask_confidence=True, **ADAPTIVE)
+
+    def answer(browser) -> int:
+        shown = browser.get(f"/s/{study.slug}/trial/").json()
+        payload = infer_payload(shown["session"], shown["trial"]["index"])
+        reply = browser.post(
+            f"/s/{study.slug}/judgments/", json.dumps(payload), content_type="application/json"
+        )
+        return reply.status_code
+
+    preview = Client()
+    assert preview.get(f"/s/{study.slug}/preview/{study.preview_key}/").status_code == 302
+    assert preview.post(f"/s/{study.slug}/consent/", CONSENT).status_code == 302
+    assert answer(preview) == 201 and answer(preview) == 201
+    assert Judgment.objects.filter(session__kind=Session.Kind.PREVIEW).count() == 2
+    from elicitation.adaptive_design import prior_log_posterior
+
+    study.refresh_from_db()
+    prior = prior_log_posterior(study).tobytes()
+    assert set(map(bytes, PairPosterior.objects.values_list("log_posterior", flat=True))) == {prior}
+    assert not PairPosterior.objects.exclude(judgment_count=0).exists()
+    # A live participant's answer counts, and the recomputation agrees.
+    assert answer(join(study, "live-one")) == 201
+    assert sum(PairPosterior.objects.values_list("judgment_count", flat=True)) == 1
+    recomputed = selectors.recomputed_posteriors(study)
+    for pair_id, (log_post, count) in selectors.stored_posteriors(study).items():
+        assert recomputed[pair_id][1] == count
+        mine, again = np.exp(log_post), np.exp(recomputed[pair_id][0])
+        assert np.allclose(mine / mine.sum(), again / again.sum(), atol=1e-12)

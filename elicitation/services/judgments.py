@@ -10,6 +10,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from .. import interfaces
+from ..adaptive_design import counts_in_posterior
 from ..answers import (
     Answer,
     AnswerError,
@@ -201,7 +202,7 @@ def _store_judgment(live: LiveSession, envelope: Envelope, answer: Answer) -> Ju
                 connection.save_answer_prepared = True
             cursor.execute(_EXECUTE_SAVE_ANSWER, [*advance, *row])
             stored = cursor.fetchone()
-            if stored is not None and study.is_adaptive:
+            if stored is not None and study.is_adaptive and counts_in_posterior(session.kind):
                 adaptive.update_posterior(
                     catalog, item.pair_id, item.stimulus_lam, answer.response, answer.lam
                 )
@@ -212,7 +213,7 @@ def _store_judgment(live: LiveSession, envelope: Envelope, answer: Answer) -> Ju
             if cursor.rowcount == 1:
                 cursor.execute(f"{_INSERT_JUDGMENT} RETURNING id", row)
                 stored = cursor.fetchone()
-                if study.is_adaptive:
+                if study.is_adaptive and counts_in_posterior(session.kind):
                     adaptive.update_posterior(
                         catalog, item.pair_id, item.stimulus_lam, answer.response, answer.lam
                     )
