@@ -88,8 +88,14 @@ print(json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def production_headers():
-    result = manage("shell", "-c", HEADERS_SCRIPT, env=production_env())
+def production_headers(django_db_setup):
+    # The save's refusal reads the study's language: point the server at the test
+    # database (migrated, with no study "x") rather than the development one.
+    from django.db import connection
+
+    db = connection.settings_dict
+    database_url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    result = manage("shell", "-c", HEADERS_SCRIPT, env=production_env(DATABASE_URL=database_url))
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
