@@ -155,6 +155,7 @@ def _trust(request: HttpRequest, study: Study, include: bool) -> dict:
         )
     return {
         "curves_chart": chart,
+        "has_curves": study.interface in reliability.INTERFACES,
         "curves_page": page,
         "curves_query": _without(request, "curves_page"),
         "curves_weighted": weighted,
