@@ -371,6 +371,15 @@ def test_multistep_schedule_divides_the_lr_at_its_milestones():
     )
     with pytest.raises(ValueError, match="unknown lr schedule"):
         build_scheduler(optimizer, TrainConfig(lr_schedule="warm"), 1)
+    # The one-cycle schedule moves the lr, never the job's momentum.
+    for momentum in (0.0, 0.5):
+        onecycle = TrainConfig(lr=0.1, epochs=2, lr_schedule="onecycle", momentum=momentum)
+        optimizer = build_optimizer(model, onecycle)
+        scheduler = build_scheduler(optimizer, onecycle, steps_per_epoch=3)
+        for _ in range(6):
+            assert optimizer.param_groups[0]["momentum"] == momentum
+            optimizer.step()
+            scheduler.step()
 
 
 def test_mixup_cifar_preset_is_the_papers_setting():

@@ -115,7 +115,11 @@ def build_scheduler(
     Raises ValueError for another name."""
     total = max(1, cfg.epochs * steps_per_epoch)
     if cfg.lr_schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total)
+        # The job's momentum holds throughout: OneCycleLR would otherwise cycle it
+        # between 0.85 and 0.95 whatever the job says.
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.lr, total_steps=total, cycle_momentum=False
+        )
     if cfg.lr_schedule == "multistep":
         milestones = sorted(cfg.lr_milestones)
 
