@@ -45,6 +45,26 @@ def _refuse(request: HttpRequest, study: Study, reason: str, status: int = 400) 
     )
 
 
+# A Prolific call's refusals: answered by _refused_call, nothing changed here.
+REFUSED_CALLS = (services.PaymentRunning, InvalidRequest, *API_FAILURES)
+
+
+def _refused_call(request: HttpRequest, study: Study, error: Exception) -> HttpResponse:
+    """The page's answer to a refused Prolific action: 409 while another payment run
+    holds the study, 400 for a request refused here or a missing link or token, 502
+    when Prolific (or the way to it) refused."""
+    if isinstance(error, services.PaymentRunning):
+        return _refuse(request, study, str(error), status=409)
+    if isinstance(error, InvalidRequest | services.NotConfigured):
+        return _refuse(request, study, str(error))
+    return _refuse(request, study, f"Prolific refused: {error}", status=502)
+
+
+def _form_reasons(form) -> str:
+    """A refused form's errors in one line, field by field."""
+    return "; ".join(f"{name}: {' '.join(errors)}" for name, errors in form.errors.items())
+
+
 @staff_member_required
 @admin_permission_required(MANAGE)
 def dashboard(request: HttpRequest, pk: int) -> HttpResponse:
@@ -128,10 +148,8 @@ def approve(request: HttpRequest, pk: int) -> HttpResponse:
         with services.client() as api:
             chosen = _selected(request, study, api)
             count = services.approve(api, chosen)
-    except (InvalidRequest, services.NotConfigured) as error:
-        return _refuse(request, study, str(error))
-    except API_FAILURES as error:
-        return _refuse(request, study, f"Prolific refused: {error}", status=502)
+    except REFUSED_CALLS as error:
+        return _refused_call(request, study, error)
     audit.record(
         request.user,
         AuditLog.Action.PAYMENT,
@@ -149,8 +167,7 @@ def reject(request: HttpRequest, pk: int) -> HttpResponse:
     study = get_object_or_404(Study, pk=pk)
     form = RejectForm(request.POST)
     if not form.is_valid():
-        reasons = [f"{name}: {' '.join(errors)}" for name, errors in form.errors.items()]
-        return _refuse(request, study, "; ".join(reasons))
+        return _refuse(request, study, _form_reasons(form))
     try:
         services.prolific_study_id(study)
         with services.client() as api:
@@ -158,10 +175,8 @@ def reject(request: HttpRequest, pk: int) -> HttpResponse:
             count = services.reject(
                 api, chosen, form.cleaned_data["message"], form.cleaned_data["rejection_category"]
             )
-    except (InvalidRequest, services.NotConfigured) as error:
-        return _refuse(request, study, str(error))
-    except API_FAILURES as error:
-        return _refuse(request, study, f"Prolific refused: {error}", status=502)
+    except REFUSED_CALLS as error:
+        return _refused_call(request, study, error)
     audit.record(
         request.user,
         AuditLog.Action.PAYMENT,
@@ -183,8 +198,7 @@ def bonuses(request: HttpRequest, pk: int) -> HttpResponse:
     selecting = bool(SelectionForm.references_from(request.POST))
     form = BonusForm(request.POST)
     if selecting and not form.is_valid():
-        reasons = [f"{name}: {' '.join(errors)}" for name, errors in form.errors.items()]
-        return _refuse(request, study, "; ".join(reasons))
+        return _refuse(request, study, _form_reasons(form))
     try:
         services.prolific_study_id(study)
         with services.client() as api:
@@ -197,12 +211,8 @@ def bonuses(request: HttpRequest, pk: int) -> HttpResponse:
                     user=request.user,
                 )
             report = services.pay_bonuses(api, study, user=request.user)
-    except services.PaymentRunning as error:
-        return _refuse(request, study, str(error), status=409)
-    except (InvalidRequest, services.NotConfigured) as error:
-        return _refuse(request, study, str(error))
-    except API_FAILURES as error:
-        return _refuse(request, study, f"Prolific refused: {error}", status=502)
+    except REFUSED_CALLS as error:
+        return _refused_call(request, study, error)
     summary = f"Bonuses: {report.created} set up, {report.paid} paid"
     if report.reconcile:
         summary += f", {report.reconcile} need reconciliation"
