@@ -92,7 +92,9 @@ class ConstructStaircase:
     gain about m; where starts tie (within 1% of the best: the gain hardly depends on the
     start unless it is anchored), the start on the other side of the current estimate
     from the last start, nearest to 0.3 from the estimate, so the slider brackets the
-    midpoint from both sides in turn.
+    midpoint from both sides in turn. The last start is never served again next: a
+    participant whose midpoint lies beyond every start would otherwise get the same
+    start, and so a predictable slider, on each of the pair's trials.
 
     Known to +-``precision``: the central ``level`` (90%) credible interval of the
     participant's midpoint is at most 2 * precision wide. ``done`` then, and the pair is
@@ -162,9 +164,19 @@ class ConstructStaircase:
         return entropy - self.cond_entropy @ self.probs
 
     def next_start(self) -> float:
-        """The next start value (see the class docstring)."""
+        """The next start value (see the class docstring): never the last start, so a
+        participant cannot predict where the slider starts on the pair's next trial.
+
+        Among the starts other than the last one, those within 1% of their best gain;
+        of these the ones on the other side of the estimate from the last start (all of
+        them where none is), then the one nearest to 0.3 from the estimate. With a single
+        candidate start, that start."""
         gains = self.gains()
-        tied = np.flatnonzero(gains >= gains.max() - 0.01 * abs(gains.max()))
+        allowed = np.ones(len(self.starts), bool)
+        if self.last_start is not None and len(self.starts) > 1:
+            allowed[np.isclose(self.starts, self.last_start, atol=1e-6)] = False
+        best_gain = gains[allowed].max()
+        tied = np.flatnonzero(allowed & (gains >= best_gain - 0.01 * abs(best_gain)))
         estimate = self.estimate[0]
         if self.last_start is not None:
             below = self.last_start >= estimate  # go to the other side of the estimate
