@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,32 @@ def mean_std_by(xs: Iterable[float], ys: Iterable[float]) -> list[MeanStd]:
     return [
         MeanStd(x, float(np.mean(v)), float(np.std(v)), len(v)) for x, v in sorted(groups.items())
     ]
+
+
+def pool_groups(
+    xs: Sequence[float],
+    ns: Sequence[int],
+    means: Sequence[float],
+    variances: Sequence[float],
+) -> list[MeanStd]:
+    """Pool groups of values (n values each, their mean and population variance) by x
+    rounded to 6 places, as mean_std_by would over the values themselves: per x the
+    total n, mean = sum(n m) / N and population std = sqrt(sum(n (v + (m - mean)^2)) / N).
+    Sorted by x; groups with n = 0 are skipped."""
+    pools: dict[float, list[tuple[int, float, float]]] = defaultdict(list)
+    for x, n, m, v in zip(xs, ns, means, variances, strict=True):
+        if n:
+            pools[round(float(x), 6)].append((int(n), float(m), float(v)))
+    result = []
+    for x, groups in sorted(pools.items()):
+        n = np.array([g[0] for g in groups], dtype=np.float64)
+        m = np.array([g[1] for g in groups])
+        v = np.array([g[2] for g in groups])
+        total = n.sum()
+        mean = float((n * m).sum() / total)
+        variance = float((n * (v + (m - mean) ** 2)).sum() / total)
+        result.append(MeanStd(x, mean, math.sqrt(max(variance, 0.0)), int(total)))
+    return result
 
 
 def pool_symmetric(

@@ -97,13 +97,32 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet):
     pagination_class = ById
     lookup_field = "slug"
 
-    @extend_schema(parameters=EXPORT_PARAMS[1:], responses={200: dict})
+    @extend_schema(
+        parameters=[
+            *EXPORT_PARAMS[1:],
+            OpenApiParameter(
+                "values",
+                bool,
+                description="Also list every judgment's perceived lam and confidence per "
+                "stimulus (the layout of H-Mix's processed file; tens of MB for a large "
+                "study). Without it (the default) each stimulus gives its count of "
+                "judgments instead of the lists.",
+            ),
+        ],
+        responses={200: dict},
+    )
     @action(detail=True, url_path="aggregates/stimuli")
     def stimulus_aggregates(self, request: Request, slug: str) -> HttpResponse:
-        """Per stimulus: perceived lams, confidences, mean, population std, relabel
-        diff, weighted relabel (the layout of H-Mix's processed file)."""
+        """Per stimulus: mean-based figures (population std, relabel diff, weighted
+        relabel) and the number of judgments; with ?values=true the perceived lams and
+        confidences themselves instead of their number (H-Mix's processed file)."""
+        study, include = self.get_object(), _include_excluded(request)
+        try:
+            values = reports.flag_param("values", request.query_params.get("values"))
+        except ValueError as error:
+            raise ValidationError({"values": str(error)}) from None
         # Encoded by orjson, not the renderer: a million judgments' lists (see reports).
-        body = reports.stimulus_aggregates_json(self.get_object(), _include_excluded(request))
+        body = reports.stimulus_aggregates_json(study, include, values)
         return HttpResponse(body, content_type="application/json")
 
     @extend_schema(parameters=EXPORT_PARAMS[1:], responses={200: dict})

@@ -92,6 +92,7 @@ def _without(request: HttpRequest, name: str) -> str:
 
 @staff_member_required
 @admin_permission_required("elicitation.view_study")
+@reports.shared_stimulus_groups()  # the charts and the paper's view share one GROUP BY
 def study_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
     study = get_object_or_404(Study.objects.select_related("stimulus_set"), pk=pk)
     try:

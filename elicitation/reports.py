@@ -6,9 +6,12 @@ whole studies; the numbers themselves come from the pure analytics module.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -35,16 +38,21 @@ def counted(judgments: QuerySet[Judgment], include_excluded: bool = False) -> Qu
     return live if include_excluded else live.filter(session__excluded=False)
 
 
-def include_excluded_param(value: str | None) -> bool:
-    """The `include_excluded` query parameter of the exclusion rule, read the same way by
-    the API and the dashboard: 1/true/yes/on or 0/false/no/off/absent, in any case.
-    Raises ValueError for anything else (answered with a 400)."""
+def flag_param(name: str, value: str | None) -> bool:
+    """A boolean query parameter, read the same way by the API and the dashboard:
+    1/true/yes/on or 0/false/no/off/absent, in any case. Raises ValueError naming the
+    parameter for anything else (answered with a 400)."""
     text = (value or "").strip().lower()
     if text in ("1", "true", "yes", "on"):
         return True
     if text in ("", "0", "false", "no", "off"):
         return False
-    raise ValueError(f"include_excluded must be true or false, not {value!r}")
+    raise ValueError(f"{name} must be true or false, not {value!r}")
+
+
+def include_excluded_param(value: str | None) -> bool:
+    """The `include_excluded` query parameter of the exclusion rule (flag_param)."""
+    return flag_param("include_excluded", value)
 
 
 def study_judgments(study: Study, include_excluded: bool = False) -> QuerySet[Judgment]:
@@ -73,10 +81,10 @@ def session_kinds(study: Study) -> dict:
     return counts
 
 
-def study_progress(study: Study) -> list[dict]:
+def study_progress_in_python(study: Study) -> list[dict]:
     """Per condition: started, completed, abandoned (idle past the stale limit),
     in progress, and the median completion time in minutes; research participants only
-    (counted_sessions)."""
+    (counted_sessions). The definition study_progress computes in the database."""
     stale_before = timezone.now() - timedelta(minutes=study.stale_after_minutes)
     rows = {
         c.pk: {
@@ -107,6 +115,54 @@ def study_progress(study: Study) -> list[dict]:
         durations = row.pop("durations")
         row["median_minutes"] = round(statistics.median(durations), 1) if durations else None
     return list(rows.values())
+
+
+def study_progress(study: Study) -> list[dict]:
+    """Per condition (in the study's condition order): started, completed, abandoned
+    (idle past the stale limit), in progress, and the median completion time in minutes
+    (rounded to 0.1); research participants only (counted_sessions). One GROUP BY per
+    study in PostgreSQL (study_progress_in_python is the definition)."""
+    if not _in_database():
+        return study_progress_in_python(study)
+    stale_before = timezone.now() - timedelta(minutes=study.stale_after_minutes)
+    complete = Session.State.COMPLETE
+    sessions = counted_sessions(Session.objects.filter(study=study)).order_by()
+    source, params = sessions.values("condition_id", "state", "last_seen_at", "started_at",
+                                     "completed_at").query.sql_with_params()  # fmt: skip
+    # percentile_cont(0.5) is statistics.median: the middle value, or the mean of the two.
+    sql = f"""
+        SELECT s.condition_id, count(*),
+               count(*) FILTER (WHERE s.state = %s),
+               count(*) FILTER (WHERE s.state <> %s AND s.last_seen_at < %s),
+               count(*) FILTER (WHERE s.state <> %s AND s.last_seen_at >= %s),
+               percentile_cont(0.5) WITHIN GROUP (
+                   ORDER BY extract(epoch FROM s.completed_at - s.started_at) / 60
+               ) FILTER (WHERE s.state = %s AND s.completed_at IS NOT NULL)
+        FROM ({source}) AS s GROUP BY s.condition_id
+    """
+    numbers = {
+        row[0]: row[1:]
+        for row in _fetch(
+            sql,
+            (complete, complete, stale_before, complete, stale_before, complete, *params),
+        )
+    }
+    rows = []
+    for condition in study.conditions.all():
+        started, completed, abandoned, in_progress, median = numbers.get(
+            condition.pk, (0, 0, 0, 0, None)
+        )
+        rows.append(
+            {
+                "condition": condition.name,
+                "started": started,
+                "completed": completed,
+                "abandoned": abandoned,
+                "in_progress": in_progress,
+                "median_minutes": None if median is None else round(float(median), 1),
+            }
+        )
+    return rows
 
 
 def progress_totals(progress: list[dict]) -> dict:
@@ -251,6 +307,7 @@ AGGREGATE_COLUMNS = {
     "j_id": F("pk"),
     "j_session": F("session_id"),
     "j_stimulus": F("stimulus_id"),
+    "j_pair": F("pair_id"),
     "j_true_lam": F("stimulus__lam"),
     "j_perceived": F("lam"),
     "j_confidence": F("confidence"),
@@ -290,12 +347,113 @@ def _fetch(sql: str, params: tuple | list | dict, binary: bool = False) -> list[
 _KEY = "round(({})::numeric, 6)::float8"
 
 
-def stimulus_aggregates(study: Study, include_excluded: bool = False) -> dict[str, dict]:
+@dataclass(frozen=True)
+class StimulusGroup:
+    """One stimulus's judgments (counted, with the stimulus set) reduced to the numbers
+    every per-stimulus figure needs. "Perceived" is the lam an interface stores (Infer's
+    perceived lam; None where it stores none)."""
+
+    stimulus_id: int
+    name: str
+    true_lam: float
+    class1: str
+    class2: str
+    pair: str
+    first_id: int | None  # first judgment with a perceived lam (the H-Mix file's order)
+    n: int  # judgments with a perceived lam
+    mean: float | None  # their mean perceived lam
+    var: float | None  # its population variance
+    weighted: float | None  # mean perceived lam x confidence, when every one has one
+    n_confidence: int  # judgments with a confidence (perceived lam or not)
+    confidence: float | None  # their mean confidence
+
+
+_SHARED_GROUPS: ContextVar[dict | None] = ContextVar("shared_stimulus_groups", default=None)
+
+
+@contextmanager
+def shared_stimulus_groups() -> Iterator[None]:
+    """Within the block, stimulus_groups runs its GROUP BY once per (study, exclusion
+    rule) and hands every later caller the same rows: a page that draws several
+    per-stimulus figures (the dashboard) scans the judgments once. Outside a block
+    every call reads the database afresh."""
+    token = _SHARED_GROUPS.set({})
+    try:
+        yield
+    finally:
+        _SHARED_GROUPS.reset(token)
+
+
+def stimulus_groups(study: Study, include_excluded: bool = False) -> list[StimulusGroup]:
+    """Per stimulus with counted judgments (PostgreSQL only): one GROUP BY over the
+    study's judgments, the stimulus and its pair joined to the groups afterwards (a
+    thousand rows, not a million). Feeds stimulus_aggregates (summary),
+    perceived_by_true_lam, confidence_by_true_lam and confidence_by_pooled_lam."""
+    memo = _SHARED_GROUPS.get()
+    key = (study.pk, include_excluded)
+    if memo is not None and key in memo:
+        return memo[key]
+    judgments = study_judgments(study, include_excluded).filter(stimulus__isnull=False)
+    source, params = _source(judgments, "j_id", "j_stimulus", "j_perceived", "j_confidence")
+    # count(x)/avg(x) skip NULLs: each figure's own filter (perceived lam, confidence)
+    # without a pass per figure; perceived x confidence is NULL unless both are there.
+    sql = f"""
+        SELECT a.*, s.name, s.lam, p.class1, p.class2, p.name
+        FROM (
+            SELECT j.j_stimulus, min(j.j_id) FILTER (WHERE j.j_perceived IS NOT NULL),
+                   count(j.j_perceived), avg(j.j_perceived), var_pop(j.j_perceived),
+                   count(j.j_perceived * j.j_confidence),
+                   avg(j.j_perceived * j.j_confidence),
+                   count(j.j_confidence), avg(j.j_confidence)
+            FROM ({source}) AS j GROUP BY j.j_stimulus
+        ) AS a
+        JOIN {Stimulus._meta.db_table} AS s ON s.id = a.j_stimulus
+        JOIN {Pair._meta.db_table} AS p ON p.id = s.pair_id
+    """
+    groups = []
+    for (stimulus_id, first_id, n, mean, var, n_weighted, weighted, n_conf, conf,
+         name, true_lam, class1, class2, pair) in _fetch(sql, params):  # fmt: skip
+        groups.append(
+            StimulusGroup(
+                stimulus_id, name, true_lam, class1, class2, pair, first_id, n, mean, var,
+                weighted if n and n_weighted == n else None, n_conf, conf,
+            )  # fmt: skip
+        )
+    if memo is not None:
+        memo[key] = groups
+    return groups
+
+
+def stimulus_aggregates(
+    study: Study, include_excluded: bool = False, values: bool = True
+) -> dict[str, dict]:
     """Per stimulus, the layout of H-Mix's processed_hmix_inferences.json (population
     std, repeats count as judgments), keyed by stimulus name in order of first judgment.
-    See stimulus_aggregates_in_python for the definition."""
+    See stimulus_aggregates_in_python for the definition. `values=False` leaves out the
+    two lists of every judgment's perceived lam and confidence (most of the bytes: 38 MB
+    at a million judgments) and gives their count, "Judgments", instead: computed from
+    stimulus_groups without reading a value per judgment."""
     if not _in_database():
-        return stimulus_aggregates_in_python(study, include_excluded)
+        result = stimulus_aggregates_in_python(study, include_excluded)
+        return result if values else {k: _summary(v) for k, v in result.items()}
+    if not values:
+        groups = sorted(
+            (g for g in stimulus_groups(study, include_excluded) if g.n),
+            key=lambda g: g.first_id,
+        )
+        return {
+            g.name: {
+                "True Mixing Factor": g.true_lam,
+                "Judgments": g.n,
+                "Std Dev": math.sqrt(max(g.var, 0.0)),
+                "Re-Label Diff": g.true_lam - g.mean,
+                "Weighted Re-Label": g.weighted,
+                "Weighted Re-Label Diff": None if g.weighted is None else g.true_lam - g.weighted,
+                "Endpoints": [g.class1, g.class2],
+                "Class Pair": f"{g.pair}.png",
+            }
+            for g in groups
+        }
     judgments = study_judgments(study, include_excluded).filter(
         stimulus__isnull=False, lam__isnull=False
     )
@@ -335,24 +493,24 @@ def stimulus_aggregates(study: Study, include_excluded: bool = False) -> dict[st
     return result
 
 
-def stimulus_aggregates_json(study: Study, include_excluded: bool = False) -> bytes:
+
+
+def _summary(aggregate: dict) -> dict:
+    """A stimulus of stimulus_aggregates without its lists (values=False's layout)."""
+    summary = {"True Mixing Factor": aggregate["True Mixing Factor"]}
+    summary["Judgments"] = len(aggregate["Predicted Mixing Factor"])
+    lists = ("True Mixing Factor", "Predicted Mixing Factor", "Predicted Confidence")
+    summary.update((k, v) for k, v in aggregate.items() if k not in lists)
+    return summary
+
+
+def stimulus_aggregates_json(
+    study: Study, include_excluded: bool = False, values: bool = True
+) -> bytes:
     """stimulus_aggregates as JSON, encoded by orjson: the million floats of a large
     study's lists take it a tenth of the standard encoder's time (same shortest
     round-trip digits)."""
-    return orjson.dumps(stimulus_aggregates(study, include_excluded))
-
-
-def _per_stimulus_confidence(study: Study, include_excluded: bool) -> tuple[str, tuple]:
-    """One row per stimulus: its true lam and the mean confidence of its judgments."""
-    judgments = study_judgments(study, include_excluded).filter(
-        stimulus__isnull=False, confidence__isnull=False
-    )
-    source, params = _source(judgments, "j_stimulus", "j_true_lam", "j_confidence")
-    return (
-        f"SELECT max(j.j_true_lam) AS true_lam, avg(j.j_confidence) AS confidence "
-        f"FROM ({source}) AS j GROUP BY j.j_stimulus",
-        params,
-    )
+    return orjson.dumps(stimulus_aggregates(study, include_excluded, values))
 
 
 def confidence_by_true_lam(study: Study, include_excluded: bool = False) -> list[dict]:
@@ -360,13 +518,9 @@ def confidence_by_true_lam(study: Study, include_excluded: bool = False) -> list
     stimuli's mean confidences, sorted by lam."""
     if not _in_database():
         return confidence_by_true_lam_in_python(study, include_excluded)
-    per_stimulus, params = _per_stimulus_confidence(study, include_excluded)
-    key = _KEY.format("s.true_lam")
-    sql = f"""
-        SELECT {key} AS x, avg(s.confidence), stddev_pop(s.confidence), count(*)
-        FROM ({per_stimulus}) AS s GROUP BY 1 ORDER BY 1
-    """
-    return [{"x": x, "mean": m, "std": sd, "n": n} for x, m, sd, n in _fetch(sql, params)]
+    groups = [g for g in stimulus_groups(study, include_excluded) if g.n_confidence]
+    rows = analytics.mean_std_by([g.true_lam for g in groups], [g.confidence for g in groups])
+    return [m.__dict__ for m in rows]
 
 
 def perceived_by_true_lam(study: Study, include_excluded: bool = False) -> list[dict]:
@@ -374,24 +528,13 @@ def perceived_by_true_lam(study: Study, include_excluded: bool = False) -> list[
     perceived lam, sorted by lam."""
     if not _in_database():
         return perceived_by_true_lam_in_python(study, include_excluded)
-    judgments = study_judgments(study, include_excluded).filter(
-        stimulus__isnull=False, lam__isnull=False
-    )
-    source, params = _source(judgments, "j_stimulus", "j_perceived")
-    # Grouped by stimulus first (no rounding per judgment), then the stimuli's groups
-    # pooled per rounded true lam.
-    groups = f"""
-        SELECT {_KEY.format("s.lam")} AS k, g.n, g.m, g.v
-        FROM (
-            SELECT j.j_stimulus AS stimulus_id, count(*) AS n, avg(j.j_perceived) AS m,
-                   var_pop(j.j_perceived) AS v
-            FROM ({source}) AS j GROUP BY j.j_stimulus
-        ) AS g JOIN {Stimulus._meta.db_table} AS s ON s.id = g.stimulus_id
-    """
-    return [
-        {"x": x, "mean": m, "std": sd, "n": n}
-        for x, n, m, sd in _fetch(_POOLED.format(groups=groups), params)
-    ]
+    # The stimuli's groups pooled per rounded true lam (no rounding per judgment).
+    groups = [g for g in stimulus_groups(study, include_excluded) if g.n]
+    pooled = analytics.pool_groups(
+        [g.true_lam for g in groups], [g.n for g in groups], [g.mean for g in groups],
+        [g.var for g in groups],
+    )  # fmt: skip
+    return [m.__dict__ for m in pooled]
 
 
 # Pools groups (k, n, mean m, population variance v) per key k into n, mean and
@@ -442,17 +585,21 @@ def class_pair_midpoint_table(study: Study, include_excluded: bool = False) -> l
     if not _in_database():
         return class_pair_midpoint_table_in_python(study, include_excluded)
     judgments = study_judgments(study, include_excluded).filter(lam__isnull=False)
-    source, params = _source(judgments, "j_class1", "j_class2", "j_perceived")
-    # Grouped by ordered class pair first, then both orders of a pair pooled; a reversed
-    # pair's midpoints are 1 - lam (mean 1 - m, same variance). COLLATE "C": Python
-    # compares strings by code point.
+    source, params = _source(judgments, "j_pair", "j_perceived")
+    # Grouped by pair first (the class names joined to a few hundred groups, not to every
+    # judgment), then both orders of a class pair pooled; a reversed pair's midpoints
+    # are 1 - lam (mean 1 - m, same variance). COLLATE "C": Python compares strings by
+    # code point.
     groups = f"""
         SELECT CASE WHEN c1 COLLATE "C" <= c2 THEN ARRAY[c1, c2] ELSE ARRAY[c2, c1] END AS k,
                n, CASE WHEN c1 COLLATE "C" <= c2 THEN m ELSE 1.0 - m END AS m, v
         FROM (
-            SELECT j.j_class1 AS c1, j.j_class2 AS c2, count(*) AS n,
-                   avg(j.j_perceived) AS m, var_pop(j.j_perceived) AS v
-            FROM ({source}) AS j GROUP BY j.j_class1, j.j_class2
+            SELECT p.class1 AS c1, p.class2 AS c2, g.n, g.m, g.v
+            FROM (
+                SELECT j.j_pair, count(*) AS n, avg(j.j_perceived) AS m,
+                       var_pop(j.j_perceived) AS v
+                FROM ({source}) AS j GROUP BY j.j_pair
+            ) AS g JOIN {Pair._meta.db_table} AS p ON p.id = g.j_pair
         ) AS o
     """
     sql = _POOLED.format(groups=groups).replace("ORDER BY t.k", 'ORDER BY t.k COLLATE "C"')
@@ -472,11 +619,8 @@ def confidence_by_pooled_lam(study: Study, include_excluded: bool = False) -> li
     pooled true lams, `x` is the smaller. H-Mix: 0.79 +- 0.17, 0.72 +- 0.20,
     0.63 +- 0.20."""
     if _in_database():
-        per_stimulus, params = _per_stimulus_confidence(study, include_excluded)
-        rows = _fetch(
-            f"SELECT {_KEY.format('s.true_lam')}, s.confidence FROM ({per_stimulus}) AS s",
-            params,
-        )
+        groups = stimulus_groups(study, include_excluded)
+        rows = [(g.true_lam, g.confidence) for g in groups if g.n_confidence]
     else:
         per_stimulus_rows = confidence_per_stimulus_in_python(study, include_excluded)
         rows = [(round(lam, 6), conf) for lam, conf in per_stimulus_rows]

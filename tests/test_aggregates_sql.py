@@ -101,6 +101,24 @@ def compare_all(study: Study) -> None:
             ours = getattr(reports, name)(study, include)
             reference = getattr(reports, f"{name}_in_python")(study, include)
             assert_same(ours, reference, f"{study.slug}.{name}({include})")
+        # The summary (no lists) from the shared per-stimulus GROUP BY.
+        reference = reports.stimulus_aggregates_in_python(study, include)
+        assert_same(
+            reports.stimulus_aggregates(study, include, values=False),
+            {name: reports._summary(entry) for name, entry in reference.items()},
+            f"{study.slug}.stimulus_aggregates({include}, values=False)",
+        )
+        pooled = reports.confidence_by_pooled_lam(study, include)
+        expected = {}
+        for lam, confidence in reports.confidence_per_stimulus_in_python(study, include):
+            expected.setdefault(round(min(lam, 1 - lam), 6), []).append(confidence)
+        assert [row["x"] for row in pooled] == sorted(expected)
+        for row in pooled:
+            values = expected[row["x"]]
+            mean = sum(values) / len(values)
+            assert row["n"] == len(values) and abs(row["mean"] - mean) <= 1e-9
+            std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+            assert abs(row["std"] - std) <= 1e-9
         studies = Study.objects.filter(pk=study.pk)
         assert_same(
             reports.midpoint_distribution(studies, include),
@@ -189,3 +207,104 @@ def test_dashboard_pages_the_quality_table(make_study, role_user, client, monkey
             ],
         )
     assert seen == [row["session"].pk for row in everyone]
+
+
+def test_one_per_stimulus_group_by_feeds_every_per_stimulus_figure(make_study):
+    """Inside shared_stimulus_groups (the dashboard) the perceived and confidence charts,
+    the paper's pooled confidence and the summary share one scan of the judgments; the
+    numbers are the same as read one by one."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    study = make_study("infer", n_pairs=6)
+    fill(study, sessions=6, per_session=20, seed=7)
+    alone = [
+        reports.perceived_by_true_lam(study),
+        reports.confidence_by_true_lam(study),
+        reports.confidence_by_pooled_lam(study),
+        reports.stimulus_aggregates(study, values=False),
+    ]
+    with CaptureQueriesContext(connection) as queries, reports.shared_stimulus_groups():
+        shared = [
+            reports.perceived_by_true_lam(study),
+            reports.confidence_by_true_lam(study),
+            reports.confidence_by_pooled_lam(study),
+            reports.stimulus_aggregates(study, values=False),
+        ]
+        reports.perceived_by_true_lam(study, include_excluded=True)
+    assert shared == alone
+    scans = [q["sql"] for q in queries.captured_queries if "elicitation_judgment" in q["sql"]]
+    assert len(scans) == 2  # one per exclusion rule
+    # Outside the block every call reads afresh: a new judgment shows.
+    with CaptureQueriesContext(connection) as queries:
+        reports.perceived_by_true_lam(study)
+        reports.confidence_by_true_lam(study)
+    assert sum("elicitation_judgment" in q["sql"] for q in queries.captured_queries) == 2
+
+
+def test_progress_in_sql_equals_the_python_definition(make_study):
+    """Started, completed, abandoned, in progress and the median minutes per condition,
+    counted sessions only, as the Python pass computes them."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    study = make_study("infer", n_pairs=2, conditions=3)
+    conditions = list(study.conditions.order_by("pk"))
+    now = timezone.now()
+    participants = Participant.objects.bulk_create(Participant() for _ in range(14))
+    specs = [
+        # (condition, state, kind, minutes idle, minutes to complete, withdrawn)
+        (0, "complete", "live", 0, 10, False),
+        (0, "complete", "live", 0, 13, False),
+        (0, "complete", "live", 0, 20.25, False),
+        (0, "complete", "live", 0, None, False),  # no completion time stored
+        (0, "trials", "live", 5, None, False),  # in progress
+        (0, "trials", "live", 600, None, False),  # abandoned
+        (1, "complete", "live", 0, 7, False),
+        (1, "complete", "live", 0, 8, False),
+        (1, "trials", "live", 600, None, True),  # withdrawn: not counted
+        (1, "complete", "pilot", 0, 1, False),  # pilot: not counted
+        (1, "complete", "simulated", 0, 1, False),
+        (1, "trials", "preview", 0, None, False),
+    ]
+    for participant, (c, state, kind, idle, minutes, withdrawn) in zip(
+        participants, specs, strict=False
+    ):
+        session = Session.objects.create(
+            study=study, participant=participant, condition=conditions[c], trial_order=[],
+            state=state, kind=kind,
+        )  # fmt: skip
+        started = now - timedelta(hours=2)
+        Session.objects.filter(pk=session.pk).update(
+            started_at=started,
+            last_seen_at=now - timedelta(minutes=idle),
+            completed_at=None if minutes is None else started + timedelta(minutes=minutes),
+            withdrawn_at=now if withdrawn else None,
+        )
+    ours = reports.study_progress(study)
+    assert_same(ours, reports.study_progress_in_python(study))
+    assert [(r["started"], r["completed"], r["in_progress"], r["abandoned"]) for r in ours] == [
+        (6, 4, 1, 1),
+        (2, 2, 0, 0),
+        (0, 0, 0, 0),
+    ]
+    assert [r["median_minutes"] for r in ours] == [13.0, 7.5, None]
+
+
+def test_per_stimulus_endpoint_summary_by_default_values_on_request(
+    make_study, role_user, client
+):
+    study = make_study("infer", n_pairs=4)
+    fill(study, sessions=6, per_session=15, seed=11)
+    client.force_login(role_user("a", "Analyst"))
+    url = f"/api/studies/{study.slug}/aggregates/stimuli/"
+    summary = client.get(url).json()
+    full = client.get(url, {"values": "true"}).json()
+    assert list(summary) == list(full) and summary
+    for name, entry in full.items():
+        assert "Predicted Mixing Factor" not in summary[name]
+        assert summary[name]["Judgments"] == len(entry["Predicted Mixing Factor"])
+        assert summary[name]["Std Dev"] == pytest.approx(entry["Std Dev"], abs=1e-9)
+    bad = client.get(url, {"values": "maybe"})
+    assert bad.status_code == 400 and "values" in bad.json()

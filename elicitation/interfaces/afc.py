@@ -67,32 +67,9 @@ def psychometric(rows: list[tuple[str, str, float, int]]) -> list[dict]:
 
 
 def _chart(curves: list[dict]) -> str:
-    from ..plots import FIGSIZE, _pyplot, _svg
+    from ..plots import psychometric_points
 
-    fig, ax = _pyplot().subplots(figsize=FIGSIZE)
-    xs = np.linspace(0, 1, 101)
-    for curve in curves:
-        label = f"{curve['class_a']} vs {curve['class_b']}"
-        if curve["pse"] is not None:
-            label += f" (PSE {curve['pse']:.2f})"
-        points = ax.plot(
-            [p["lam"] for p in curve["points"]],
-            [p["share"] for p in curve["points"]],
-            marker="o",
-            linestyle="none",
-            label=label,
-        )
-        if curve["k"] is not None:
-            fitted = 1.0 / (1.0 + np.exp(-curve["k"] * (xs - curve["pse"])))
-            ax.plot(xs, fitted, color=points[0].get_color(), linewidth=1)
-    ax.axhline(0.5, color="#999", linestyle="--", linewidth=1)
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.02, 1.05)
-    ax.set_xlabel("lam of the first class (by name)")
-    ax.set_ylabel('share answering "more of the first"')
-    ax.set_title("Psychometric curve per class pair (2AFC)")
-    ax.legend(frameon=False, fontsize="x-small")
-    return _svg(fig)
+    return psychometric_points(curves, "Psychometric curve per class pair (2AFC)")
 
 
 class TwoAFC(InterfaceSpec):
