@@ -10,6 +10,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonR
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
 from hillmix_site.permissions import (
@@ -83,10 +84,11 @@ def preview_link(request: HttpRequest, study: Study) -> str:
 QUALITY_PAGE_SIZE = 200
 
 
-def _without(request: HttpRequest, name: str) -> str:
-    """The request's query string without parameter `name`, to build page links on."""
+def _without(request: HttpRequest, *names: str) -> str:
+    """The request's query string without the parameters `names`, to build links on."""
     query = request.GET.copy()
-    query.pop(name, None)
+    for name in names:
+        query.pop(name, None)
     return query.urlencode()
 
 
@@ -97,6 +99,7 @@ def study_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
     study = get_object_or_404(Study.objects.select_related("stimulus_set"), pk=pk)
     try:
         include = reports.include_excluded_param(request.GET.get("include_excluded"))
+        curves_kind = reports.figure_kind_param(request.GET.get("curves_kind"))
     except ValueError as error:
         return HttpResponseBadRequest(str(error))
     progress = reports.study_progress(study)
@@ -130,39 +133,59 @@ def study_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
         quality=reports.quality_report(study, thresholds, quality_page.object_list),
         quality_page=quality_page,
         quality_query=_without(request, "quality_page"),
-        **_trust(request, study, include),
+        **_trust(request, study, include, curves_kind),
     )
     return TemplateResponse(request, "admin/elicitation/dashboard.html", context)
 
 
-def _trust(request: HttpRequest, study: Study, include: bool) -> dict:
-    """The curves and who-to-trust sections (elicitation.reliability): one page of pair
-    curves (?curves_page; ?weighted=1 weights answers by reliability), agreement,
-    reliability per participant, the participants estimate, the simulated sessions."""
+# The curves chart's title per session kind shown (?curves_kind): a saved figure of
+# pilot or simulated sessions says whose it is.
+CURVES_TITLES = {
+    Session.Kind.LIVE: "Psychometric curve per class pair: posterior mean, 90% band",
+    Session.Kind.PILOT: "Pilot sessions only (not research data): posterior mean, 90% band",
+    Session.Kind.SIMULATED: "Simulated sessions only (not research data): posterior mean, 90% band",
+}
+
+
+def _trust(request: HttpRequest, study: Study, include: bool, kind: str) -> dict:
+    """The curves and who-to-trust sections (elicitation.reliability) from the sessions
+    of one kind (reports.FIGURE_KINDS; ?curves_kind, live by default), never a mix: one
+    page of pair curves (?curves_page; ?weighted=1 weights answers by reliability),
+    agreement, reliability per participant, the participants estimate (for live
+    sessions, from the simulated ones while no live answer is in), the simulated
+    sessions."""
     from . import plots, reliability
 
-    rows = reliability.answers(study, include)
-    agreement = reliability.study_agreement(study, include, rows=rows)
+    rows = reliability.answers(study, include, kind)
+    agreement = reliability.study_agreement(study, include, kind, rows=rows)
     weighted = request.GET.get("weighted") == "1"
-    curves = reliability.curves(study, include, weighted=weighted, rows=rows, agreement=agreement)
+    curves = reliability.curves(
+        study, include, kind, weighted=weighted, rows=rows, agreement=agreement
+    )
     page = Paginator(curves.pair_ids, reliability.CURVES_PER_PAGE).get_page(
         request.GET.get("curves_page")
     )
     chart = ""
     if curves.people:
         shown = reliability.curve_rows(curves, page.start_index() - 1, page.end_index())
-        chart = plots.pair_curves(
-            shown, "Psychometric curve per class pair: posterior mean, 90% band"
-        )
+        chart = plots.pair_curves(shown, CURVES_TITLES[kind])
+    if kind == Session.Kind.LIVE:
+        estimate = reliability.participants_estimate(study, include, curves)
+    else:
+        estimate = {**reliability.estimate_from(curves), "kind": kind}
     return {
         "curves_chart": chart,
         "has_curves": study.interface in reliability.INTERFACES,
         "curves_page": page,
         "curves_query": _without(request, "curves_page"),
+        "curves_kind": kind,
+        # The switch's links keep the rest of the query; a kind starts at its first page.
+        "curves_kinds": reports.FIGURE_KINDS,
+        "curves_kind_query": _without(request, "curves_kind", "curves_page"),
         "curves_weighted": weighted,
         "agreement": agreement,
         "trusted": agreement["participants"][:QUALITY_PAGE_SIZE],
-        "estimate": reliability.participants_estimate(study, include, curves),
+        "estimate": estimate,
         "simulated": reliability.simulated_counts(study),
     }
 
@@ -242,11 +265,19 @@ def delete_non_live(request: HttpRequest, pk: int) -> HttpResponse:
     except services.FlowError as error:
         return HttpResponseBadRequest(error.message)
     what = kind or "pilot and preview"
-    audit.record(
-        request.user, AuditLog.Action.DELETE_NON_LIVE, study=study,
-        detail=f"{count} {what} sessions deleted",
+    numbers = {"count": count, "what": what}
+    detail = ngettext(
+        "%(count)d %(what)s session deleted", "%(count)d %(what)s sessions deleted", count
     )
-    messages.success(request, f"{count} {what} sessions deleted, with their answers.")
+    audit.record(
+        request.user, AuditLog.Action.DELETE_NON_LIVE, study=study, detail=detail % numbers
+    )
+    done = ngettext(
+        "%(count)d %(what)s session deleted, with its answers.",
+        "%(count)d %(what)s sessions deleted, with their answers.",
+        count,
+    )
+    messages.success(request, done % numbers)
     return redirect("admin:elicitation_study_dashboard", pk=pk)
 
 
@@ -276,11 +307,19 @@ def data_requests(request: HttpRequest) -> HttpResponse:
         except services.FlowError as error:
             messages.error(request, error.message)
             return redirect("admin:elicitation_data_requests")
+        sessions = ngettext("%(n)d session", "%(n)d sessions", result["sessions"])
+        judgments = ngettext("%(n)d judgment", "%(n)d judgments", result["judgments"])
+        bonuses = ngettext(
+            "%(n)d settled bonus payment kept without the id",
+            "%(n)d settled bonus payments kept without the id",
+            result["bonuses"],
+        )
         messages.success(
             request,
             f"Erased participant {result['participant'] or '(no sessions)'}: "
-            f"{result['sessions']} sessions, {result['judgments']} judgments; "
-            f"{result['bonuses']} settled bonus payments kept without the id.",
+            f"{sessions % {'n': result['sessions']}}, "
+            f"{judgments % {'n': result['judgments']}}; "
+            f"{bonuses % {'n': result['bonuses']}}.",
         )
         return redirect("admin:elicitation_data_requests")
     return TemplateResponse(

@@ -51,16 +51,10 @@ class Answer:
 
 
 def answers(study: Study, include_excluded: bool = False, kind: str = "live") -> list[Answer]:
-    """The study's judgments the posterior can read, in save order: counted ones
-    (reports.counted) for kind "live", the simulated sessions' for kind "simulated".
-    ValueError for another kind."""
-    judgments = Judgment.objects.filter(study=study)
-    if kind == Session.Kind.LIVE:
-        judgments = reports.counted(judgments, include_excluded)
-    elif kind == Session.Kind.SIMULATED:
-        judgments = judgments.filter(session__kind=Session.Kind.SIMULATED)
-    else:
-        raise ValueError(f"kind must be live or simulated, not {kind!r}")
+    """The study's judgments the posterior can read, in save order, of one session kind
+    (reports.of_kind): counted ones (reports.counted) for kind "live", the pilot's or the
+    simulated sessions' alone for "pilot" or "simulated". ValueError for another kind."""
+    judgments = reports.of_kind(Judgment.objects.filter(study=study), kind, include_excluded)
     rows = judgments.order_by("pk").values_list(
         "session_id",
         "session__participant__public_id",
@@ -262,12 +256,13 @@ def participants_estimate(
 ) -> dict:
     """``estimate_from`` the live (counted) answers, or, where there are none yet, from
     the simulated sessions' answers (manage.py simulate_participants); "source" says
-    which ("live participants" or "simulated participants")."""
+    which ("live participants" or "simulated participants"), "kind" whose answers they
+    are ("live" or "simulated")."""
     live_curves = live_curves or curves(study, include_excluded)
     if live_curves.people:
-        return {**estimate_from(live_curves), "source": "live participants"}
+        return {**estimate_from(live_curves), "source": "live participants", "kind": "live"}
     simulated = curves(study, kind=Session.Kind.SIMULATED)
-    return {**estimate_from(simulated), "source": "simulated participants"}
+    return {**estimate_from(simulated), "source": "simulated participants", "kind": "simulated"}
 
 
 def simulated_counts(study: Study) -> dict:

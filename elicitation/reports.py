@@ -38,6 +38,38 @@ def counted(judgments: QuerySet[Judgment], include_excluded: bool = False) -> Qu
     return live if include_excluded else live.filter(session__excluded=False)
 
 
+# The session kinds whose figures the dashboard draws, each kind on its own (never
+# mixed): live sessions are research data; a pilot's and simulated participants' figures
+# let a researcher check a study before it goes live.
+FIGURE_KINDS: tuple[str, ...] = (Session.Kind.LIVE, Session.Kind.PILOT, Session.Kind.SIMULATED)
+
+
+def of_kind(
+    judgments: QuerySet[Judgment], kind: str = Session.Kind.LIVE, include_excluded: bool = False
+) -> QuerySet[Judgment]:
+    """The judgments of one session kind (FIGURE_KINDS), for figures that show that kind
+    alone: live ones under the exclusion rule (`counted`); pilot or simulated sessions'
+    only theirs, which are never research data, with excluded sessions left out unless
+    `include_excluded` asks for them. ValueError for another kind (preview sessions are
+    no one's data)."""
+    if kind == Session.Kind.LIVE:
+        return counted(judgments, include_excluded)
+    if kind not in FIGURE_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(FIGURE_KINDS)}, not {kind!r}")
+    own = judgments.filter(session__kind=kind)
+    return own if include_excluded else own.filter(session__excluded=False)
+
+
+def figure_kind_param(value: str | None) -> str:
+    """The dashboard's `curves_kind` query parameter: which sessions' curves and
+    reliability to show, live (absent or empty), pilot or simulated. ValueError for
+    anything else (answered with a 400)."""
+    kind = (value or Session.Kind.LIVE).strip().lower()
+    if kind not in FIGURE_KINDS:
+        raise ValueError(f"curves_kind must be one of {', '.join(FIGURE_KINDS)}, not {value!r}")
+    return kind
+
+
 def flag_param(name: str, value: str | None) -> bool:
     """A boolean query parameter, read the same way by the API and the dashboard:
     1/true/yes/on or 0/false/no/off/absent, in any case. Raises ValueError naming the

@@ -116,14 +116,23 @@ def test_every_participant_string_is_translated(language, domain):
 @pytest.mark.parametrize("language", SHIPPED)
 @pytest.mark.parametrize("domain", ["django", "djangojs"])
 def test_catalogues_are_complete_and_compiled(language, domain):
-    """The .po has no untranslated or fuzzy entry, keeps every placeholder, and its .mo
-    is compiled from it as it stands."""
+    """The .po has no untranslated or fuzzy entry, keeps every placeholder (each plural
+    form uses only its msgid's and msgid_plural's), and its .mo is compiled from it as it
+    stands."""
     folder = ROOT / "locale" / language / "LC_MESSAGES"
     po = polib.pofile(str(folder / f"{domain}.po"))
     assert not po.untranslated_entries() and not po.fuzzy_entries()
     with (folder / f"{domain}.mo").open("rb") as handle:
         compiled = stdlib_gettext.GNUTranslations(handle)._catalog
     for entry in po.translated_entries():
+        if entry.msgid_plural:
+            known = set(PLACEHOLDER.findall(entry.msgid + entry.msgid_plural))
+            for n, form in entry.msgstr_plural.items():
+                assert set(PLACEHOLDER.findall(form)) <= known, entry
+                assert compiled.get((entry.msgid, int(n))) == form, f"compile {domain}.po again"
+            plural = set(PLACEHOLDER.findall(entry.msgid_plural))
+            assert plural <= set(PLACEHOLDER.findall(entry.msgstr_plural[max(entry.msgstr_plural)]))
+            continue
         kept = set(PLACEHOLDER.findall(entry.msgstr)) == set(PLACEHOLDER.findall(entry.msgid))
         assert kept, entry
         assert compiled.get(entry.msgid) == entry.msgstr, f"compile {domain}.po again"

@@ -68,8 +68,14 @@
   }
 
   const progressText = document.getElementById("progress-text");
+  // An adaptive session's total is its maximum: it ends sooner when nothing is left to
+  // learn from the participant, so the text must not promise a count.
+  const totalIsMaximum = "totalIsMaximum" in cfg;
   function setProgress(done, total, showing) {
-    if (progressText && showing !== undefined) progressText.textContent = interpolate(gettext("Trial %(index)s of %(total)s"), { index: showing + 1, total }, true);
+    if (progressText && showing !== undefined) {
+      const text = totalIsMaximum ? gettext("Trial %(index)s of at most %(total)s") : gettext("Trial %(index)s of %(total)s");
+      progressText.textContent = interpolate(text, { index: showing + 1, total }, true);
+    }
     if (!progressBar) return;
     // A <progress> element: no inline style, which the page's CSP refuses.
     progressBar.max = Math.max(total, 1);
@@ -111,6 +117,7 @@
     app.replaceChildren();
     app.hidden = true;
     if (progressText) progressText.hidden = true;
+    if (progressBar) progressBar.value = progressBar.max; // the trials are over, however many
     feedback.hidden = false;
     feedback.querySelector("textarea, button").focus();
   }
