@@ -5,14 +5,17 @@ last two of each a repeat, over 1,000 stimuli) into a throw-away PostgreSQL data
 with one INSERT ... SELECT over generate_series, then times, in-process through
 Django's test client as an Analyst, the study's dashboard page and its aggregate
 endpoints. Next to each it times the bare SQL aggregate that yields the same numbers
-(plain psycopg2, no Django) and prints the ratio endpoint / bare SQL. Each figure is
-the median of --repeat runs.
+(plain psycopg2, no Django) and prints the ratio endpoint / bare SQL. Each endpoint's
+first request (cold) is printed apart from the median of --repeat more (warm), with the
+load average; the last line times the dashboard's curves and who-to-trust sections
+alone.
 
-    .venv/bin/python bench/analytics.py [--rows 1000000] [--repeat 3]
+    .venv/bin/python bench/analytics.py [--rows 1000000] [--repeat 3] [--reuse]
     BENCH_PG=postgres://postgres@127.0.0.1:5432 (default) selects the server.
 """
 
 import argparse
+import os
 import statistics
 import time
 
@@ -124,24 +127,32 @@ BARE = {
             JOIN datasets_stimulus st ON st.id = j.stimulus_id
             WHERE j.confidence IS NOT NULL GROUP BY j.stimulus_id) x GROUP BY 1 ORDER BY 1
     """,
+    # Grouped by pair first, the class names joined to the groups (as the endpoint does:
+    # the fastest plain SQL we know for these numbers).
     "class-pairs": f"""
-        SELECT LEAST(p.class1, p.class2), GREATEST(p.class1, p.class2), count(*),
-               avg(CASE WHEN p.class1 <= p.class2 THEN j.lam ELSE 1 - j.lam END),
-               stddev_pop(CASE WHEN p.class1 <= p.class2 THEN j.lam ELSE 1 - j.lam END)
-        FROM ({COUNTED}) j JOIN datasets_pair p ON p.id = j.pair_id
-        WHERE j.lam IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2
+        SELECT LEAST(p.class1, p.class2), GREATEST(p.class1, p.class2), sum(g.n),
+               sum(g.n * CASE WHEN p.class1 <= p.class2 THEN g.m ELSE 1 - g.m END)
+                   / sum(g.n)
+        FROM (SELECT j.pair_id, count(*) n, avg(j.lam) m, var_pop(j.lam) v
+              FROM ({COUNTED}) j WHERE j.lam IS NOT NULL GROUP BY j.pair_id) g
+        JOIN datasets_pair p ON p.id = g.pair_id GROUP BY 1, 2 ORDER BY 1, 2
     """,
+    # Every per-stimulus figure's numbers in one pass (perceived mean and variance,
+    # weighted relabel, mean confidence), what the summary and the dashboard read.
+    "stimulus-groups": f"""
+        SELECT st.name, st.lam, g.* FROM (
+            SELECT j.stimulus_id, min(j.id), count(j.lam), avg(j.lam), var_pop(j.lam),
+                   avg(j.lam * j.confidence), count(j.confidence), avg(j.confidence)
+            FROM ({COUNTED}) j WHERE j.stimulus_id IS NOT NULL GROUP BY j.stimulus_id) g
+        JOIN datasets_stimulus st ON st.id = g.stimulus_id
+    """,
+    # Every judgment's values per stimulus (?values=true).
     "stimuli": f"""
         SELECT st.name, st.lam, array_agg(j.lam ORDER BY j.id),
                array_agg(j.confidence ORDER BY j.id), avg(j.lam), stddev_pop(j.lam),
                avg(j.lam * j.confidence)
         FROM ({COUNTED}) j JOIN datasets_stimulus st ON st.id = j.stimulus_id
         WHERE j.lam IS NOT NULL GROUP BY st.id ORDER BY min(j.id)
-    """,
-    "perceived-by-lam": f"""
-        SELECT round(st.lam::numeric, 6), avg(j.lam), stddev_pop(j.lam), count(*)
-        FROM ({COUNTED}) j JOIN datasets_stimulus st ON st.id = j.stimulus_id
-        WHERE j.lam IS NOT NULL GROUP BY 1 ORDER BY 1
     """,
     # The dashboard's quality table shows its first page: 200 sessions.
     "quality": """
@@ -156,10 +167,12 @@ BARE = {
         WHERE study_id = %(study)s GROUP BY 1, 2
     """,
 }
-# What the dashboard page shows of an Infer study: every figure above but the per-stimulus
-# lists, and the paper's pooled confidence (the per-stimulus confidence GROUP BY again).
-DASHBOARD = ["progress", "perceived-by-lam", "confidence-by-lam", "class-pairs", "quality"]
-DASHBOARD_PAPER = "confidence-by-lam"
+# What the dashboard page shows of an Infer study: progress, the per-stimulus figures
+# (perceived and confidence by lam, the paper's pooled confidence: one GROUP BY), the
+# class pairs and a page of the quality table. Its curves and who-to-trust sections
+# (elicitation.reliability) have no bare SQL counterpart yet: "trust section" times
+# their reads and computation alone.
+DASHBOARD = ["progress", "stimulus-groups", "class-pairs", "quality"]
 
 
 def bare_seconds(names: list[str], study: int) -> float:
@@ -183,6 +196,24 @@ def endpoint_seconds(client, url: str) -> float:
     seconds = time.perf_counter() - start
     assert response.status_code == 200 and body, (url, response.status_code)
     return seconds
+
+
+def trust_seconds(study: int) -> float:
+    """The dashboard's curves and who-to-trust sections' reads and computation
+    (elicitation.reliability over every counted answer), without the page around them."""
+    from elicitation import reliability
+    from elicitation.models import Study
+
+    start = time.perf_counter()
+    study = Study.objects.get(pk=study)
+    rows = reliability.answers(study)
+    agreement = reliability.study_agreement(study, rows=rows)
+    reliability.curves(study, rows=rows, agreement=agreement)
+    return time.perf_counter() - start
+
+
+def load_average() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -214,19 +245,27 @@ def main() -> None:
     client.force_login(user)
     endpoints = [
         ("dashboard page", reverse("admin:elicitation_study_dashboard", args=[study]),
-         DASHBOARD + [DASHBOARD_PAPER]),
+         DASHBOARD),
         ("confidence-by-lam", "/api/studies/bench/aggregates/confidence-by-lam/",
          ["confidence-by-lam"]),
         ("class-pairs", "/api/studies/bench/aggregates/class-pairs/", ["class-pairs"]),
-        ("per-stimulus", "/api/studies/bench/aggregates/stimuli/", ["stimuli"]),
-        ("paper view", "/api/studies/bench/aggregates/paper/", ["confidence-by-lam"]),
+        ("per-stimulus", "/api/studies/bench/aggregates/stimuli/", ["stimulus-groups"]),
+        ("per-stim. values", "/api/studies/bench/aggregates/stimuli/?values=true",
+         ["stimuli"]),
+        ("paper view", "/api/studies/bench/aggregates/paper/", ["stimulus-groups"]),
     ]  # fmt: skip
-    print(f"{'endpoint':<18} {'endpoint s':>10} {'bare SQL s':>10} {'ratio':>6}  (median of "
-          f"{args.repeat})")  # fmt: skip
+    # Cold: the first request of this process (imports, templates, the database's first
+    # read of the tables); warm: the median of --repeat more.
+    print(f"{'endpoint':<18} {'cold s':>7} {'warm s':>7} {'bare SQL s':>10} {'ratio':>6}  "
+          f"(warm: median of {args.repeat}; load average 1/5/15 min)")  # fmt: skip
     for label, url, bare in endpoints:
+        cold = endpoint_seconds(client, url)
         ours = statistics.median(endpoint_seconds(client, url) for _ in range(args.repeat))
         base = statistics.median(bare_seconds(bare, study) for _ in range(args.repeat))
-        print(f"{label:<18} {ours:>10.3f} {base:>10.3f} {ours / base:>6.2f}")
+        print(f"{label:<18} {cold:>7.3f} {ours:>7.3f} {base:>10.3f} {ours / base:>6.2f}  "
+              f"{load_average()}")  # fmt: skip
+    trust = statistics.median(trust_seconds(study) for _ in range(args.repeat))
+    print(f"{'trust section':<18} {'':>7} {trust:>7.3f} {'-':>10} {'-':>6}  {load_average()}")
 
 
 if __name__ == "__main__":
