@@ -119,3 +119,43 @@ def test_infer_dashboard_plots(make_study, staff):
     page = staff.get(reverse("admin:elicitation_study_dashboard", args=[study.pk]))
     html = page.content.decode()
     assert "Perceived vs true lam" in html and "Confidence vs true lam" in html
+
+
+def test_charts_are_plain_svg_without_styles_or_scripts():
+    """The dashboard's charts are SVG written from the aggregated numbers: well-formed,
+    styled by presentation attributes only (no style attribute or block, no script),
+    with their text escaped."""
+    import xml.etree.ElementTree as ET
+
+    from elicitation import plots
+
+    lams = [i / 20 for i in range(21)]
+    charts = [
+        plots.mean_std_plot(
+            [{"x": 0.1, "mean": 0.2, "std": 0.05}, {"x": 0.9, "mean": 0.8, "std": None}],
+            "perceived lam", "Perceived <vs> true & lam", diagonal=True,
+        ),
+        plots.midpoint_histogram([{"lam": 0.5, "count": 3}, {"lam": 0.6, "count": 0}], "M"),
+        plots.soft_label_bars(
+            [{"true_lam": 0.3, "class1": 0.3, "class2": 0.6, "other": 0.1}], "Soft"
+        ),
+        plots.soft_label_entropy([{"true_lam": 0.3, "entropy_bits": 1.2}], "Entropy"),
+        plots.psychometric_points(
+            [{"class_a": "cat", "class_b": "<dog>", "k": 5.0, "pse": 0.4,
+              "points": [{"lam": 0.2, "share": 0.1}, {"lam": 0.8, "share": 0.9}]},
+             {"class_a": "a", "class_b": "b", "k": None, "pse": None, "points": []}],
+            "2AFC",
+        ),  # fmt: skip
+        plots.pair_curves(
+            [{"pair": "cat / dog", "n": 3, "midpoint": 0.5, "midpoint_sd": 0.1, "lams": lams,
+              "mean": lams, "lower": [0.0] * 21, "upper": [1.0] * 21}],
+            "Curves",
+        ),  # fmt: skip
+    ]
+    for chart in charts:
+        root = ET.fromstring(chart)  # well-formed
+        assert root.tag == "{http://www.w3.org/2000/svg}svg"
+        assert "style" not in chart and "<script" not in chart
+    assert "Perceived &lt;vs&gt; true &amp; lam" in charts[0]
+    assert "&lt;dog&gt;" in charts[4] and charts[4].count("<polyline") == 1  # one fit
+    assert charts[5].count("<polygon") == 1  # the credible band
