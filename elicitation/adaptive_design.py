@@ -14,21 +14,68 @@ from django.conf import settings
 
 from adaptive.model import DEFAULT_NOISE, InterfaceModel, build_model, make_grid
 
-from .models import Session, Study
+from .models import PairPosterior, Session, Study
 
 # The grid every stored log posterior lives on (m step 0.01, 16 slopes 1..60).
 GRID = make_grid()
 
 
-# Sessions whose answers an adaptive study's posteriors leave out: previews (the
-# researcher's preview link, Prolific's preview) are no participants. Pilots and
-# simulated people count (pilot or simulate in a copy).
-NOT_IN_POSTERIOR = (Session.Kind.PREVIEW,)
+# The posterior pool (PairPosterior.Pool) each kind of session adds its answers to:
+# only live sessions are research data (reports.counted), so pilots and simulated
+# participants keep posteriors of their own and never move the live one, from which
+# live participants' trials are chosen and human_fit's labels may be read. Previews
+# (the researcher's preview link, Prolific's preview) add to none.
+POOL_OF_KIND = {
+    Session.Kind.LIVE: PairPosterior.Pool.LIVE,
+    Session.Kind.PILOT: PairPosterior.Pool.PILOT,
+    Session.Kind.SIMULATED: PairPosterior.Pool.SIMULATED,
+    Session.Kind.PREVIEW: None,
+}
 
 
-def counts_in_posterior(kind: str) -> bool:
-    """Whether a session of `kind` (Session.Kind) adds its answers to the posteriors."""
-    return kind not in NOT_IN_POSTERIOR
+def pool_of(kind: str) -> str | None:
+    """The pool a session of `kind` (Session.Kind) adds its answers to; None: none."""
+    return POOL_OF_KIND.get(kind)
+
+
+def choice_pool(kind: str) -> str:
+    """The pool whose posteriors choose the trials of a session of `kind`: its own, or
+    for a preview the live one (it shows what a participant would see)."""
+    return pool_of(kind) or PairPosterior.Pool.LIVE
+
+
+def kinds_in_pool(pool: str) -> list[str]:
+    """The session kinds whose answers make up `pool`."""
+    return [kind for kind, into in POOL_OF_KIND.items() if into == pool]
+
+
+def log_posterior_from_array_send(data: bytes | memoryview) -> np.ndarray:
+    """A stored log posterior read as ``array_send(log_posterior)`` (PostgreSQL's binary
+    array format: ndim, has-null flag, element type, then (size, lower bound) per
+    dimension, then per element a 4-byte length and the 8-byte big-endian float8):
+    (G,) float64. Parsing the text form of 1,616 floats cost more than the query.
+    Raises ValueError for a NULL element or more than one dimension."""
+    data = bytes(data)
+    ndim = int.from_bytes(data[:4], "big")
+    if ndim > 1:
+        raise ValueError(f"a log posterior has one dimension, not {ndim}")
+    elements = np.frombuffer(data, dtype=[("n", ">i4"), ("v", ">f8")], offset=12 + 8 * ndim)
+    if (elements["n"] != 8).any():
+        raise ValueError("a stored log posterior holds NULL")
+    return elements["v"].astype(np.float64)
+
+
+def posterior_column(vendor: str) -> str:
+    """How to select the stored log posterior cheaply: its binary array on PostgreSQL,
+    the blob elsewhere (read it with ``read_log_posterior``)."""
+    return "array_send(log_posterior)" if vendor == "postgresql" else "log_posterior"
+
+
+def read_log_posterior(value: bytes | memoryview, vendor: str) -> np.ndarray:
+    """A value selected with ``posterior_column(vendor)`` as a (G,) float64 array."""
+    if vendor == "postgresql":
+        return log_posterior_from_array_send(value)
+    return np.frombuffer(bytes(value), dtype="<f8").astype(np.float64)
 
 
 def study_noise(study: Study) -> dict:
@@ -117,3 +164,25 @@ def judgment_loglik(
 def interface_model(study: Study, grid_lams: list[float]) -> InterfaceModel:
     """The likelihood table of the study's interface over its candidates, under its noise."""
     return build_model(study.interface, GRID, study_noise(study), candidates(study, grid_lams))
+
+
+def loglik_sql_text(
+    model: InterfaceModel, interface: str, stimulus_lam, response: dict, lam
+) -> str:
+    """``judgment_loglik`` as a PostgreSQL float8[] literal ('{...}', every float
+    written exactly by repr), for the save to add inside its statement; '{}' where the
+    posterior cannot read the answer (the save adds nothing then). Cached per model,
+    candidate and outcome: the text of 1,616 floats costs more than the save's query."""
+    obs = observation(interface, stimulus_lam, response, lam)
+    if obs is None:
+        return "{}"
+    try:
+        key = (model.candidate_index(obs[0]), model.outcome_index(obs[1]))
+    except ValueError:
+        return "{}"
+    texts = model.__dict__.setdefault("_sql_texts", {})
+    text = texts.get(key)
+    if text is None:
+        text = "{" + ",".join(map(repr, model.log_table[key].tolist())) + "}"
+        texts[key] = text
+    return text

@@ -521,23 +521,74 @@ class AuditLog(models.Model):
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.username or '-'} {self.action}"
 
 
+class LogPosteriorField(models.Field):
+    """A log posterior on adaptive.model.make_grid()'s grid: a float64 numpy array (G,).
+
+    Stored as ``double precision[]`` on PostgreSQL, so a save adds its judgment's
+    log-likelihood inside its one statement (services.judgments); elsewhere (SQLite) as
+    the array's little-endian bytes, updated by the save's transaction. Reads give a
+    numpy array either way."""
+
+    description = "float64 array (double precision[] on PostgreSQL, bytes elsewhere)"
+
+    def db_type(self, connection) -> str:
+        return "double precision[]" if connection.vendor == "postgresql" else "blob"
+
+    def from_db_value(self, value, expression, connection):
+        return self.to_python(value)
+
+    def to_python(self, value):
+        import numpy as np
+
+        if value is None or isinstance(value, np.ndarray):
+            return value
+        if isinstance(value, bytes | bytearray | memoryview):
+            return np.frombuffer(bytes(value), dtype="<f8").astype(np.float64)
+        return np.asarray(value, dtype=np.float64)
+
+    def get_db_prep_value(self, value, connection, prepared: bool = False):
+        import numpy as np
+
+        if value is None:
+            return None
+        values = np.asarray(self.to_python(value), dtype="<f8")
+        if connection.vendor == "postgresql":
+            return values.tolist()
+        return values.tobytes()
+
+
 class PairPosterior(models.Model):
     """An adaptive study's posterior over one pair's psychometric curve
-    share(lam) = sigmoid(k (lam - m)): the log posterior on adaptive.model.make_grid()'s
-    (m, log k) grid (float64, m-major, max subtracted), updated by every saved judgment
-    of the pair in the save's transaction under this row's lock (services.adaptive), so
-    it always equals the one recomputed from the stored judgments."""
+    share(lam) = sigmoid(k (lam - m)), per pool of sessions: the log posterior on
+    adaptive.model.make_grid()'s (m, log k) grid (float64, m-major, up to an additive
+    constant: readers subtract its maximum), the prior plus the log-likelihood of every
+    saved judgment of the pair from a session of the pool, added by the save itself
+    (services.judgments), so it always equals the one recomputed from the stored
+    judgments (selectors.recomputed_posteriors).
+
+    Pools keep what is not research data out of the live posterior: live sessions add
+    to and choose from ``live`` (what every reader of "the study's posterior" reads),
+    pilots from ``pilot``, simulated participants from ``simulated``; previews choose
+    from ``live`` and add nothing (adaptive_design.pool_of)."""
+
+    class Pool(models.TextChoices):
+        LIVE = "live"
+        PILOT = "pilot"
+        SIMULATED = "simulated"
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="posteriors")
     pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="+")
-    log_posterior = models.BinaryField()
+    pool = models.CharField(max_length=10, choices=Pool.choices, default=Pool.LIVE)
+    log_posterior = LogPosteriorField()
     judgment_count = models.PositiveIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["study", "pair"], name="one_posterior_per_pair"),
+            models.UniqueConstraint(
+                fields=["study", "pair", "pool"], name="one_posterior_per_pair_and_pool"
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.study.slug}/{self.pair_id}: {self.judgment_count} judgments"
+        return f"{self.study.slug}/{self.pair_id}/{self.pool}: {self.judgment_count} judgments"

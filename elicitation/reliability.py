@@ -6,8 +6,9 @@ Every figure here follows the exclusion rule (reports.counted: live sessions, ex
 participants left out unless asked for), or reads the simulated sessions alone
 (``kind="simulated"``). The curves are the grid posterior of adaptive.model, computed
 from those judgments with the study's noise levels (adaptive_design): for an adaptive
-study the same computation as its stored PairPosterior rows, except that the stored
-rows also count pilot and simulated answers (services.adaptive), and these do not.
+study the same computation as its stored live PairPosterior rows (pilots and simulated
+participants keep pools of their own, services.adaptive), except that the stored rows
+also count excluded participants (the chooser learns from everyone live).
 """
 
 from __future__ import annotations

@@ -14,10 +14,12 @@ from adaptive.model import PairPosteriors
 from . import interfaces
 from .adaptive_design import (
     GRID,
-    NOT_IN_POSTERIOR,
     interface_model,
     judgment_loglik,
+    kinds_in_pool,
+    posterior_column,
     prior_log_posterior,
+    read_log_posterior,
 )
 from .live import LiveSession, StudyCatalog, catalog_of, grid_lams, study_catalog
 from .models import (
@@ -258,26 +260,42 @@ def participant_data(participant: Participant) -> dict:
 # --- Adaptive studies' posteriors ------------------------------------------------------
 
 
-def stored_posteriors(study: Study) -> dict[int, tuple[np.ndarray, int]]:
-    """pair id -> (stored log posterior (G,), judgment count)."""
-    return {
-        pair_id: (np.frombuffer(bytes(blob), dtype=np.float64), count)
-        for pair_id, blob, count in PairPosterior.objects.filter(study=study).values_list(
-            "pair_id", "log_posterior", "judgment_count"
+def stored_posteriors(
+    study: Study, pool: str = PairPosterior.Pool.LIVE
+) -> dict[int, tuple[np.ndarray, int]]:
+    """pair id -> (stored log posterior (G,) with its maximum subtracted, judgment
+    count) of the study's `pool` (PairPosterior.Pool; the live one is what "the study's
+    posterior" means everywhere)."""
+    vendor = connection.vendor
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT pair_id, {posterior_column(vendor)}, judgment_count "
+            f"FROM {PairPosterior._meta.db_table} WHERE study_id = %s AND pool = %s",
+            [study.pk, pool],
         )
-    }
+        rows = cursor.fetchall()
+    out = {}
+    for pair_id, value, count in rows:
+        log_post = read_log_posterior(value, vendor)
+        out[pair_id] = (log_post - log_post.max(), count)
+    return out
 
 
-def recomputed_posteriors(study: Study) -> dict[int, tuple[np.ndarray, int]]:
-    """pair id -> (log posterior (G,), judgment count) recomputed from the prior and
-    every judgment stored in the study; each log posterior has its maximum subtracted."""
+def recomputed_posteriors(
+    study: Study, pool: str = PairPosterior.Pool.LIVE
+) -> dict[int, tuple[np.ndarray, int]]:
+    """pair id -> (log posterior (G,), judgment count) of the study's `pool` recomputed
+    from the prior and every judgment stored by a session of the pool
+    (adaptive_design.kinds_in_pool), for the pairs the pool has rows for and those its
+    judgments name; each log posterior has its maximum subtracted."""
     model = interface_model(study, grid_lams(study))
     prior = prior_log_posterior(study)
-    out = {p: (prior.copy(), 0) for p in stored_posteriors(study)}
-    rows = (
-        Judgment.objects.filter(study=study)
-        .exclude(session__kind__in=NOT_IN_POSTERIOR)
-        .values_list("pair_id", "stimulus__lam", "response", "lam")
+    pair_ids = PairPosterior.objects.filter(study=study, pool=pool).values_list(
+        "pair_id", flat=True
+    )
+    out = {p: (prior.copy(), 0) for p in pair_ids}
+    rows = Judgment.objects.filter(study=study, session__kind__in=kinds_in_pool(pool)).values_list(
+        "pair_id", "stimulus__lam", "response", "lam"
     )
     for pair_id, stimulus_lam, response, lam in rows:
         log_post, count = out.get(pair_id, (prior.copy(), 0))
@@ -289,8 +307,8 @@ def recomputed_posteriors(study: Study) -> dict[int, tuple[np.ndarray, int]]:
 
 
 def pair_posteriors(study: Study) -> tuple[list[int], PairPosteriors]:
-    """The stored posteriors as adaptive.model.PairPosteriors (rows in pair id order),
-    for reading midpoints and curves with their bands."""
+    """The stored live posteriors as adaptive.model.PairPosteriors (rows in pair id
+    order), for reading midpoints and curves with their bands."""
     stored = stored_posteriors(study)
     pair_ids = sorted(stored)
     post = PairPosteriors(len(pair_ids), GRID)

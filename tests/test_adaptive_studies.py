@@ -536,3 +536,167 @@ def test_preview_answers_leave_an_adaptive_studys_posteriors_alone(make_study):
         assert recomputed[pair_id][1] == count
         mine, again = np.exp(log_post), np.exp(recomputed[pair_id][0])
         assert np.allclose(mine / mine.sum(), again / again.sum(), atol=1e-12)
+
+
+def construct_payload(live, trial) -> dict:
+    final = 5 if trial["start_step"] < 5 else 4
+    step = 1 if final > trial["start_step"] else -1
+    return {
+        "session": live.session.reference,
+        "trial_index": trial["index"],
+        "idempotency_key": str(uuid.uuid4()),
+        "rt_ms": 1000.0,
+        "confidence": 50,
+        "response": {
+            "start_step": trial["start_step"],
+            "final_step": final,
+            "steps": list(range(trial["start_step"], final + step, step)),
+        },
+    }
+
+
+@pytest.mark.django_db(transaction=True)  # autocommit, as a request runs
+@pytest.mark.parametrize("interface", ["infer", "construct"])
+def test_an_adaptive_answer_and_its_next_trial_are_one_statement(
+    make_study, monkeypatch, interface
+):
+    """On PostgreSQL the save of an adaptive answer stores it, adds it to its pair's
+    posterior and appends the next trial in one statement (no BEGIN, no row read, no
+    second UPDATE), when the chooser's periodic re-read is not due; the reply's next
+    trial then needs no query at all."""
+    from django.test.utils import CaptureQueriesContext
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the one-statement save is PostgreSQL's (set DATABASE_URL)")
+    study = make_study(
+        interface,
+        n_pairs=3,
+        repeat_trials=1,
+        adaptive_repeat_spacing=1,
+        ask_confidence=True,
+        **ADAPTIVE,
+    )
+    session = to_trials(start_session(study, RecruiterIds(f"one-{interface}")))
+    payload = (
+        construct_payload
+        if interface == "construct"
+        else (lambda live, trial: infer_payload(live.session.reference, trial["index"]))
+    )
+    live, trial = served(session, study.slug)
+    first = record_judgment(session.token, payload(live, trial), study.slug)  # prepares
+    monkeypatch.setattr(adaptive_services, "SYNC_EVERY_S", 3600.0)
+    for index in range(1, 4):
+        live = first.live
+        trial = next_trial(live)
+        assert trial["index"] == index
+        with CaptureQueriesContext(connection) as queries:
+            saved = record_judgment(session.token, payload(live, trial), study.slug)
+            serve_next_trial(saved.live)  # the reply's next trial: served already
+            upcoming = next_trial(saved.live)
+        assert [q["sql"].split(" (")[0] for q in queries] == [
+            "EXECUTE hillmix_save_adaptive_answer"
+        ]
+        assert saved.created and upcoming["index"] == index + 1
+        stored = Session.objects.get(pk=session.pk)
+        assert stored.position == index + 1 and stored.trial_order == saved.live.session.trial_order
+        assert len(stored.trial_order) == index + 2
+        first = saved
+    stored = selectors.stored_posteriors(study)
+    recomputed = selectors.recomputed_posteriors(study)
+    assert sum(c for _, c in stored.values()) == Judgment.objects.count() == 4
+    # This process's chooser followed its own saves without re-reading any row.
+    state = adaptive_services._states[study.pk, "live"]
+    for pair_id, (log_post, count) in stored.items():
+        assert count == recomputed[pair_id][1]
+        assert np.allclose(log_post, recomputed[pair_id][0], atol=1e-9)
+        p = state.index[pair_id]
+        assert state.chooser.posteriors.n_judgments[p] == count
+        assert np.allclose(state.chooser.posteriors.log_post[p], log_post, atol=1e-9)
+
+
+def test_a_second_answer_to_a_trial_changes_nothing(make_study):
+    """The position guard: another answer (a new key) to a trial already answered is a
+    409 and moves neither the posterior nor the trial order; a replay of the stored
+    one returns it."""
+    from elicitation.services import FlowError
+
+    study = make_study("infer", n_pairs=3, repeat_trials=0, **ADAPTIVE)
+    session = to_trials(start_session(study, RecruiterIds("twice")))
+    live, trial = served(session, study.slug)
+    payload = infer_payload(live.session.reference, 0, 10)
+    assert record_judgment(session.token, payload, study.slug).created
+    before = Session.objects.values("position", "trial_order", "state").get(pk=session.pk)
+    posteriors = selectors.stored_posteriors(study)
+    with pytest.raises(FlowError) as refused:
+        record_judgment(session.token, infer_payload(session.reference, 0, 90), study.slug)
+    assert refused.value.status == 409
+    assert not record_judgment(session.token, payload, study.slug).created
+    assert Session.objects.values("position", "trial_order", "state").get(pk=session.pk) == before
+    after = selectors.stored_posteriors(study)
+    assert Judgment.objects.count() == 1
+    for pair_id, (log_post, count) in posteriors.items():
+        assert after[pair_id][1] == count and np.array_equal(after[pair_id][0], log_post)
+
+
+def pools(study) -> dict[str, int]:
+    """pool -> judgments counted in its stored posteriors."""
+    out = Counter()
+    for pool, count in PairPosterior.objects.filter(study=study).values_list(
+        "pool", "judgment_count"
+    ):
+        out[pool] += count
+    return dict(out)
+
+
+def test_pilot_and_simulated_answers_keep_to_their_own_pools(make_study):
+    """Only live sessions are research data (reports.counted): a pilot's answers add to
+    the pilot pool, a simulated participant's to the simulated pool, and the live
+    posterior (what the study's live participants are chosen from and every reader
+    reads) stays the prior until a live participant answers."""
+    from django.core.management import call_command
+
+    from elicitation.adaptive_design import prior_log_posterior
+    from elicitation.models import Study
+
+    study = make_study("infer", n_pairs=2, repeat_trials=0, status="pilot", **ADAPTIVE)
+    pilot = to_trials(start_session(study, RecruiterIds("pilot-person")))
+    assert pilot.kind == Session.Kind.PILOT
+    answered = len(answer_all(pilot, study.slug, answer=lambda spec, live: 5))
+    assert answered > 0
+    call_command("simulate_participants", study=study.slug, n=1, seed=1)
+    simulated = Judgment.objects.filter(session__kind=Session.Kind.SIMULATED).count()
+    assert simulated > 0
+    assert pools(study) == {"live": 0, "pilot": answered, "simulated": simulated}
+    prior = prior_log_posterior(study)
+    for log_post, count in selectors.stored_posteriors(study).values():
+        assert count == 0 and np.allclose(log_post, prior - prior.max())
+    for pool in ("pilot", "simulated"):
+        stored = selectors.stored_posteriors(study, pool)
+        recomputed = selectors.recomputed_posteriors(study, pool)
+        for pair_id, (log_post, count) in stored.items():
+            assert count == recomputed[pair_id][1]
+            assert np.allclose(log_post, recomputed[pair_id][0], atol=1e-9)
+    # Live: its own answers, none of the others'.
+    Study.objects.filter(pk=study.pk).update(status="live")
+    study.refresh_from_db()
+    live = to_trials(start_session(study, RecruiterIds("live-person")))
+    assert live.kind == Session.Kind.LIVE
+    live_answers = len(answer_all(live, study.slug))
+    assert pools(study) == {"live": live_answers, "pilot": answered, "simulated": simulated}
+    recomputed = selectors.recomputed_posteriors(study)
+    for pair_id, (log_post, count) in selectors.stored_posteriors(study).items():
+        assert count == recomputed[pair_id][1]
+        assert np.allclose(log_post, recomputed[pair_id][0], atol=1e-9)
+
+
+def test_a_stored_posterior_reads_back_exactly(make_study):
+    """The binary read (array_send on PostgreSQL, the blob elsewhere) gives the stored
+    floats bit for bit."""
+    study = make_study("infer", n_pairs=1, repeat_trials=0, **ADAPTIVE)
+    to_trials(start_session(study, RecruiterIds("exact")))
+    values = np.random.default_rng(3).normal(-40, 30, GRID.size)
+    values[7] = 0.0
+    PairPosterior.objects.filter(study=study).update(log_posterior=values)
+    [(log_post, _)] = selectors.stored_posteriors(study).values()
+    assert np.array_equal(log_post, values - values.max())
+    assert np.array_equal(PairPosterior.objects.get(study=study).log_posterior, values)

@@ -3,6 +3,7 @@ stored once, the session advanced in the same statement; and images that did not
 
 from __future__ import annotations
 
+import json
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
@@ -10,7 +11,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from .. import interfaces
-from ..adaptive_design import counts_in_posterior
+from ..adaptive_design import pool_of
 from ..answers import (
     Answer,
     AnswerError,
@@ -19,10 +20,11 @@ from ..answers import (
     integer,
     read_envelope,
 )
-from ..live import LiveSession, live_session, presumed_live_session
+from ..live import LiveSession, live_session, presumed_live_session, remember_trial_order
 from ..models import (
     ImageLoadFailure,
     Judgment,
+    PairPosterior,
     Session,
     Study,
     secret_hash,
@@ -175,7 +177,11 @@ def _store_judgment(live: LiveSession, envelope: Envelope, answer: Answer) -> Ju
         created_at=now,
     )
     state, completed_at = session.state, None
-    if session.position + 1 >= planned_trials(session, catalog):
+    # PostgreSQL serves an adaptive session's next trial in the save's own statement:
+    # chosen now, before the save (None: the trials end with this answer).
+    serves = connection.vendor == "postgresql" and study.is_adaptive
+    next_spec = adaptive.next_after_answer(live, answer.response, answer.lam) if serves else None
+    if session.position + 1 >= planned_trials(session, catalog) or (serves and next_spec is None):
         state = Session.State.FEEDBACK if study.feedback_questions else Session.State.COMPLETE
         completed_at = now if state == Session.State.COMPLETE else None
     adapt = connection.ops.adapt_datetimefield_value
@@ -189,22 +195,37 @@ def _store_judgment(live: LiveSession, envelope: Envelope, answer: Answer) -> Ju
         field.get_db_prep_save(getattr(judgment, field.attname), connection)
         for field in _JUDGMENT_FIELDS
     ]
+    pool = pool_of(session.kind) if study.is_adaptive else None
     if connection.vendor == "postgresql":
         # Inside a caller's transaction (a script, a test) a savepoint keeps a refused
         # duplicate key from aborting it; a request runs in autocommit and needs none.
-        # An adaptive study's save also adds the answer to its pair's posterior, in one
-        # transaction with it.
-        in_request = transaction.get_autocommit() and not study.is_adaptive
-        savepoint = nullcontext() if in_request else transaction.atomic()
+        savepoint = nullcontext() if transaction.get_autocommit() else transaction.atomic()
         with savepoint, connection.cursor() as cursor:
             if not getattr(connection, "save_answer_prepared", False):
                 cursor.execute(_PREPARE_SAVE_ANSWER)
+                cursor.execute(_PREPARE_SAVE_ADAPTIVE_ANSWER)
                 connection.save_answer_prepared = True
-            cursor.execute(_EXECUTE_SAVE_ANSWER, [*advance, *row])
+            if serves:
+                # One statement: the session advanced and its next trial appended, the
+                # judgment stored, its log-likelihood added to its pair's posterior in
+                # the session's pool (none for a preview: pool NULL matches no row).
+                appended = json.dumps([] if next_spec is None else [next_spec])
+                loglik = adaptive.loglik_param(
+                    catalog, item.stimulus_lam, answer.response, answer.lam
+                )
+                added = [loglik, adapt(now), study.pk, item.pair_id, pool]
+                params = [*advance[:3], appended, *advance[3:], *row, *added]
+                cursor.execute(_EXECUTE_SAVE_ADAPTIVE_ANSWER, params)
+            else:
+                cursor.execute(_EXECUTE_SAVE_ANSWER, [*advance, *row])
             stored = cursor.fetchone()
-            if stored is not None and study.is_adaptive and counts_in_posterior(session.kind):
+        if stored is not None and serves and pool is not None and stored[1] is None:
+            # The pair had no posterior row in the pool yet (it joined the study's
+            # conditions after the pool was made): made now, the answer added.
+            adaptive.prepare_posteriors(study, pool)
+            with transaction.atomic():
                 adaptive.update_posterior(
-                    catalog, item.pair_id, item.stimulus_lam, answer.response, answer.lam
+                    catalog, item.pair_id, item.stimulus_lam, answer.response, answer.lam, pool
                 )
     else:
         with transaction.atomic(), connection.cursor() as cursor:
@@ -213,15 +234,21 @@ def _store_judgment(live: LiveSession, envelope: Envelope, answer: Answer) -> Ju
             if cursor.rowcount == 1:
                 cursor.execute(f"{_INSERT_JUDGMENT} RETURNING id", row)
                 stored = cursor.fetchone()
-                if study.is_adaptive and counts_in_posterior(session.kind):
+                if pool is not None:
                     adaptive.update_posterior(
-                        catalog, item.pair_id, item.stimulus_lam, answer.response, answer.lam
+                        catalog, item.pair_id, item.stimulus_lam, answer.response, answer.lam, pool
                     )
     if stored is None:
         return None
     judgment.pk = stored[0]
     judgment._state.adding, judgment._state.db = False, connection.alias
     session.position, session.state = session.position + 1, state
+    if serves:
+        if next_spec is not None:
+            session.trial_order = [*session.trial_order[: session.position], next_spec]
+            remember_trial_order(session.token_hash, study.slug, session.trial_order)
+        count = stored[1] if pool is not None else None
+        adaptive.answer_saved(live, item, answer.response, answer.lam, pool, count)
     return judgment
 
 
@@ -263,6 +290,39 @@ _SAVE_ANSWER = "hillmix_save_answer"
 _PREPARE_SAVE_ANSWER = f"PREPARE {_SAVE_ANSWER} AS {_numbered_params(_ADVANCE_AND_INSERT)}"
 _EXECUTE_SAVE_ANSWER = (
     f"EXECUTE {_SAVE_ANSWER} ({', '.join(['%s'] * _ADVANCE_AND_INSERT.count('%s'))})"
+)
+
+# An adaptive study's save (PostgreSQL): the same, and in the same statement the next
+# trial appended to the session's trial order (an empty array when its trials end) and
+# the judgment's log-likelihood (a float8[] literal; '{}' adds nothing) added elementwise
+# to its pair's posterior in the session's pool, only when the judgment was stored. The
+# posterior row's lock is its UPDATE's own: concurrent saves of one pair add up one at
+# a time. The second column is the row's judgment count after it (None: no row took
+# the answer), for this process's chooser to follow without reading the row back.
+_TABLE = PairPosterior._meta.db_table
+_ADVANCE_AND_SERVE = _ADVANCE_SESSION.replace(
+    "completed_at = %s ", "completed_at = %s, trial_order = trial_order || %s::jsonb ", 1
+)
+_ADVANCE_SERVE_INSERT_ADD = (
+    f"WITH advanced AS ({_ADVANCE_AND_SERVE} "
+    # the answered trial is the last served: the appended one is the next
+    f"AND jsonb_array_length(trial_order) = position + 1 RETURNING id), "
+    f"stored AS (INSERT INTO {Judgment._meta.db_table} ({_JUDGMENT_COLUMNS}) "
+    f"SELECT {_JUDGMENT_VALUES} FROM advanced RETURNING id), "
+    f"added AS (UPDATE {_TABLE} SET log_posterior = ("
+    f"SELECT array_agg(a + coalesce(b, 0) ORDER BY i) "
+    f"FROM unnest(log_posterior, %s::float8[]) WITH ORDINALITY AS t(a, b, i)), "
+    f"judgment_count = judgment_count + 1, updated_at = %s "
+    f"WHERE study_id = %s AND pair_id = %s AND pool = %s "
+    f"AND EXISTS (SELECT 1 FROM stored) RETURNING judgment_count) "
+    f"SELECT id, (SELECT judgment_count FROM added) FROM stored"
+)
+_SAVE_ADAPTIVE_ANSWER = "hillmix_save_adaptive_answer"
+_PREPARE_SAVE_ADAPTIVE_ANSWER = (
+    f"PREPARE {_SAVE_ADAPTIVE_ANSWER} AS {_numbered_params(_ADVANCE_SERVE_INSERT_ADD)}"
+)
+_EXECUTE_SAVE_ADAPTIVE_ANSWER = (
+    f"EXECUTE {_SAVE_ADAPTIVE_ANSWER} ({', '.join(['%s'] * _ADVANCE_SERVE_INSERT_ADD.count('%s'))})"
 )
 
 

@@ -341,19 +341,35 @@ def delete_non_live_sessions(study: Study, kinds: list[str] | None = None) -> in
 
 def rebuild_adaptive_posteriors(study: Study) -> None:
     """An adaptive study's stored pair posteriors recomputed from the judgments left
-    (selectors.recomputed_posteriors), after judgments were deleted (pilots, a
-    withdrawal, an erasure); every process re-reads them. Nothing for a fixed study."""
+    (write_recomputed_posteriors), after judgments were deleted (pilots, a withdrawal,
+    an erasure); every process re-reads them. Nothing for a fixed study."""
     if not study.is_adaptive:
         return
-    from ..models import PairPosterior
-    from ..selectors import recomputed_posteriors
     from .adaptive import forget_state
 
-    for pair_id, (log_posterior, count) in recomputed_posteriors(study).items():
-        PairPosterior.objects.filter(study=study, pair_id=pair_id).update(
-            log_posterior=log_posterior.tobytes(), judgment_count=count, updated_at=timezone.now()
-        )
+    write_recomputed_posteriors(study)
     transaction.on_commit(lambda: forget_state(study.pk))
+
+
+def write_recomputed_posteriors(study: Study) -> None:
+    """Store every pool's posteriors as recomputed from the study's judgments
+    (selectors.recomputed_posteriors): the pools that have rows, and those whose
+    sessions stored judgments (their rows made first, from the prior)."""
+    from ..adaptive_design import kinds_in_pool
+    from ..models import PairPosterior
+    from ..selectors import recomputed_posteriors
+
+    have = set(PairPosterior.objects.filter(study=study).values_list("pool", flat=True))
+    for pool in PairPosterior.Pool.values:
+        if pool not in have:
+            kinds = kinds_in_pool(pool)
+            if not Judgment.objects.filter(study=study, session__kind__in=kinds).exists():
+                continue
+            prepare_posteriors(study, pool)
+        for pair_id, (log_posterior, count) in recomputed_posteriors(study, pool).items():
+            PairPosterior.objects.filter(study=study, pair_id=pair_id, pool=pool).update(
+                log_posterior=log_posterior, judgment_count=count, updated_at=timezone.now()
+            )
 
 
 def resume_session(session: Session, recruiter: RecruiterIds) -> Session:
