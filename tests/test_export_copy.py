@@ -1,6 +1,7 @@
 """Exports through PostgreSQL's COPY: the same bytes as the Python path (csv_lines and
-json_lines over export_rows) on awkward data, and a client gone mid-export frees the
-database connection at once."""
+json_lines over export_rows) on awkward data, through the export's own connection
+(_pipe_copy, a committed database) and the request's (_cursor_copy, inside a
+transaction), and a client gone mid-export frees the database connection at once."""
 
 import socket
 import time
@@ -11,7 +12,7 @@ from django.test import Client
 
 from datasets.models import Pair, Stimulus
 from elicitation import exports, reports
-from elicitation.exports import copy_rows, csv_lines, streaming_export
+from elicitation.exports import csv_lines, json_copy_lines, json_lines, streaming_export
 from elicitation.models import Judgment, Session
 from tests.test_api import answered_study  # noqa: F401 (fixture)
 
@@ -51,8 +52,20 @@ def served(client, url: str, params: dict) -> bytes:
     return b"".join(response.streaming_content)
 
 
-def assert_same_bytes(client, study) -> None:
+def assert_same_bytes(client, study, monkeypatch=None, source: str = "") -> None:
+    """Both export endpoints, CSV and JSON, with and without the excluded sessions,
+    write the Python path's bytes; with `source`, each through that COPY reader."""
     assert exports._copy_plan(reports.export_queryset(Judgment.objects.all())), "COPY path"
+    used: list[str] = []
+    if source:
+        for name in ("_pipe_copy", "_cursor_copy"):
+            reader = getattr(exports, name)
+
+            def spy(*args, _reader=reader, _name=name):
+                used.append(_name)
+                return _reader(*args)
+
+            monkeypatch.setattr(exports, name, spy)
     every = {"include_excluded": "1"}
     for params in ({}, {"as": "json"}, every, {"as": "json", **every}):
         include = "include_excluded" in params
@@ -62,6 +75,8 @@ def assert_same_bytes(client, study) -> None:
         everything = reports.counted(Judgment.objects.all(), include)
         expected = python_export(params, everything)
         assert served(client, "/api/judgments/export/", params) == expected, params
+    if source:
+        assert used == [source] * 8, used
 
 
 @pytest.fixture
@@ -71,11 +86,9 @@ def researcher(client, django_user_model):
     return user
 
 
-def test_copy_export_writes_the_python_path_bytes(
-    answered_study,  # noqa: F811
-    client,
-    researcher,
-):
+def awkward(answered_study):  # noqa: F811
+    """answered_study with awkward text, floats, times and responses in every column
+    the export prints, and one session excluded."""
     study, sessions = answered_study
     Session.objects.filter(pk=sessions[0].pk).update(excluded=True)
     judgments = list(Judgment.objects.filter(study=study).order_by("pk"))
@@ -92,11 +105,13 @@ def test_copy_export_writes_the_python_path_bytes(
         session.condition.name = ['+x, "y"', "Ünïcode 😀"][i]
         session.condition.save()
     stimulus = Stimulus.objects.filter(pair__stimulus_set=study.stimulus_set).first()
+    # Four judgments: lam, confidence and rt_ms (not null) take four of these each.
     floats = [1e-05, 1e20, -0.0, 123.0, 0.1 + 0.2, None, 1 / 3, 12345678.9]
+    floats += [float("nan"), float("inf"), -float("inf"), 1234.5678]
     for i, judgment in enumerate(judgments):
-        judgment.lam = floats[i % len(floats)]
-        judgment.confidence = floats[(i + 3) % len(floats)]
-        judgment.rt_ms = [1000.0, 0.001, 1234.5678][i % 3]
+        judgment.lam = floats[i % 4]
+        judgment.confidence = floats[4 + i % 4]
+        judgment.rt_ms = floats[8 + i % 4]
         judgment.client_started_at = [None, -5, 1_700_000_000_000][i % 3]
         judgment.stimulus = stimulus if i % 2 else None
         judgment.response = [
@@ -109,26 +124,59 @@ def test_copy_export_writes_the_python_path_bytes(
     Judgment.objects.filter(pk=judgments[0].pk).update(
         created_at="2026-01-02T03:04:05+00:00"  # no microseconds: str() leaves them out
     )
-    assert_same_bytes(client, study)
+    return study
 
 
-def test_copy_rows_reassembles_any_split():
-    """Rows split across chunks, or several rows in one, come out whole."""
-    rows = [b"a,b\r\n", b"", "ü,😀\r\n".encode(), b"x" * 70_000]
-    stream = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
-    stream += b"".join(b"\x00\x01" + len(r).to_bytes(4, "big") + r for r in rows)
-    stream += b"\xff\xff"
-    for size in (1, 3, 7, 19, 100, len(stream)):
-        chunks = [stream[i : i + size] for i in range(0, len(stream), size)]
-        assert b"".join(copy_rows(chunks)) == b"".join(rows)
-        assert b"".join(copy_rows(chunks, skip_first=1)) == b"".join(rows)[1:]
+def test_copy_export_in_a_transaction_writes_the_python_path_bytes(
+    answered_study,  # noqa: F811
+    client,
+    researcher,
+    monkeypatch,
+):
+    """Inside a transaction (its rows not committed) the request's connection runs COPY."""
+    assert_same_bytes(client, awkward(answered_study), monkeypatch, "_cursor_copy")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_copy_export_writes_the_python_path_bytes(
+    answered_study,  # noqa: F811
+    client,
+    researcher,
+    monkeypatch,
+):
+    """In autocommit the export's own connection runs COPY, read in C through a pipe."""
+    assert_same_bytes(client, awkward(answered_study), monkeypatch, "_pipe_copy")
+
+
+def splits(stream: bytes) -> list[list[bytes]]:
+    """The stream cut into blocks of several sizes, as the pipe may hand it over."""
+    return [
+        [stream[i : i + size] for i in range(0, len(stream), size)]
+        for size in (1, 3, 7, 19, 100, max(len(stream), 1))
+    ]
+
+
+def test_json_copy_lines_writes_the_array_from_any_split():
+    """COPY's lines '{...},' + LF, cut anywhere, make json_lines' array; none make '[]'
+    as json_lines writes it; a quoted line (a raw control character) is an error."""
+    objects = [b'{"a": 1, "b": "x,\\"y\\""}', b'{"a": 2, "b": "\\u00fc"}', b'{"r": null}']
+    expected = "".join(json_lines(["k"], [[1], [2], [3]])).encode()
+    assert expected.startswith(b'[\n{"k": 1},\n{"k": 2},\n') and expected.endswith(b"}\n]\n")
+    for rows in (objects, objects[:1], []):
+        stream = b"".join(row + b",\n" for row in rows)
+        expected = b"[" + (b"\n" + b",\n".join(rows) if rows else b"") + b"\n]\n"
+        for blocks in splits(stream):
+            assert b"".join(json_copy_lines(blocks)) == expected, (rows, blocks[:2])
+    with pytest.raises(ValueError):
+        b"".join(json_copy_lines([b'\x02{"a": "\n"},\x02\n']))
 
 
 def test_csv_copy_lines_writes_what_csv_lines_writes():
     """COPY's CSV rows (LF ends, "" for an empty string, no csv_safe) come out as
     csv_lines writes the same cells, in blocks where nothing needs fixing (the fast
     path) and where a cell does: formula starts, quoted or not, at a row's start or
-    not, an LF inside a cell, an empty string, plain negative numbers."""
+    not, an LF inside a cell, an empty string, plain negative numbers; the stream cut
+    into blocks anywhere, inside a row or a quoted cell."""
     plain = [["1", "name", "0.5", '{"a": 1}'], ["2", "x y", "0.25", "z"]]
     awkward = [
         ["3", "=1+1", "-0.5", "a\nb"],
@@ -143,15 +191,13 @@ def test_csv_copy_lines_writes_what_csv_lines_writes():
             ch in c for ch in ',"\r\n') else c for c in row]  # fmt: skip
         return (",".join(cells) + "\n").encode()
 
-    for rows in (plain, awkward, plain + awkward, awkward[:1], plain[:1]):
-        for batch in (1, 1 << 16):
-            exports.COPY_BATCH_BYTES = batch
-            try:
-                got = b"".join(exports.csv_copy_lines([copy_csv(r) for r in rows]))
-            finally:
-                exports.COPY_BATCH_BYTES = 1 << 16
-            none_for_empty = [[c if c != "" else None for c in r] for r in rows]
-            assert got == "".join(csv_lines(HEADER[:0], none_for_empty))[2:].encode(), rows
+    for rows in (plain, awkward, plain + awkward, awkward[:1], plain[:1], []):
+        none_for_empty = [[c if c != "" else None for c in r] for r in rows]
+        expected = "".join(csv_lines(HEADER[:0], none_for_empty))[2:].encode()
+        for blocks in splits(b"".join(copy_csv(r) for r in rows)):
+            assert b"".join(exports.csv_copy_lines(blocks)) == expected, (rows, blocks[:2])
+    with pytest.raises(ValueError):  # a stream cut short inside a quoted cell
+        b"".join(exports.csv_copy_lines([b'1,"a\nb\n']))
 
 
 def active_copies() -> int:
@@ -216,19 +262,3 @@ def test_a_client_gone_mid_export_frees_the_connection_at_once(
     while active_copies() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert active_copies() == 0
-
-
-# Last in the module: its module-wide import holds a transaction open until the end.
-from tests.test_hmix import hmix_folder, imported, staff_client  # noqa: E402,F401
-
-
-@pytest.mark.shared_data
-def test_copy_export_of_the_hmix_import_writes_the_python_path_bytes(
-    staff_client,  # noqa: F811
-    imported,  # noqa: F811
-    db,
-):
-    from elicitation.models import Study
-
-    for study in Study.objects.filter(slug__startswith="hmix"):
-        assert_same_bytes(staff_client, study)
