@@ -2,9 +2,14 @@
 
 Loads 1,000,000 judgments into a throw-away PostgreSQL database, then measures,
 each in a fresh process, (a) the platform's streaming CSV export through the REST
-endpoint (/api/judgments/export/), (b) its JSON export and (c) PostgreSQL's COPY of
-the same joined rows to a file. Prints rows per second and peak memory (RSS) of each,
-and each export's throughput as a ratio to COPY's.
+endpoint (/api/judgments/export/, the real view through Django's test client), (b) its
+JSON export and (c) PostgreSQL's COPY of the same joined rows (the export's very
+SELECT, CSV, psycopg2's copy_expert into /dev/null), run before and after the exports
+so that a load that drifts during the run weighs on both. Prints rows per second, the
+process's CPU time (all its threads) and peak memory (RSS) of each, and each export's
+throughput as a ratio to COPY's (the mean time of the two COPY runs). The memory growth
+is counted from after a first, abandoned export of the same request, so that it holds
+what one export adds rather than the modules the first request imports.
 
     .venv/bin/python bench/export.py [--rows 1000000] [--reuse]
     BENCH_PG=postgres://postgres@127.0.0.1:5432 (default) selects the server.
@@ -30,6 +35,12 @@ def django_setup() -> None:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_seconds() -> float:
+    """User and system CPU time of this process, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def load(rows: int) -> None:
@@ -93,19 +104,24 @@ def measure_platform(fmt: str) -> dict:
     user.groups.add(Group.objects.get(name=ANALYST))  # exporting needs the permission
     client = Client()
     client.force_login(user)
+    query = {"study": "bench", "as": fmt}
+    warm_up = client.get("/api/judgments/export/", query)
+    next(iter(warm_up.streaming_content))
+    warm_up.close()  # a client gone after the first block: the COPY is cancelled
     start_rss = peak_rss_mb()
+    start_cpu = cpu_seconds()
     start = time.perf_counter()
-    response = client.get("/api/judgments/export/", {"study": "bench", "as": fmt})
+    response = client.get("/api/judgments/export/", query)
     lines = 0
-    with open(os.devnull, "w") as sink:
+    with open(os.devnull, "wb") as sink:
         for chunk in response.streaming_content:
-            text = chunk.decode() if isinstance(chunk, bytes) else chunk
-            lines += text.count("\n")
-            sink.write(text)
+            lines += chunk.count(b"\n")
+            sink.write(chunk)
     seconds = time.perf_counter() - start
     return {
         "rows": lines - (1 if fmt == "csv" else 2),  # the header; JSON's brackets
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds() - start_cpu,
         "start_rss_mb": start_rss,
         "peak_rss_mb": peak_rss_mb(),
     }
@@ -126,8 +142,9 @@ def measure_copy() -> dict:
     select = connection.ops.compose_sql(sql, params)
     conn = psycopg2.connect(f"{SERVER}/{DB_NAME}")
     start_rss = peak_rss_mb()
+    start_cpu = cpu_seconds()
     start = time.perf_counter()
-    with conn.cursor() as cur, open(os.devnull, "w") as sink:
+    with conn.cursor() as cur, open(os.devnull, "wb") as sink:
         cur.copy_expert(f"COPY ({select}) TO STDOUT WITH CSV HEADER", sink)
         rows = cur.rowcount
     seconds = time.perf_counter() - start
@@ -135,6 +152,7 @@ def measure_copy() -> dict:
     return {
         "rows": rows,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds() - start_cpu,
         "start_rss_mb": start_rss,
         "peak_rss_mb": peak_rss_mb(),
     }
@@ -170,20 +188,26 @@ def main() -> None:
         start = time.perf_counter()
         child("load", args.rows)
         print(f"loaded {args.rows:,} judgments in {time.perf_counter() - start:.0f} s")
-    ours, as_json, copy = (child(step, args.rows) for step in ("csv", "json", "copy"))
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    copy, ours, as_json, copy_after = (
+        child(step, args.rows) for step in ("copy", "csv", "json", "copy")
+    )
     for label, result in (
+        ("PostgreSQL COPY of the same rows      ", copy),
         ("platform CSV export (REST, streaming) ", ours),
         ("platform JSON export (REST, streaming)", as_json),
-        ("PostgreSQL COPY of the same rows      ", copy),
+        ("PostgreSQL COPY of the same rows again", copy_after),
     ):
         print(
             f"{label}: {result['rows']:>9,} rows in {result['seconds']:6.1f} s = "
-            f"{result['rows'] / result['seconds']:>9,.0f} rows/s; peak RSS "
-            f"{result['peak_rss_mb']:.0f} MB ({result['peak_rss_mb'] - result['start_rss_mb']:+.0f}"
-            f" MB during the export)"
+            f"{result['rows'] / result['seconds']:>9,.0f} rows/s; CPU "
+            f"{result['cpu_seconds']:5.2f} s; peak RSS {result['peak_rss_mb']:.0f} MB "
+            f"({result['peak_rss_mb'] - result['start_rss_mb']:+.0f} MB during the export)"
         )
-    print(f"throughput ratio platform CSV / COPY: {copy['seconds'] / ours['seconds']:.2f}")
-    print(f"throughput ratio platform JSON / COPY: {copy['seconds'] / as_json['seconds']:.2f}")
+    copy_seconds = (copy["seconds"] + copy_after["seconds"]) / 2
+    print(f"throughput ratio platform CSV / COPY: {copy_seconds / ours['seconds']:.2f}")
+    print(f"throughput ratio platform JSON / COPY: {copy_seconds / as_json['seconds']:.2f}")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
