@@ -12,8 +12,8 @@ from csp.utils import build_policy
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 
-# Staff-only areas: the admin (its dashboard plots are matplotlib's inline SVG, styled
-# by attributes) and the API's browsable pages and docs (a <style> block).
+# Staff-only areas: the admin (its templates' style attributes) and the API's browsable
+# pages and docs (a <style> block).
 STAFF_PREFIXES = ("/admin/", "/api/")
 STAFF_UPDATE = {"style-src": ["'unsafe-inline'"]}
 # What a view or a template can do to shape its own policy (django-csp's decorators

@@ -139,8 +139,8 @@ CSRF_FAILURE_VIEW = "hillmix_site.errors.csrf_failure"
 # Content-Security-Policy (django-csp): scripts, styles, images and requests from this
 # site only, no plugins, no framing, forms post here. json_script data blocks are not
 # executed, so they need no exception. Staff pages (hillmix_site.csp.STAFF_PREFIXES)
-# also allow inline style attributes: the dashboard's matplotlib plots are inline SVG
-# styled that way, and the API docs page has a <style> block. Scripts stay 'self' there.
+# also allow inline style attributes: the admin templates lay out tables and modules
+# with them, and the API docs page has a <style> block. Scripts stay 'self' there.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
