@@ -3,11 +3,16 @@ import secrets
 
 from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.core.validators import MaxValueValidator
 from django.db import models
 
 from datasets.models import Pair, Stimulus, StimulusSet
 
 from . import interfaces
+
+# Adaptive budget, max per pair and repeat spacing: a session longer than this is no
+# session a person finishes.
+MAX_ADAPTIVE_SETTING = 1000
 
 # An interface is stored by its registry name; the fields' choices are the registry's
 # (a callable, so a new interface module changes no migration).
@@ -156,16 +161,23 @@ class Study(models.Model):
     # is served (services.adaptive), by expected information gain about each pair's
     # psychometric curve, under these constraints.
     design = models.CharField(max_length=10, choices=Design.choices, default=Design.FIXED)
+    # The same bound on every database (SQLite has no small-integer range of its own):
+    # no one finishes a session of more trials than this.
     adaptive_budget = models.PositiveSmallIntegerField(
-        default=60, help_text="Adaptive: trials per session (repeats included)."
+        default=60,
+        validators=[MaxValueValidator(MAX_ADAPTIVE_SETTING)],
+        help_text="Adaptive: trials per session (repeats included).",
     )
     adaptive_max_per_pair = models.PositiveSmallIntegerField(
-        default=3, help_text="Adaptive: each participant sees a pair at most this often "
-        "(repeats aside)."
+        default=3,
+        validators=[MaxValueValidator(MAX_ADAPTIVE_SETTING)],
+        help_text="Adaptive: each participant sees a pair at most this often (repeats aside).",
     )
     adaptive_repeat_spacing = models.PositiveSmallIntegerField(
-        default=10, help_text="Adaptive: a repeat (there are 'repeat trials' of them) comes "
-        "at least this many trials after the trial it repeats."
+        default=10,
+        validators=[MaxValueValidator(MAX_ADAPTIVE_SETTING)],
+        help_text="Adaptive: a repeat (there are 'repeat trials' of them) comes "
+        "at least this many trials after the trial it repeats.",
     )
     class Objective(models.TextChoices):
         CURVE = "curve", "The whole curve: information about each pair's midpoint and slope"
