@@ -282,21 +282,25 @@ def stored_posteriors(
 
 
 def recomputed_posteriors(
-    study: Study, pool: str = PairPosterior.Pool.LIVE
+    study: Study, pool: str = PairPosterior.Pool.LIVE, pair_ids: list[int] | None = None
 ) -> dict[int, tuple[np.ndarray, int]]:
     """pair id -> (log posterior (G,), judgment count) of the study's `pool` recomputed
     from the prior and every judgment stored by a session of the pool
-    (adaptive_design.kinds_in_pool), for the pairs the pool has rows for and those its
-    judgments name; each log posterior has its maximum subtracted."""
+    (adaptive_design.kinds_in_pool) that the researcher has not excluded (the exclusion
+    rule, reports.counted, for the live pool), for the pairs the pool has rows for and
+    those its judgments name, or only `pair_ids` when given; each log posterior has its
+    maximum subtracted."""
     model = interface_model(study, grid_lams(study))
     prior = prior_log_posterior(study)
-    pair_ids = PairPosterior.objects.filter(study=study, pool=pool).values_list(
-        "pair_id", flat=True
+    posterior_rows = PairPosterior.objects.filter(study=study, pool=pool)
+    judgments = Judgment.objects.filter(
+        study=study, session__kind__in=kinds_in_pool(pool), session__excluded=False
     )
-    out = {p: (prior.copy(), 0) for p in pair_ids}
-    rows = Judgment.objects.filter(study=study, session__kind__in=kinds_in_pool(pool)).values_list(
-        "pair_id", "stimulus__lam", "response", "lam"
-    )
+    if pair_ids is not None:
+        posterior_rows = posterior_rows.filter(pair_id__in=pair_ids)
+        judgments = judgments.filter(pair_id__in=pair_ids)
+    out = {p: (prior.copy(), 0) for p in posterior_rows.values_list("pair_id", flat=True)}
+    rows = judgments.values_list("pair_id", "stimulus__lam", "response", "lam")
     for pair_id, stimulus_lam, response, lam in rows:
         log_post, count = out.get(pair_id, (prior.copy(), 0))
         loglik = judgment_loglik(model, study.interface, stimulus_lam, response, lam)

@@ -15,7 +15,7 @@ when it is served, and every saved judgment updates its pair's stored posterior.
 - ``update_posterior``: elsewhere (SQLite) the save's transaction adds the answer to
   its pair's row under that row's lock. Either way the stored posterior equals
   ``selectors.recomputed_posteriors`` (the prior plus every stored judgment of its
-  pool) up to rounding.
+  pool whose session is not excluded) up to rounding.
 
 Only stimuli of the study's stimulus set are shown: for 2AFC and Infer the chooser's
 candidates are the set's lams and a (pair, lam) is available only where the session's
@@ -25,7 +25,9 @@ set's grid; Select-Shuffled chooses only the pair.
 Which judgments count: posteriors are kept per pool (PairPosterior.Pool,
 adaptive_design.pool_of): live sessions add to and choose from the live pool, pilots
 from the pilot pool, simulated participants from the simulated pool, so neither moves
-the live posterior; previews choose from the live pool and add nothing.
+the live posterior; previews choose from the live pool and add nothing. A session the
+researcher excluded adds to none, and excluding or re-including one rebuilds its pool's
+rows (services.study_admin.set_excluded).
 """
 
 from __future__ import annotations

@@ -208,7 +208,8 @@ def _store_judgment(live: LiveSession, envelope: Envelope, answer: Answer) -> Ju
             if serves:
                 # One statement: the session advanced and its next trial appended, the
                 # judgment stored, its log-likelihood added to its pair's posterior in
-                # the session's pool (none for a preview: pool NULL matches no row).
+                # the session's pool (none for a preview: pool NULL matches no row;
+                # none for a session the researcher excluded).
                 appended = json.dumps([] if next_spec is None else [next_spec])
                 loglik = adaptive.loglik_param(
                     catalog, item.stimulus_lam, answer.response, answer.lam
@@ -219,6 +220,8 @@ def _store_judgment(live: LiveSession, envelope: Envelope, answer: Answer) -> Ju
             else:
                 cursor.execute(_EXECUTE_SAVE_ANSWER, [*advance, *row])
             stored = cursor.fetchone()
+        if stored is not None and serves and stored[2]:
+            pool = None  # an excluded session: its answer added to no posterior
         if stored is not None and serves and pool is not None and stored[1] is None:
             # The pair had no posterior row in the pool yet (it joined the study's
             # conditions after the pool was made): made now, the answer added.
@@ -229,12 +232,13 @@ def _store_judgment(live: LiveSession, envelope: Envelope, answer: Answer) -> Ju
                 )
     else:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(_ADVANCE_SESSION, advance)
+            cursor.execute(f"{_ADVANCE_SESSION} RETURNING excluded", advance)
+            advanced = cursor.fetchone()
             stored = None
-            if cursor.rowcount == 1:
+            if advanced is not None:
                 cursor.execute(f"{_INSERT_JUDGMENT} RETURNING id", row)
                 stored = cursor.fetchone()
-                if pool is not None:
+                if pool is not None and not advanced[0]:  # excluded: adds to none
                     adaptive.update_posterior(
                         catalog, item.pair_id, item.stimulus_lam, answer.response, answer.lam, pool
                     )
@@ -295,10 +299,13 @@ _EXECUTE_SAVE_ANSWER = (
 # An adaptive study's save (PostgreSQL): the same, and in the same statement the next
 # trial appended to the session's trial order (an empty array when its trials end) and
 # the judgment's log-likelihood (a float8[] literal; '{}' adds nothing) added elementwise
-# to its pair's posterior in the session's pool, only when the judgment was stored. The
-# posterior row's lock is its UPDATE's own: concurrent saves of one pair add up one at
-# a time. The second column is the row's judgment count after it (None: no row took
-# the answer), for this process's chooser to follow without reading the row back.
+# to its pair's posterior in the session's pool, only when the judgment was stored and
+# the session is not excluded (read as the session's row is advanced, under its lock:
+# an exclusion toggled meanwhile is seen, and its rebuild of the posteriors covers the
+# rest). The posterior row's lock is its UPDATE's own: concurrent saves of one pair add
+# up one at a time. The second column is the row's judgment count after it (None: no
+# row took the answer), for this process's chooser to follow without reading the row
+# back; the third whether the session is excluded.
 _TABLE = PairPosterior._meta.db_table
 _ADVANCE_AND_SERVE = _ADVANCE_SESSION.replace(
     "completed_at = %s ", "completed_at = %s, trial_order = trial_order || %s::jsonb ", 1
@@ -306,7 +313,7 @@ _ADVANCE_AND_SERVE = _ADVANCE_SESSION.replace(
 _ADVANCE_SERVE_INSERT_ADD = (
     f"WITH advanced AS ({_ADVANCE_AND_SERVE} "
     # the answered trial is the last served: the appended one is the next
-    f"AND jsonb_array_length(trial_order) = position + 1 RETURNING id), "
+    f"AND jsonb_array_length(trial_order) = position + 1 RETURNING id, excluded), "
     f"stored AS (INSERT INTO {Judgment._meta.db_table} ({_JUDGMENT_COLUMNS}) "
     f"SELECT {_JUDGMENT_VALUES} FROM advanced RETURNING id), "
     f"added AS (UPDATE {_TABLE} SET log_posterior = ("
@@ -314,8 +321,10 @@ _ADVANCE_SERVE_INSERT_ADD = (
     f"FROM unnest(log_posterior, %s::float8[]) WITH ORDINALITY AS t(a, b, i)), "
     f"judgment_count = judgment_count + 1, updated_at = %s "
     f"WHERE study_id = %s AND pair_id = %s AND pool = %s "
-    f"AND EXISTS (SELECT 1 FROM stored) RETURNING judgment_count) "
-    f"SELECT id, (SELECT judgment_count FROM added) FROM stored"
+    f"AND EXISTS (SELECT 1 FROM stored) AND NOT (SELECT excluded FROM advanced) "
+    f"RETURNING judgment_count) "
+    f"SELECT id, (SELECT judgment_count FROM added), (SELECT excluded FROM advanced) "
+    f"FROM stored"
 )
 _SAVE_ADAPTIVE_ANSWER = "hillmix_save_adaptive_answer"
 _PREPARE_SAVE_ADAPTIVE_ANSWER = (
