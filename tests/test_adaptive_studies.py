@@ -475,28 +475,6 @@ def test_the_admin_keeps_a_valid_adaptive_study(make_study, admin_client):
     assert Study.objects.get(pk=study.pk).adaptive_budget == 7
 
 
-def test_simulated_people_stay_out_of_an_adaptive_study_with_live_participants(make_study):
-    """Simulated answers move an adaptive study's stored posteriors, from which real
-    participants' next trials are chosen: with live sessions the command refuses (the
-    README's 'simulate in a copy') and stores nothing."""
-    from django.core.management import CommandError, call_command
-
-    study = make_study("infer", n_pairs=2, repeat_trials=0, **ADAPTIVE)
-    answer_all(to_trials(start_session(study, RecruiterIds("real"))), study.slug)
-    before = {p: bytes(b) for p, b in PairPosterior.objects.values_list("pair_id", "log_posterior")}
-    judgments = Judgment.objects.count()
-    with pytest.raises(CommandError, match="simulate in a copy"):
-        call_command("simulate_participants", study=study.slug, n=2, seed=1)
-    assert Judgment.objects.count() == judgments
-    assert not Session.objects.filter(kind=Session.Kind.SIMULATED).exists()
-    after = {p: bytes(b) for p, b in PairPosterior.objects.values_list("pair_id", "log_posterior")}
-    assert after == before
-    # Before anyone real takes part, piloting the study itself stays possible.
-    draft = make_study("infer", slug="pilot-me", n_pairs=2, repeat_trials=0, **ADAPTIVE)
-    call_command("simulate_participants", study=draft.slug, n=1, seed=1)
-    assert Session.objects.filter(study=draft, kind=Session.Kind.SIMULATED).count() == 1
-
-
 def test_preview_answers_leave_an_adaptive_studys_posteriors_alone(make_study):
     """The researcher's preview link (or Prolific's preview) answers like anyone, but
     its session is no participant: its answers must not move the posteriors from which

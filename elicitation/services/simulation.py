@@ -6,8 +6,9 @@ finishes the instructions), is served every trial as the trial page is
 (services.serve_next_trial, selectors.next_trial), answers it in the interface's own
 answer schema through services.record_judgment, and sends empty feedback. Their
 sessions are of kind simulated: reports.counted keeps them out of exports, aggregates,
-progress and payments. An adaptive study's stored posteriors take their answers
-(services.adaptive counts every stored judgment): pilot an adaptive study in a copy.
+progress and payments. In an adaptive study they add to and choose from the simulated
+pool of posteriors (adaptive_design.pool_of), never the live one real participants'
+trials are chosen from: simulating in a live study leaves its live data as it was.
 
 The truth they answer from: each class pair's curve share(lam) = sigmoid(k (lam - m))
 is H-Mix's (the posterior mean from all H-Mix judgments of that pair,
@@ -244,20 +245,13 @@ def run_participant(
 def simulate_participants(study: Study, n: int, seed: int | None = None) -> SimulationResult:
     """Run ``n`` simulated people through ``study`` (module docstring). Seeded: the same
     seed draws the same people and answers (an adaptive study's choices depend on what
-    is stored already). Raises ValueError for an interface they cannot answer or an
-    adaptive study with live sessions (their answers would move the stored posteriors
-    that real participants' next trials are chosen from), FlowError when the study
-    refuses a session (closed, full, no conditions)."""
+    is stored already: in an adaptive study, the simulated pool's posteriors). Raises
+    ValueError for an interface they cannot answer, FlowError when the study refuses a
+    session (closed, full, no conditions)."""
     if study.interface not in SIMULATED_INTERFACES:
         raise ValueError(
             f"simulated participants answer {', '.join(SIMULATED_INTERFACES)}, "
             f"not {study.interface}"
-        )
-    if study.is_adaptive and study.sessions.filter(kind=Session.Kind.LIVE).exists():
-        raise ValueError(
-            "this adaptive study has live participants, whose next trials are chosen from "
-            "the stored posteriors that simulated answers would move: simulate in a copy "
-            "(the action 'Copy as a new draft study')"
         )
     rng = np.random.default_rng(seed if seed is not None else random.SystemRandom().getrandbits(63))
     truth = study_population(study, rng)
