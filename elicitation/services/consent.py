@@ -38,7 +38,12 @@ def withdraw(session: Session) -> dict:
     already withdrawn, 403 for one erased meanwhile."""
     with transaction.atomic():
         locked = (
-            Session.objects.select_for_update().select_related("study").filter(pk=session.pk)
+            # Only the session's row: a lock on the study's row would hold every other
+            # session's save at its judgment's foreign key check, after the save took
+            # its pair's posterior row, which the rebuild below waits for (a deadlock).
+            Session.objects.select_for_update(of=("self",))
+            .select_related("study")
+            .filter(pk=session.pk)
         ).first()
         if locked is None:  # erased (on request, or as a pilot) since the page was read
             raise FlowError(NO_SESSION, status=403)

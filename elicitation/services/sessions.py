@@ -360,12 +360,20 @@ def write_recomputed_posteriors(study: Study) -> None:
     from ..selectors import recomputed_posteriors
 
     have = set(PairPosterior.objects.filter(study=study).values_list("pool", flat=True))
+    pools = []
     for pool in PairPosterior.Pool.values:
         if pool not in have:
             kinds = kinds_in_pool(pool)
             if not Judgment.objects.filter(study=study, session__kind__in=kinds).exists():
                 continue
             prepare_posteriors(study, pool)
+        pools.append(pool)
+    # The rows locked (in pool, pair order) before the judgments are read: a save that
+    # stores its judgment after the read then adds it to the rebuilt row once the lock
+    # is released, instead of adding it to the old row that the rebuild overwrites.
+    rows = PairPosterior.objects.select_for_update().filter(study=study, pool__in=pools)
+    list(rows.order_by("pool", "pair_id").values_list("pk", flat=True))
+    for pool in pools:
         for pair_id, (log_posterior, count) in recomputed_posteriors(study, pool).items():
             PairPosterior.objects.filter(study=study, pair_id=pair_id, pool=pool).update(
                 log_posterior=log_posterior, judgment_count=count, updated_at=timezone.now()
