@@ -14,19 +14,26 @@ also count excluded participants (the chooser learns from everyone live).
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
+import pandas as pd
 from scipy.stats import norm
 
-from adaptive.agreement import interval_alpha_arrays, participant_reliability, retest_agreement
+from adaptive.agreement import (
+    earlier_firsts,
+    interval_alpha_from_units,
+    participant_reliability_arrays,
+    rater_unit_sums,
+    retest_agreement,
+)
 from adaptive.model import INTERFACES, PairPosteriors
 
 from . import reports
-from .adaptive_design import GRID, interface_model, observation, prior_log_posterior
+from .adaptive_design import GRID, interface_model, prior_log_posterior
 from .live import grid_lams
-from .models import Judgment, Session, Study
+from .models import Judgment, Participant, Session, Study
 
 # Curves drawn per page of the dashboard: more would make the page slow and unreadable.
 CURVES_PER_PAGE = 12
@@ -35,54 +42,172 @@ CREDIBLE_LEVEL = 0.9
 
 
 @dataclass(frozen=True)
-class Answer:
-    """One stored judgment as the posterior and the agreement measures read it."""
+class Answers:
+    """A study's judgments as the posterior and the agreement measures read them:
+    parallel arrays (N,) in save order (judgment pk), no Python object per answer."""
 
-    session_id: int
-    participant: str  # public id
-    pair_id: int
-    value: float | None  # stimulus lam (2AFC, Infer), start lam (Construct), None (Select)
-    answer: float  # 0/1 (2AFC) or a lam of the pair's first class
-    is_repeat: bool
+    session: np.ndarray  # int64 session pk
+    participant: np.ndarray  # int64 participant pk
+    pair: np.ndarray  # int64 pair pk
+    value: np.ndarray  # float64: stimulus lam (2AFC, Infer), start lam (Construct), nan (Select)
+    answer: np.ndarray  # float64: 0/1 (2AFC) or a lam of the pair's first class
+    is_repeat: np.ndarray  # bool
+    public_ids: dict[int, str]  # participant pk -> public id, for the participants here
 
-    @property
-    def unit(self) -> str:
-        """What was rated: the pair at the stimulus lam or start value."""
-        return f"{self.pair_id}@{self.value}"
+    def __len__(self) -> int:
+        return len(self.answer)
+
+    def where(self, keep: np.ndarray) -> Answers:
+        """The answers where ``keep`` (N,) bool is true, in the same order."""
+        return Answers(
+            self.session[keep], self.participant[keep], self.pair[keep], self.value[keep],
+            self.answer[keep], self.is_repeat[keep], self.public_ids,
+        )  # fmt: skip
+
+    @cached_property
+    def participant_pks(self) -> np.ndarray:
+        """The participants' pks (P,) in the order of their "participant" codes."""
+        return pd.unique(self.participant)
+
+    @cached_property
+    def codes(self) -> dict[str, np.ndarray]:
+        """Dense integer codes (N,) int64, 0..K-1 in order of first appearance:
+        "unit" what was rated (the pair at the stimulus lam or start value; equal
+        floats one unit, no value (nan) one unit per pair), "participant", "session",
+        "participant_unit" and "session_unit" (a participant's or a session's unit)."""
+        # pandas.factorize hashes: O(N), where sorting a million keys costs ~10x more.
+        # Every nan of the query is the same float8 'NaN', so its bits are one value.
+        values = pd.factorize(self.value.view(np.int64))[0]
+        pairs = pd.factorize(self.pair)[0]
+        units = _factorize(pairs * (int(values.max(initial=0)) + 1) + values)
+        people = _factorize(self.participant)
+        sessions = _factorize(self.session)
+        n_units = int(units.max(initial=0)) + 1
+        return {
+            "unit": units,
+            "participant": people,
+            "session": sessions,
+            "participant_unit": _factorize(people * n_units + units),
+            "session_unit": _factorize(sessions * n_units + units),
+        }
 
 
-def answers(study: Study, include_excluded: bool = False, kind: str = "live") -> list[Answer]:
-    """The study's judgments the posterior can read, in save order, of one session kind
-    (reports.of_kind): counted ones (reports.counted) for kind "live", the pilot's or the
-    simulated sessions' alone for "pilot" or "simulated". ValueError for another kind."""
+def _factorize(keys: np.ndarray) -> np.ndarray:
+    """Dense codes (N,) int64 of integer keys, in order of first appearance."""
+    return pd.factorize(keys)[0].astype(np.int64)
+
+
+# The columns of ``answers``: name, its SQL type's binary send function, numpy type.
+_COLUMNS = (
+    ("pk", "int8send", ">i8"),
+    ("session", "int8send", ">i8"),
+    ("pair", "int8send", ">i8"),
+    ("value", "float8send", ">f8"),
+    ("answer", "float8send", ">f8"),
+    ("is_repeat", "boolsend", "?"),
+)
+# One row as the query sends it: the columns' big-endian bytes back to back.
+_ROW = np.dtype([(name, dtype) for name, _, dtype in _COLUMNS])
+
+
+def _observation_columns(interface: str):
+    """adaptive_design.observation in SQL: (candidate value, answer, the filter of
+    answers it can read) as ORM expressions; nan stands for no value."""
+    from django.db.models import Case, F, FloatField, Q, Value, When
+    from django.db.models.fields.json import KeyTextTransform
+    from django.db.models.functions import Cast, Coalesce
+
+    nan = Value(float("nan"), output_field=FloatField())
+    if interface == "afc":
+        # choice == 1 in Python: JSON 1 (or 1.0) and true.
+        one = Q(response__choice=1) | Q(response__choice=True)
+        answer = Case(When(one, then=Value(1.0)), default=Value(0.0), output_field=FloatField())
+        return Coalesce(F("stimulus__lam"), nan), answer, Q()
+    readable = Q(lam__isnull=False)
+    if interface == "infer":
+        return Coalesce(F("stimulus__lam"), nan), F("lam"), readable
+    if interface == "construct":
+        start = Cast(KeyTextTransform("start_lam", "response"), FloatField())
+        return start, F("lam"), readable & Q(obs_value__isnull=False)
+    return nan, F("lam"), readable
+
+
+def answers(study: Study, include_excluded: bool = False, kind: str = "live") -> Answers:
+    """The study's judgments the posterior can read (adaptive_design.observation), in
+    save order, of one session kind (reports.of_kind): counted ones (reports.counted)
+    for kind "live", the pilot's or the simulated sessions' alone for "pilot" or
+    "simulated". ValueError for another kind.
+
+    One query; on PostgreSQL its rows come back as one bytea, each row the binary form
+    of its columns back to back (string_agg of int8send ...), read by numpy as it is:
+    a million answers cost no Python step each."""
+    from django.db import connections
+
+    value, answer, readable = _observation_columns(study.interface)
     judgments = reports.of_kind(Judgment.objects.filter(study=study), kind, include_excluded)
-    rows = judgments.order_by("pk").values_list(
-        "session_id",
-        "session__participant__public_id",
-        "pair_id",
-        "stimulus__lam",
-        "response__choice",
-        "response__start_lam",
-        "lam",
-        "is_repeat",
+    rows = (
+        judgments.annotate(obs_value=value, obs_answer=answer)
+        .filter(readable)
+        .order_by()  # save order is restored below: a sort here would cost the database
+        .values_list(
+            "pk", "session_id", "pair_id", "obs_value", "obs_answer", "is_repeat",
+        )  # fmt: skip
     )
-    out = []
-    for session_id, public_id, pair_id, stimulus_lam, choice, start, lam, repeat in rows:
-        response = {"choice": choice, "start_lam": start}
-        obs = observation(study.interface, stimulus_lam, response, lam)
-        if obs is None or (study.interface == "construct" and start is None):
-            continue
-        out.append(Answer(session_id, str(public_id), pair_id, obs[0], obs[1], repeat))
-    return out
+    connection = connections[rows.db]
+    if connection.vendor == "postgresql":
+        sql, params = rows.query.sql_with_params()
+        names = ", ".join(f"c{i}" for i in range(len(_COLUMNS)))
+        # No column is NULL (nan stands for no value), else its row would vanish from
+        # string_agg: the count checks that.
+        packed = " || ".join(f"{send}(c{i})" for i, (_, send, _) in enumerate(_COLUMNS))
+        from psycopg import Cursor as ServerCursor  # Django's driver here: psycopg 3
+
+        connection.ensure_connection()
+        # A server-binding cursor of Django's connection (its own cursors bind on the
+        # client, which reads results as text only): the bytes arrive as they are.
+        with connection.wrap_database_errors, ServerCursor(connection.connection) as cursor:
+            cursor.execute(
+                f"SELECT count(*), string_agg({packed}, ''::bytea) FROM ({sql}) AS t({names})",
+                params,
+                binary=True,
+            )
+            count, data = cursor.fetchone()
+        table = np.frombuffer(data or b"", _ROW)
+        if len(table) != count:
+            raise ValueError(f"read {len(table)} of {count} answers: a NULL column")
+        columns = {name: table[name].astype(_ROW[name].newbyteorder("=")) for name in _ROW.names}
+    else:  # SQLite (development): small studies, row by row
+        listed = list(zip(*rows, strict=True)) or [()] * len(_COLUMNS)
+        columns = {
+            name: np.array(
+                [np.nan if x is None else x for x in values], _ROW[name].newbyteorder("=")
+            )
+            for name, values in zip(_ROW.names, listed, strict=True)
+        }
+    order = np.argsort(columns.pop("pk"), kind="stable")
+    columns = {name: column[order] for name, column in columns.items()}
+    # Each session's participant and public id: one small query (sessions, not answers).
+    sessions = np.array(
+        Session.objects.filter(study=study).order_by("pk").values_list("pk", "participant_id"),
+        dtype=np.int64,
+    ).reshape(-1, 2)
+    at = np.searchsorted(sessions[:, 0], columns["session"])
+    public_ids = Participant.objects.filter(sessions__study=study).values_list("pk", "public_id")
+    return Answers(
+        participant=sessions[at, 1] if len(at) else np.zeros(0, dtype=np.int64),
+        **columns,
+        public_ids={pk: str(public) for pk, public in public_ids},
+    )
 
 
 # --- Who to trust ---------------------------------------------------------------------------
 
 
 def study_agreement(
-    study: Study, include_excluded: bool = False, kind: str = "live", rows: list | None = None
+    study: Study, include_excluded: bool = False, kind: str = "live", rows: Answers | None = None
 ) -> dict:
-    """Agreement and reliability from the study's answers (``answers``).
+    """Agreement and reliability from the study's answers (``answers``; ``rows``: those
+    when already read).
 
     Returns {"alpha": Krippendorff's alpha for interval data over participants and
     units (a pair at a stimulus lam or start value; a participant's repeats averaged),
@@ -90,44 +215,50 @@ def study_agreement(
     too, "retest": adaptive.agreement.retest_agreement of each first answer and its
     repeat in the same session, "participants": [{participant (public id), n,
     n_repeats, error_sd, weight}] least reliable first (adaptive.agreement.
-    participant_reliability: repeats and distance to the leave-one-out consensus)}.
+    participant_reliability_arrays: repeats and distance to the leave-one-out
+    consensus)}. Vectorised over the arrays: no Python step per answer.
     """
     rows = answers(study, include_excluded, kind) if rows is None else rows
-    ratings = [(a.participant, a.unit, a.answer) for a in rows if not a.is_repeat]
+    codes = rows.codes
+    first = ~rows.is_repeat
+    # Each rater's mean per unit (their non-repeat answers), summed per unit.
+    count, total, total_sq = rater_unit_sums(
+        codes["participant_unit"][first], codes["unit"][first], rows.answer[first]
+    )
     try:
-        codes: tuple[dict, dict] = ({}, {})
-        alpha = interval_alpha_arrays(
-            [codes[0].setdefault(p, len(codes[0])) for p, _, _ in ratings],
-            [codes[1].setdefault(u, len(codes[1])) for _, u, _ in ratings],
-            [v for _, _, v in ratings],
-        )
+        alpha = interval_alpha_from_units(count, total, total_sq)
     except ValueError:
         alpha = None
     if alpha is not None and not math.isfinite(alpha):
         alpha = None
-    firsts: dict[tuple[int, str], float] = {}
-    retest = []
-    for a in rows:
-        key = (a.session_id, a.unit)
-        if not a.is_repeat:
-            firsts.setdefault(key, a.answer)
-        elif key in firsts:
-            retest.append((firsts[key], a.answer))
-    raters_per_unit: dict[str, set] = defaultdict(set)
-    for person, unit, _ in ratings:
-        raters_per_unit[unit].add(person)
-    shared = {u for u, people in raters_per_unit.items() if len(people) > 1}
-    reliability = participant_reliability(
-        [(a.participant, a.unit, a.answer, a.is_repeat) for a in rows]
-    )
+    raters = np.bincount(codes["participant"][first]) > 0
+    firsts, repeats = earlier_firsts(codes["session_unit"], rows.is_repeat)
+    retest = np.stack([rows.answer[firsts], rows.answer[repeats]], axis=1)
+    rel = participant_reliability_arrays(
+        codes["participant"], codes["unit"], codes["participant_unit"], rows.answer,
+        rows.is_repeat,
+    )  # fmt: skip
+    people = rows.participant_pks
     participants = sorted(
-        ({"participant": p, **r} for p, r in reliability.items()),
+        (
+            {
+                "participant": rows.public_ids[int(people[p])],
+                "n": int(n),
+                "n_repeats": int(n_repeats),
+                "error_sd": float(sd),
+                "weight": float(w),
+            }
+            for p, n, n_repeats, sd, w in zip(
+                rel["participant"], rel["n"], rel["n_repeats"], rel["error_sd"], rel["weight"],
+                strict=True,
+            )  # fmt: skip
+        ),
         key=lambda r: (r["weight"], r["participant"]),
     )
     return {
         "alpha": alpha,
-        "raters": len({p for p, _, _ in ratings}),
-        "units": len(shared),
+        "raters": int(raters.sum()),
+        "units": int((count > 1).sum()),
         "retest": retest_agreement(retest),
         "participants": participants,
     }
@@ -151,7 +282,7 @@ def curves(
     include_excluded: bool = False,
     kind: str = "live",
     weighted: bool = False,
-    rows: list | None = None,
+    rows: Answers | None = None,
     agreement: dict | None = None,
 ) -> StudyCurves:
     """Every pair's grid posterior from the study's answers (``answers``), under the
@@ -159,7 +290,8 @@ def curves(
     with their reliability weight (``study_agreement``; a tempered likelihood, the
     log-likelihood times the weight; ``agreement``: that result when already computed
     for the same ``rows``). Vectorised: the answers are tallied per (pair,
-    candidate, outcome) and the tally multiplied into the likelihood table once."""
+    candidate, outcome) with one bincount and the tally multiplied into the likelihood
+    table once."""
     from datasets.models import Pair
 
     if study.interface not in INTERFACES:  # no psychometric curve (Soft categorical label)
@@ -168,29 +300,35 @@ def curves(
     pairs = Pair.objects.filter(conditionitem__condition__study=study).distinct()
     names = {p.pk: f"{p.class1} / {p.class2}" for p in pairs.order_by("pk")}
     pair_ids = sorted(names)
-    index = {p: i for i, p in enumerate(pair_ids)}
     model = interface_model(study, grid_lams(study))
     n_c, n_o, n_g = model.table.shape
-    weights = {}
+    weight = np.ones(len(rows))
     if weighted:
         agreement = agreement or study_agreement(study, include_excluded, kind, rows)
-        weights = {r["participant"]: r["weight"] for r in agreement["participants"]}
-    tally = np.zeros((len(pair_ids), n_c * n_o))
-    pair = np.array([index.get(a.pair_id, -1) for a in rows], dtype=int)
+        by_public = {r["participant"]: r["weight"] for r in agreement["participants"]}
+        person_weight = np.array(
+            [by_public.get(rows.public_ids[int(p)], 1.0) for p in rows.participant_pks]
+        )
+        weight = person_weight[rows.codes["participant"]]
+    ids = np.asarray(pair_ids, dtype=np.int64)  # sorted: each answer's row by bisection
+    pair = np.full(len(rows), -1)
+    if len(ids):
+        at = np.minimum(np.searchsorted(ids, rows.pair), len(ids) - 1)
+        pair = np.where(ids[at] == rows.pair, at, -1)
     if study.interface == "select_shuffled":  # one candidate: the pair
         cand = np.zeros(len(rows), dtype=int)
-    else:
+    else:  # each distinct value looked up once, as a candidate rounded to 4 decimals
         lookup = {round(float(v), 4): i for i, v in enumerate(model.candidates)}
-        cand = np.array(
-            [-1 if a.value is None else lookup.get(round(a.value, 4), -1) for a in rows],
-            dtype=int,
-        )
-    outcome = model.outcome_indices(np.array([a.answer for a in rows], dtype=float))
-    weight = np.array([weights.get(a.participant, 1.0) for a in rows], dtype=float)
+        values, value_code = np.unique(rows.value, return_inverse=True)
+        found = [-1 if math.isnan(v) else lookup.get(round(v, 4), -1) for v in values.tolist()]
+        cand = np.array(found, dtype=int)[value_code.reshape(-1)]
+    outcome = model.outcome_indices(rows.answer)
     keep = (pair >= 0) & (cand >= 0)  # a value the model has no candidate for: unread
-    np.add.at(tally, (pair[keep], cand[keep] * n_o + outcome[keep]), weight[keep])
+    cell = (pair[keep] * n_c + cand[keep]) * n_o + outcome[keep]
+    tally = np.bincount(cell, weight[keep], minlength=len(pair_ids) * n_c * n_o)
+    tally = tally.reshape(len(pair_ids), n_c * n_o)
     counts = np.bincount(pair[keep], minlength=len(pair_ids))
-    people = {a.session_id for a, k in zip(rows, keep, strict=True) if k}
+    people = int((np.bincount(rows.codes["session"][keep]) > 0).sum())
     log_post = prior_log_posterior(study)[None, :] + tally @ model.log_table.reshape(-1, n_g)
     post = PairPosteriors(len(pair_ids), GRID)
     log_post -= log_post.max(axis=1, keepdims=True)
@@ -198,7 +336,7 @@ def curves(
     post.log_post = log_post
     post.probs = probs / probs.sum(axis=1, keepdims=True)
     post.n_judgments = counts
-    return StudyCurves(pair_ids, names, post, len(people))
+    return StudyCurves(pair_ids, names, post, people)
 
 
 def curve_rows(study_curves: StudyCurves, start: int, stop: int) -> list[dict]:

@@ -101,9 +101,9 @@ def test_alpha_retest_and_reliability_on_hand_cases(make_study):
     # Weighting by reliability pulls the curves towards the reliable people.
     plain = reliability.curves(study).posteriors.midpoints()[0]
     weighted = reliability.curves(study, weighted=True).posteriors.midpoints()[0]
-    exact = reliability.curves(
-        study, rows=[a for a in reliability.answers(study) if a.participant != contrary]
-    ).posteriors.midpoints()[0]
+    rows = reliability.answers(study)
+    others = np.array([rows.public_ids[int(p)] != contrary for p in rows.participant])
+    exact = reliability.curves(study, rows=rows.where(others)).posteriors.midpoints()[0]
     assert np.all(np.abs(weighted - exact) <= np.abs(plain - exact) + 1e-9)
     assert np.any(np.abs(weighted - exact) < np.abs(plain - exact))
 
