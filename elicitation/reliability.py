@@ -29,6 +29,7 @@ from adaptive.agreement import (
     retest_agreement,
 )
 from adaptive.model import INTERFACES, PairPosteriors
+from datasets.models import Stimulus
 
 from . import reports
 from .adaptive_design import GRID, interface_model, prior_log_posterior
@@ -102,6 +103,7 @@ _COLUMNS = (
     ("pk", "int8send", ">i8"),
     ("session", "int8send", ">i8"),
     ("pair", "int8send", ">i8"),
+    ("stimulus", "int8send", ">i8"),
     ("value", "float8send", ">f8"),
     ("answer", "float8send", ">f8"),
     ("is_repeat", "boolsend", "?"),
@@ -112,20 +114,22 @@ _ROW = np.dtype([(name, dtype) for name, _, dtype in _COLUMNS])
 
 def _observation_columns(interface: str):
     """adaptive_design.observation in SQL: (candidate value, answer, the filter of
-    answers it can read) as ORM expressions; nan stands for no value."""
+    answers it can read) as ORM expressions; nan stands for no value, and for the
+    stimulus lam (2AFC, Infer), which ``answers`` looks up by stimulus: a join of every
+    answer to its stimulus costs the database more than the lookup costs numpy."""
     from django.db.models import Case, F, FloatField, Q, Value, When
     from django.db.models.fields.json import KeyTextTransform
-    from django.db.models.functions import Cast, Coalesce
+    from django.db.models.functions import Cast
 
     nan = Value(float("nan"), output_field=FloatField())
     if interface == "afc":
         # choice == 1 in Python: JSON 1 (or 1.0) and true.
         one = Q(response__choice=1) | Q(response__choice=True)
         answer = Case(When(one, then=Value(1.0)), default=Value(0.0), output_field=FloatField())
-        return Coalesce(F("stimulus__lam"), nan), answer, Q()
+        return nan, answer, Q()
     readable = Q(lam__isnull=False)
     if interface == "infer":
-        return Coalesce(F("stimulus__lam"), nan), F("lam"), readable
+        return nan, F("lam"), readable
     if interface == "construct":
         start = Cast(KeyTextTransform("start_lam", "response"), FloatField())
         return start, F("lam"), readable & Q(obs_value__isnull=False)
@@ -142,6 +146,7 @@ def answers(study: Study, include_excluded: bool = False, kind: str = "live") ->
     of its columns back to back (string_agg of int8send ...), read by numpy as it is:
     a million answers cost no Python step each."""
     from django.db import connections
+    from django.db.models.functions import Coalesce
 
     value, answer, readable = _observation_columns(study.interface)
     judgments = reports.of_kind(Judgment.objects.filter(study=study), kind, include_excluded)
@@ -150,7 +155,8 @@ def answers(study: Study, include_excluded: bool = False, kind: str = "live") ->
         .filter(readable)
         .order_by()  # save order is restored below: a sort here would cost the database
         .values_list(
-            "pk", "session_id", "pair_id", "obs_value", "obs_answer", "is_repeat",
+            "pk", "session_id", "pair_id", Coalesce("stimulus_id", 0), "obs_value", "obs_answer",
+            "is_repeat",
         )  # fmt: skip
     )
     connection = connections[rows.db]
@@ -184,8 +190,16 @@ def answers(study: Study, include_excluded: bool = False, kind: str = "live") ->
             )
             for name, values in zip(_ROW.names, listed, strict=True)
         }
-    order = np.argsort(columns.pop("pk"), kind="stable")
-    columns = {name: column[order] for name, column in columns.items()}
+    pk = columns.pop("pk")
+    if (pk[1:] < pk[:-1]).any():  # the table's order is usually save order already
+        order = np.argsort(pk, kind="stable")
+        columns = {name: column[order] for name, column in columns.items()}
+    stimulus = columns.pop("stimulus")
+    if study.interface in ("afc", "infer"):  # the stimulus lam; nan without a stimulus
+        code, ids = pd.factorize(stimulus)
+        lams = dict(Stimulus.objects.filter(pk__in=ids.tolist()).values_list("pk", "lam"))
+        lam = np.array([lams.get(int(i)) for i in ids], dtype=float)  # None: nan
+        columns["value"] = lam[code] if len(code) else columns["value"]
     # Each session's participant and public id: one small query (sessions, not answers).
     sessions = np.array(
         Session.objects.filter(study=study).order_by("pk").values_list("pk", "participant_id"),
@@ -319,9 +333,9 @@ def curves(
         cand = np.zeros(len(rows), dtype=int)
     else:  # each distinct value looked up once, as a candidate rounded to 4 decimals
         lookup = {round(float(v), 4): i for i, v in enumerate(model.candidates)}
-        values, value_code = np.unique(rows.value, return_inverse=True)
+        value_code, values = pd.factorize(rows.value, use_na_sentinel=False)
         found = [-1 if math.isnan(v) else lookup.get(round(v, 4), -1) for v in values.tolist()]
-        cand = np.array(found, dtype=int)[value_code.reshape(-1)]
+        cand = np.array(found, dtype=int)[value_code]
     outcome = model.outcome_indices(rows.answer)
     keep = (pair >= 0) & (cand >= 0)  # a value the model has no candidate for: unread
     cell = (pair[keep] * n_c + cand[keep]) * n_o + outcome[keep]
