@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections import Counter
 
@@ -493,4 +494,60 @@ def test_an_answer_saved_while_a_withdrawal_rebuilds_the_posteriors_still_counts
     monkeypatch.setattr(module, name, original)
     assert Judgment.objects.filter(session=leaving).count() == 0
     assert Judgment.objects.count() == 2
+    assert_consistent(study)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_withdrawals_racing_their_own_and_others_answers(make_study):
+    """Participants answer one pair while some of them withdraw (answers erased) from a
+    second tab mid-session: a withdrawn session's answers are all gone, an answer of it
+    racing the withdrawal is refused (403/409) or erased with it, never a 500, and the
+    posteriors equal their recomputation from the answers left."""
+    needs_postgres()
+    study = make_study(
+        "infer",
+        n_pairs=1,
+        repeat_trials=0,
+        on_withdrawal="erase",
+        adaptive_max_per_pair=8,
+        **ADAPTIVE,
+    )
+    from elicitation.models import secret_hash
+
+    browsers = [join(study, f"w-{i}") for i in range(6)]
+    leavers = [1, 3, 5]
+    held = [
+        Session.objects.get(token_hash=secret_hash(b.cookies[f"hillmix_{study.slug}"].value)).pk
+        for b in browsers
+    ]
+
+    def act(i: int) -> None:
+        if i >= len(browsers):  # a leaver's second tab: withdraws after 2 answers
+            leaver = leavers[i - len(browsers)]
+            deadline = time.monotonic() + 10  # its answers may have been refused: go anyway
+            while Judgment.objects.filter(session_id=held[leaver]).count() < 2:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.005)
+            tab = Client()
+            tab.cookies = browsers[leaver].cookies
+            assert tab.post(f"/s/{study.slug}/withdraw/").status_code == 200
+            return
+        browser = browsers[i]
+        for _ in range(20):
+            page = browser.get(f"/s/{study.slug}/trial/")
+            if page.status_code != 200 or page.json()["trial"] is None:
+                return
+            reply = post(browser, study, payload(page.json(), 10 * i))
+            assert reply.status_code in (201, 403, 409), reply.content
+            if reply.status_code != 201:
+                assert i in leavers, reply.content
+                return
+
+    errors = run_threads(len(browsers) + len(leavers), act)
+    assert errors == [], [str(e) for e in errors]
+    for leaver in leavers:
+        assert Session.objects.get(pk=held[leaver]).withdrawn_at is not None
+        assert not Judgment.objects.filter(session_id=held[leaver]).exists()
+    assert Judgment.objects.count() > 0
     assert_consistent(study)
