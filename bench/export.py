@@ -9,7 +9,12 @@ so that a load that drifts during the run weighs on both. Prints rows per second
 process's CPU time (all its threads) and peak memory (RSS) of each, and each export's
 throughput as a ratio to COPY's (the mean time of the two COPY runs). The memory growth
 is counted from after a first, abandoned export of the same request, so that it holds
-what one export adds rather than the modules the first request imports.
+what one export adds rather than the modules the first request imports. Where the
+server runs on this machine (its backend's /proc readable), it also prints the CPU time
+the database process spends on each COPY (bare, the CSV export's, the JSON export's:
+each run five times, interleaved, the least kept) and their ratios: on two shared cores
+the export's throughput is bound by that figure, which load does not blur as it does
+the wall times.
 
     .venv/bin/python bench/export.py [--rows 1000000] [--reuse]
     BENCH_PG=postgres://postgres@127.0.0.1:5432 (default) selects the server.
@@ -158,6 +163,53 @@ def measure_copy() -> dict:
     }
 
 
+def measure_server(reps: int = 5) -> dict | None:
+    """The database process's CPU seconds for COPY of the bare SELECT and of the CSV and
+    JSON exports' SELECTs (the least of `reps` interleaved runs, into /dev/null on this
+    side), or None where the server's process is not readable here."""
+    import psycopg2
+
+    django_setup()
+    from django.db import connection
+
+    from elicitation import exports
+    from elicitation.models import Judgment
+    from elicitation.reports import EXPORT_COLUMNS, EXPORT_JSON_COLUMNS, export_queryset
+
+    queryset = export_queryset(Judgment.objects.filter(study__slug="bench"))
+    sql, params, kinds = exports._copy_plan(queryset)
+    header = [name for name, _ in EXPORT_COLUMNS]
+    statements = {"bare": f"COPY ({sql}) TO STDOUT (FORMAT csv)"}
+    for fmt in exports.FORMATS:
+        select = exports.copy_select(fmt, header, kinds, sql, EXPORT_JSON_COLUMNS)
+        options = "FORMAT csv" if fmt == "csv" else exports.JSON_COPY_OPTIONS
+        statements[fmt] = f"COPY ({select}) TO STDOUT ({options})"
+    statements = {k: connection.ops.compose_sql(v, params) for k, v in statements.items()}
+    conn = psycopg2.connect(f"{SERVER}/{DB_NAME}")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(exports.COPY_SETTINGS)
+        cur.execute("SELECT pg_backend_pid()")
+        stat = f"/proc/{cur.fetchone()[0]}/stat"
+    if not os.access(stat, os.R_OK):
+        return None
+
+    def backend_cpu() -> float:
+        fields = open(stat).read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    seconds: dict[str, list[float]] = {name: [] for name in statements}
+    with open(os.devnull, "wb") as sink:
+        for _ in range(reps):
+            for name, statement in statements.items():
+                start = backend_cpu()
+                with conn.cursor() as cur:
+                    cur.copy_expert(statement, sink)
+                seconds[name].append(backend_cpu() - start)
+    conn.close()
+    return {name: min(values) for name, values in seconds.items()}
+
+
 def child(step: str, rows: int) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--step", step, "--rows", str(rows)],
@@ -172,12 +224,15 @@ def child(step: str, rows: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--step", choices=["load", "csv", "json", "copy"])
+    parser.add_argument("--step", choices=["load", "csv", "json", "copy", "server"])
     parser.add_argument("--reuse", action="store_true", help="keep the loaded database")
     args = parser.parse_args()
     if args.step == "load":
         load(args.rows)
         print(json.dumps({}))
+        return
+    if args.step == "server":
+        print(json.dumps(measure_server()))
         return
     if args.step:
         print(json.dumps(measure_copy() if args.step == "copy" else measure_platform(args.step)))
@@ -207,6 +262,16 @@ def main() -> None:
     copy_seconds = (copy["seconds"] + copy_after["seconds"]) / 2
     print(f"throughput ratio platform CSV / COPY: {copy_seconds / ours['seconds']:.2f}")
     print(f"throughput ratio platform JSON / COPY: {copy_seconds / as_json['seconds']:.2f}")
+    server = child("server", args.rows)
+    if server:
+        print(
+            "database CPU per COPY (least of 5): bare {bare:.2f} s, CSV export {csv:.2f} s,"
+            " JSON export {json:.2f} s".format(**server)
+        )
+        print(
+            f"database CPU ratio CSV / bare: {server['csv'] / server['bare']:.2f};"
+            f" JSON / bare: {server['json'] / server['bare']:.2f}"
+        )
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

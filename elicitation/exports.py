@@ -151,25 +151,45 @@ _KINDS = {
 }
 
 
-def _py_float(col: str) -> str:
+def _py_float(col: str, for_json: bool = False) -> str:
     """Python's repr of a float8: PostgreSQL's shortest round-trip text (the default
-    extra_float_digits=1) plus ".0" on whole numbers. Both switch to exponents below
-    1e-4 and from 1e16; between 1e15 and 1e16 PostgreSQL already writes an exponent,
-    a range no exported float reaches (lams and confidences lie in [0, 1], rt_ms is
-    capped by answers.MAX_RT_MS)."""
-    # NaN and the infinities fail the abs() test (NaN sorts above every number).
+    extra_float_digits=1) plus ".0" on whole numbers, 'nan', 'inf' and '-inf' for NaN
+    and the infinities (for_json: json.dumps' 'NaN', 'Infinity' and '-Infinity', which are
+    PostgreSQL's own). Both switch to exponents below 1e-4 and from 1e16; between 1e15
+    and 1e16 PostgreSQL already writes an exponent, a range no exported float reaches
+    (lams and confidences lie in [0, 1], rt_ms is capped by answers.MAX_RT_MS).
+    Fractions are tested first and whole numbers second, so the common cases cost one
+    or two float comparisons; NaN and the infinities fail both (NaN equals its trunc()
+    and sorts above every number), NULL falls through all to NULL."""
+    special = (
+        ""
+        if for_json
+        else f" WHEN {col} = 'NaN' THEN 'nan' WHEN {col} = 'Infinity' THEN 'inf'"
+        f" WHEN {col} = '-Infinity' THEN '-inf'"
+    )
     return (
-        f"CASE WHEN {col} = trunc({col}) AND abs({col}) < 1e15 THEN {col}::text || '.0'"
-        f" ELSE {col}::text END"
+        f"CASE WHEN {col} <> trunc({col}) THEN {col}::text"
+        f" WHEN abs({col}) < 1e15 THEN {col}::text || '.0'{special} ELSE {col}::text END"
     )
 
 
+# date_bin's origin: a whole second, so the bins below fall on whole seconds.
+_EPOCH = "timestamptz '2000-01-01 00:00:00+00'"
+
+
 def _py_datetime(col: str) -> str:
-    """str() of an aware UTC datetime: microseconds only when not zero, '+00:00'."""
-    utc = f"({col} AT TIME ZONE 'UTC')"
+    """str() of an aware UTC datetime: microseconds only when not zero, six digits,
+    '+00:00'. The ISO text of the UTC time (DateStyle ISO, which psycopg requires) is
+    str()'s where the microseconds are zero (both leave them out) or end in a non-zero
+    digit (both print six); where PostgreSQL drops trailing zeros, rpad puts them back.
+    date_bin tells the cases apart by integer arithmetic on the timestamp (date_part
+    and date_trunc convert it to a calendar date first, to_char formats generically:
+    each twice the cost or more)."""
+    text = f"({col} AT TIME ZONE 'UTC')::text"
     return (
-        f"to_char({utc}, CASE WHEN date_trunc('second', {col}) = {col}"
-        f" THEN 'YYYY-MM-DD HH24:MI:SS' ELSE 'YYYY-MM-DD HH24:MI:SS.US' END) || '+00:00'"
+        f"CASE WHEN date_bin('10 microseconds', {col}, {_EPOCH}) <> {col}"
+        f" OR date_bin('1 second', {col}, {_EPOCH}) = {col} THEN {text} || '+00:00'"
+        f" ELSE rpad({text}, 26, '0') || '+00:00' END"
     )
 
 
@@ -177,25 +197,14 @@ def _csv_value(col: str, kind: str) -> str:
     """One column for COPY's CSV output, the text csv.writer prints for the Python
     value: COPY quotes where csv.writer's QUOTE_MINIMAL does (a comma, a double quote,
     CR or LF). Text and integers go as they are (csv_copy_lines applies csv_safe and
-    prints '' as nothing, on the rare rows that need it); floats get Python's repr
-    (whole numbers tested first: the common case costs one comparison)."""
+    prints '' as nothing, on the rare rows that need it); floats get Python's repr,
+    datetimes str()."""
     if kind == "bool":
         return f"CASE WHEN {col} THEN 'True' WHEN NOT {col} THEN 'False' END"
     if kind == "float":
-        return (
-            f"CASE WHEN {col} <> trunc({col}) THEN {col}::text"
-            f" WHEN {col} = 'NaN' THEN 'nan' WHEN {col} = 'Infinity' THEN 'inf'"
-            f" WHEN {col} = '-Infinity' THEN '-inf' ELSE {_py_float(col)} END"
-        )
+        return _py_float(col)
     if kind == "datetime":
-        # The ISO text (DateStyle ISO, which psycopg requires) is str()'s where the
-        # microseconds are zero (both leave them out) or end in a non-zero digit (both
-        # print six); to_char for the rest, where PostgreSQL drops trailing zeros.
-        return (
-            f"CASE WHEN date_part('microseconds', {col})::int8 %% 10 <> 0"
-            f" OR date_trunc('second', {col}) = {col}"
-            f" THEN ({col} AT TIME ZONE 'UTC')::text || '+00:00' ELSE {_py_datetime(col)} END"
-        )
+        return _py_datetime(col)
     return col
 
 
@@ -224,8 +233,7 @@ def _json_value(col: str, kind: str) -> str:
     elif kind == "bool":
         text = f"CASE WHEN {col} THEN 'true' WHEN NOT {col} THEN 'false' END"
     elif kind == "float":  # NaN and +-Infinity print as json.dumps does
-        # Fractions first, as in _csv_value: the common case costs one comparison.
-        text = f"CASE WHEN {col} <> trunc({col}) THEN {col}::text ELSE {_py_float(col)} END"
+        text = _py_float(col, for_json=True)
     elif kind == "datetime":
         text = f"'\"' || {_csv_value(col, kind)} || '\"'"
     else:

@@ -121,9 +121,13 @@ def awkward(answered_study):  # noqa: F811
             "-1",
         ][i % 4]
         judgment.save()
-    Judgment.objects.filter(pk=judgments[0].pk).update(
-        created_at="2026-01-02T03:04:05+00:00"  # no microseconds: str() leaves them out
-    )
+    # No microseconds (str() leaves them out), then trailing zeros that PostgreSQL's
+    # text drops and str() keeps, then a last digit that is not zero.
+    times = ["05", "05.120000", "05.000010", "05.100000", "05.000001", "59.999990"]
+    for judgment, seconds in zip(judgments, times, strict=False):
+        Judgment.objects.filter(pk=judgment.pk).update(
+            created_at=f"2026-01-02T03:04:{seconds}+00:00"
+        )
     return study
 
 
@@ -146,6 +150,39 @@ def test_copy_export_writes_the_python_path_bytes(
 ):
     """In autocommit the export's own connection runs COPY, read in C through a pipe."""
     assert_same_bytes(client, awkward(answered_study), monkeypatch, "_pipe_copy")
+
+
+PRINTED_FLOATS = [0.0, -0.0, 1.0, -7.0, 123.0, 0.5, 0.1 + 0.2, 1 / 3, 1e-05, 1.5e-07, 1e-4]
+PRINTED_FLOATS += [12345678.9, 1e14 + 1, 999999999999999.0, 1e16, 1e20, -1e300, 5e-324]
+PRINTED_FLOATS += [float("nan"), float("inf"), -float("inf"), None]
+PRINTED_TIMES = ["00", "00.000001", "00.000010", "00.000100", "00.001000", "00.010000"]
+PRINTED_TIMES += ["00.100000", "00.120000", "00.123450", "00.123456", "59.999999", "59.99999"]
+
+
+@pytest.mark.django_db
+def test_sql_prints_floats_and_times_as_python_does():
+    """The SQL expressions print each awkward float as repr() (CSV) and json.dumps (JSON)
+    do, and each time as str() does: whole numbers, negative zero, exponents, the
+    subnormal, NaN and the infinities; microseconds zero, with trailing zeros, full."""
+    import datetime
+    import json
+
+    floats = ", ".join(
+        "(NULL::float8)" if x is None else f"('{x!r}'::float8)" for x in PRINTED_FLOATS
+    )
+    times = [datetime.datetime.fromisoformat(f"2026-01-02T03:04:{s}+00:00") for s in PRINTED_TIMES]
+    stamps = ", ".join(f"('{t.isoformat()}'::timestamptz)" for t in times)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {exports._csv_value('x', 'float')}, {exports._json_value('x', 'float')}"
+            f" FROM (VALUES {floats}) AS v(x)"
+        )
+        printed = cursor.fetchall()
+        cursor.execute(f"SELECT {exports._csv_value('x', 'datetime')} FROM (VALUES {stamps}) v(x)")
+        printed_times = [text for (text,) in cursor.fetchall()]
+    expected = [(None, "null") if x is None else (repr(x), json.dumps(x)) for x in PRINTED_FLOATS]
+    assert printed == expected
+    assert printed_times == [str(t.astimezone(datetime.UTC)) for t in times]
 
 
 def splits(stream: bytes) -> list[list[bytes]]:
