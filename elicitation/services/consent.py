@@ -48,9 +48,7 @@ def withdraw(session: Session) -> dict:
         if locked is None:  # erased (on request, or as a pilot) since the page was read
             raise FlowError(NO_SESSION, status=403)
         if locked.withdrawn_at is not None:
-            raise FlowError(
-                gettext_lazy("You have already withdrawn from this study."), status=409
-            )
+            raise FlowError(gettext_lazy("You have already withdrawn from this study."), status=409)
         study = locked.study
         erase = study.on_withdrawal == Study.OnWithdrawal.ERASE
         erased = 0
@@ -174,9 +172,7 @@ def erase_participant(user, pid: str) -> dict:
     return result
 
 
-def drop_expired_recruiter_ids(
-    now: datetime | None = None, days: int | None = None
-) -> dict:
+def drop_expired_recruiter_ids(now: datetime | None = None, days: int | None = None) -> dict:
     """Drop recruiter ids (PROLIFIC_PID, STUDY_ID, SESSION_ID) `days` (default
     settings.HILLMIX_RECRUITER_ID_RETENTION_DAYS) after a study closed: the sessions
     of studies closed before `now - days` lose their recruiter study and session ids,
@@ -198,27 +194,31 @@ def drop_expired_recruiter_ids(
         with_ids = Session.objects.filter(study__in=expired).filter(
             ~Q(recruiter_study_id="") | ~Q(recruiter_session_id="")
         )
-        touched = dict(
-            expired.filter(sessions__in=with_ids).values_list("pk", "slug").distinct()
-        )
+        touched = dict(expired.filter(sessions__in=with_ids).values_list("pk", "slug").distinct())
         sessions = with_ids.update(recruiter_study_id="", recruiter_session_id="")
         kept = Session.objects.exclude(study__in=expired).values("participant_id")
         participants = Participant.objects.filter(
             recruiter_pid__isnull=False, sessions__study__in=expired
         ).exclude(pk__in=kept)
-        for study_id, slug in expired.filter(
-            sessions__participant__in=participants
-        ).values_list("pk", "slug").distinct():
+        for study_id, slug in (
+            expired.filter(sessions__participant__in=participants)
+            .values_list("pk", "slug")
+            .distinct()
+        ):
             touched[study_id] = slug
         dropped = Participant.objects.filter(pk__in=participants.values("pk")).update(
             recruiter_pid=None
         )
         ledger = BonusPayment.objects.filter(study__in=expired)
-        for study_id, slug in expired.filter(
-            bonus_payments__in=ledger.filter(state__in=SETTLED_STATES).exclude(
-                recruiter_pid__startswith=PSEUDONYM_PREFIX
+        for study_id, slug in (
+            expired.filter(
+                bonus_payments__in=ledger.filter(state__in=SETTLED_STATES).exclude(
+                    recruiter_pid__startswith=PSEUDONYM_PREFIX
+                )
             )
-        ).values_list("pk", "slug").distinct():
+            .values_list("pk", "slug")
+            .distinct()
+        ):
             touched[study_id] = slug
         bonuses = pseudonymise_bonuses(ledger)
         for study_id in touched:

@@ -351,33 +351,45 @@ def rebuild_adaptive_posteriors(study: Study) -> None:
     transaction.on_commit(lambda: forget_state(study.pk))
 
 
-def write_recomputed_posteriors(study: Study) -> None:
-    """Store every pool's posteriors as recomputed from the study's judgments
-    (selectors.recomputed_posteriors): the pools that have rows, and those whose
-    sessions stored judgments (their rows made first, from the prior)."""
+def write_recomputed_posteriors(
+    study: Study, pool: str | None = None, pair_ids: list[int] | None = None
+) -> None:
+    """Store posteriors as recomputed from the study's judgments that count
+    (selectors.recomputed_posteriors): every pool that has rows or whose sessions stored
+    judgments (their rows made first, from the prior), or only `pool`'s rows of
+    `pair_ids`. Call inside a transaction; this process's chooser forgets the study once
+    it commits, the others re-read the rows whose count moved (services.adaptive)."""
     from ..adaptive_design import kinds_in_pool
     from ..models import PairPosterior
     from ..selectors import recomputed_posteriors
+    from .adaptive import forget_state
 
-    have = set(PairPosterior.objects.filter(study=study).values_list("pool", flat=True))
-    pools = []
-    for pool in PairPosterior.Pool.values:
-        if pool not in have:
-            kinds = kinds_in_pool(pool)
-            if not Judgment.objects.filter(study=study, session__kind__in=kinds).exists():
-                continue
-            prepare_posteriors(study, pool)
-        pools.append(pool)
+    if pool is not None:
+        pools = [pool]
+    else:
+        have = set(PairPosterior.objects.filter(study=study).values_list("pool", flat=True))
+        pools = []
+        for name in PairPosterior.Pool.values:
+            if name not in have:
+                kinds = kinds_in_pool(name)
+                if not Judgment.objects.filter(study=study, session__kind__in=kinds).exists():
+                    continue
+                prepare_posteriors(study, name)
+            pools.append(name)
     # The rows locked (in pool, pair order) before the judgments are read: a save that
     # stores its judgment after the read then adds it to the rebuilt row once the lock
     # is released, instead of adding it to the old row that the rebuild overwrites.
     rows = PairPosterior.objects.select_for_update().filter(study=study, pool__in=pools)
+    if pair_ids is not None:
+        rows = rows.filter(pair_id__in=pair_ids)
     list(rows.order_by("pool", "pair_id").values_list("pk", flat=True))
-    for pool in pools:
-        for pair_id, (log_posterior, count) in recomputed_posteriors(study, pool).items():
-            PairPosterior.objects.filter(study=study, pair_id=pair_id, pool=pool).update(
-                log_posterior=log_posterior, judgment_count=count, updated_at=timezone.now()
+    now = timezone.now()
+    for name in pools:
+        for pair_id, (log_posterior, count) in recomputed_posteriors(study, name, pair_ids).items():
+            PairPosterior.objects.filter(study=study, pair_id=pair_id, pool=name).update(
+                log_posterior=log_posterior, judgment_count=count, updated_at=now
             )
+    transaction.on_commit(lambda: forget_state(study.pk))
 
 
 def resume_session(session: Session, recruiter: RecruiterIds) -> Session:

@@ -10,14 +10,12 @@ from datasets.models import Dataset
 from ..live import OPEN_STATUSES, forget_live_studies, live_studies_showing_images_of
 from ..models import (
     Judgment,
-    PairPosterior,
     Session,
     Study,
 )
-from ..selectors import recomputed_posteriors
 from ..study_rules import disclosure_conflicts, flow_errors
-from .adaptive import fill_noise, forget_state
-from .sessions import FlowError, build_conditions
+from .adaptive import fill_noise
+from .sessions import FlowError, build_conditions, write_recomputed_posteriors
 
 # --- Researcher actions ----------------------------------------------------------
 
@@ -26,7 +24,7 @@ def set_excluded(session: Session, excluded: bool) -> None:
     """Leave a participant's judgments out of aggregates, exports and, in an adaptive
     study, the posteriors of the session's pool, from which the next trials are chosen
     (or put them back in). The pool's rows of the pairs the session answered are
-    rebuilt from the judgments that count in the same transaction (_rebuild_pairs), and
+    rebuilt from the judgments that count in the same transaction, and
     every process's chooser re-reads them. Nothing happens for a session deleted since
     it was read."""
     from ..adaptive_design import pool_of
@@ -42,30 +40,8 @@ def set_excluded(session: Session, excluded: bool) -> None:
         pool = pool_of(locked.kind)
         if study.is_adaptive and pool is not None:
             answered = Judgment.objects.filter(session_id=locked.pk).values_list("pair_id")
-            _rebuild_pairs(study, pool, sorted({p for (p,) in answered}))
-
-
-def _rebuild_pairs(study: Study, pool: str, pair_ids: list[int]) -> None:
-    """Store `pool`'s posteriors of `pair_ids` as recomputed from the judgments that
-    count (selectors.recomputed_posteriors); this process's chooser forgets the study
-    once the transaction commits, the others re-read the rows whose count moved
-    (services.adaptive's sync). Call inside a transaction.
-
-    The rows are locked (in pair order) before the judgments are read: a save that
-    stored its judgment after the read adds its answer to the rebuilt row once the lock
-    is released, and one that added it before is read."""
-    if not pair_ids:
-        return
-    rows = PairPosterior.objects.select_for_update().filter(
-        study=study, pool=pool, pair_id__in=pair_ids
-    )
-    list(rows.order_by("pair_id").values_list("pk", flat=True))
-    now = timezone.now()
-    for pair_id, (log_posterior, count) in recomputed_posteriors(study, pool, pair_ids).items():
-        PairPosterior.objects.filter(study=study, pool=pool, pair_id=pair_id).update(
-            log_posterior=log_posterior, judgment_count=count, updated_at=now
-        )
-    transaction.on_commit(lambda: forget_state(study.pk))
+            if pair_ids := sorted({p for (p,) in answered}):
+                write_recomputed_posteriors(study, pool, pair_ids)
 
 
 def open_conflicts(interface: str, stimulus_set_id: int, study_id: int | None) -> list[str]:
