@@ -228,3 +228,28 @@ def test_exclusion_toggled_while_sessions_answer(make_study):
     counts = assert_stored_is_recomputed(study)
     assert {p: c for p, c in counts.items() if c} == counted_per_pair(study)
     assert sum(counts.values()) == 4 * 8
+
+
+def test_rebuild_posteriors_command_restores_the_recomputed_posteriors(make_study):
+    """`manage.py rebuild_posteriors` (a database restored or migrated past 0017 some
+    other way) stores every pool's posteriors as recomputed from the judgments; an
+    unknown study is a clear error that changes nothing."""
+    from django.core.management import CommandError, call_command
+
+    study = make_study("infer", n_pairs=3, repeat_trials=0, **ADAPTIVE)
+    one = to_trials(start_session(study, RecruiterIds("one")))
+    answer_all(one, study.slug, answer=lambda spec, live: 30)
+    good = assert_stored_is_recomputed(study)
+    # A stale cache: every row back at the prior with a wrong count.
+    prior = selectors.recomputed_posteriors(study, "pilot")  # no pilot judgments: priors
+    blank = next(iter(prior.values()))[0] if prior else None
+    rows = PairPosterior.objects.filter(study=study, pool="live")
+    for row in rows:
+        row.log_posterior = blank if blank is not None else np.zeros_like(row.log_posterior)
+        row.judgment_count = 99
+        row.save()
+    with pytest.raises(CommandError):
+        call_command("rebuild_posteriors", study="no-such-study")
+    assert set(rows.values_list("judgment_count", flat=True)) == {99}
+    call_command("rebuild_posteriors", study=study.slug)
+    assert assert_stored_is_recomputed(study) == good

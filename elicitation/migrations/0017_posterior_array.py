@@ -25,6 +25,13 @@ def to_array(apps, schema_editor):
 
 
 def rebuild(apps, schema_editor):
+    """Rebuild the rows a database held before this migration, through the project's
+    recomputation (current code: `manage.py rebuild_posteriors` does the same, for a
+    database migrated past this point some other way). A new database has no rows, and
+    then no current model is queried: a later migration's columns cannot break it."""
+    PairPosterior = apps.get_model("elicitation", "PairPosterior")
+    if not PairPosterior.objects.exists():
+        return
     from elicitation.models import Study
     from elicitation.services.sessions import write_recomputed_posteriors
 
