@@ -6,8 +6,9 @@ with one INSERT ... SELECT over generate_series, then times, in-process through
 Django's test client as an Analyst, the study's dashboard page and its aggregate
 endpoints. Next to each it times the bare SQL aggregate that yields the same numbers
 (plain psycopg2, no Django) and prints the ratio endpoint / bare SQL. Each endpoint's
-first request (cold) is printed apart from the median of --repeat more (warm), with the
-load average; the last line times the dashboard's curves and who-to-trust sections
+first request (cold: after one admin page, the process's own first request, timed
+apart) is printed apart from the median of --repeat more (warm), with the load
+average; the last line times the dashboard's curves and who-to-trust sections
 alone.
 
     .venv/bin/python bench/analytics.py [--rows 1000000] [--repeat 3] [--reuse]
@@ -256,8 +257,12 @@ def main() -> None:
          ["stimuli"]),
         ("paper view", "/api/studies/bench/aggregates/paper/", ["stimulus-groups"]),
     ]  # fmt: skip
-    # Cold: the first request of this process (imports, templates, the database's first
-    # read of the tables); warm: the median of --repeat more.
+    # The process's own first request (URLconf, view modules, the database connection)
+    # is what a serving worker has long paid; timed apart, on the admin's index.
+    first = endpoint_seconds(client, reverse("admin:index"))
+    print(f"first request of the process (admin index): {first:.3f} s")
+    # Cold: each endpoint's first request (its templates and lazy imports, the
+    # database's first read of the tables); warm: the median of --repeat more.
     print(f"{'endpoint':<18} {'cold s':>7} {'warm s':>7} {'bare SQL s':>10} {'ratio':>6}  "
           f"(warm: median of {args.repeat}; load average 1/5/15 min)")  # fmt: skip
     for label, url, bare in endpoints:
