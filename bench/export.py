@@ -17,7 +17,8 @@ the export's throughput is bound by that figure, which load does not blur as it 
 the wall times.
 
     .venv/bin/python bench/export.py [--rows 1000000] [--reuse]
-    BENCH_PG=postgres://postgres@127.0.0.1:5432 (default) selects the server.
+    BENCH_PG=postgres://postgres@127.0.0.1:5432 (default) selects the server,
+    BENCH_EXPORT_DB=hillmix_bench_export (default) the database it loads.
 """
 
 import argparse
@@ -31,7 +32,8 @@ import time
 import _pg
 from _pg import SERVER, recreate_database
 
-DB_NAME = "hillmix_bench_export"
+# BENCH_EXPORT_DB: another database name, so that runs of different sizes can coexist.
+DB_NAME = os.environ.get("BENCH_EXPORT_DB", "hillmix_bench_export")
 
 
 def django_setup() -> None:
@@ -177,7 +179,7 @@ def measure_server(reps: int = 5) -> dict | None:
     from elicitation.reports import EXPORT_COLUMNS, EXPORT_JSON_COLUMNS, export_queryset
 
     queryset = export_queryset(Judgment.objects.filter(study__slug="bench"))
-    sql, params, kinds = exports._copy_plan(queryset)
+    sql, params, kinds, _ = exports._copy_plan(queryset)
     header = [name for name, _ in EXPORT_COLUMNS]
     statements = {"bare": f"COPY ({sql}) TO STDOUT (FORMAT csv)"}
     for fmt in exports.FORMATS:

@@ -9,14 +9,17 @@ import io
 import json
 import os
 import re
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import islice
 
 import numpy as np
 from django.db import DatabaseError, connections
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 from django.db.models import QuerySet
+from django.db.models.expressions import Col
 from django.http import StreamingHttpResponse
 
 FORMATS = ("csv", "json")
@@ -120,15 +123,15 @@ def streaming_export(
 
 # --- the same bytes from PostgreSQL's COPY -------------------------------------------
 #
-# On PostgreSQL (psycopg 3) an export is one COPY whose output is byte for byte what
-# csv_lines and json_lines write (Python's float repr, str(datetime), csv quoting,
-# csv_safe, json.dumps' ASCII escaping). CSV: COPY's own CSV format of the columns, each
-# printed as Python prints its value; Python only turns LF line ends into CR LF and
-# applies csv_safe on the rare rows that need it (csv_copy_lines). JSON: one text field
-# per row, the finished object, which COPY prints verbatim (JSON_COPY_OPTIONS) and the
-# server passes on as it comes (json_copy_lines). The COPY runs on a psycopg2 connection
-# of its own, which reads its rows in C (_pipe_copy). Elsewhere (SQLite for `make run`)
-# the Python path above runs.
+# On PostgreSQL (psycopg 3) an export is one COPY (two for a large one: SPLIT_ROWS) whose
+# output is byte for byte what csv_lines and json_lines write (Python's float repr,
+# str(datetime), csv quoting, csv_safe, json.dumps' ASCII escaping). CSV: COPY's own CSV
+# format of the columns, each printed as Python prints its value; Python only turns LF
+# line ends into CR LF and applies csv_safe on the rare rows that need it
+# (csv_copy_lines). JSON: one text field per row, the finished object, which COPY prints
+# verbatim (JSON_COPY_OPTIONS) and the server passes on as it comes (json_copy_lines).
+# The COPY runs on a psycopg2 connection of its own, which reads its rows in C
+# (_pipe_copy). Elsewhere (SQLite for `make run`) the Python path above runs.
 
 # Django field types by the way a cell prints; a column of any other type keeps the
 # whole export on the Python path.
@@ -380,18 +383,34 @@ def json_copy_lines(blocks: Iterable[bytes]) -> Iterator[bytes]:
     yield b"\n]\n"
 
 
-def _copy_plan(queryset: QuerySet) -> tuple[str, tuple, list[str]] | None:
-    """The queryset's SQL, parameters and column kinds, or None where the COPY path does
-    not apply (not PostgreSQL with psycopg 3, or a column type it cannot print)."""
+def _copy_plan(queryset: QuerySet) -> tuple[str, tuple, list[str], int | None] | None:
+    """The queryset's SQL, parameters, column kinds and the position of its ORDER BY key
+    among the columns (None where it is not ordered by its primary key alone, ascending,
+    and selects it: no split, _split_plan), or None where the COPY path does not apply
+    (not PostgreSQL with psycopg 3, or a column type it cannot print)."""
     connection = connections[queryset.db]
     if connection.vendor != "postgresql" or not is_psycopg3:
         return None
-    compiler = queryset.query.get_compiler(using=queryset.db)
+    query = queryset.query
+    compiler = query.get_compiler(using=queryset.db)
     sql, params = compiler.as_sql()
     kinds = [_KINDS.get(col.output_field.get_internal_type()) for col, _, _ in compiler.select]
     if None in kinds:
         return None
-    return sql, params, kinds
+    pk = query.get_meta().pk
+    key = None
+    if query.order_by in (("pk",), (pk.name,), (pk.attname,)) and query.standard_ordering:
+        key = next(
+            (
+                i
+                for i, (col, _, _) in enumerate(compiler.select)
+                if isinstance(col, Col) and col.target == pk and col.alias == query.base_table
+            ),
+            None,
+        )
+    if query.is_sliced:  # a WHERE outside the LIMIT would not reach the scan
+        key = None
+    return sql, params, kinds, key
 
 
 def _cursor_copy(using: str, statement: str, params: tuple) -> Iterator[bytes]:
@@ -422,16 +441,46 @@ def _cursor_copy(using: str, statement: str, params: tuple) -> Iterator[bytes]:
                 pass
 
 
-def _pipe_copy(connect: dict, statement: str) -> Iterator[bytes]:
-    """A COPY's output in blocks of up to PIPE_BYTES, cut anywhere, read from a pipe that
-    a thread fills with psycopg2's copy_expert on a connection of its own (to the same
-    database, as the same user): copy_expert takes each row from libpq in C, with the
-    GIL released while it waits, where psycopg 3 takes a Python step per row (reading
-    a million rows' CSV took 0.5 s of CPU this way, 0.9 s with psycopg 3). `connect`:
-    psycopg2.connect's arguments; `statement` with its parameters bound. The export
-    sees what is committed when it starts, as the Django connection in autocommit
-    would. Closing the generator (a client gone) cancels the query and closes that
-    connection at once."""
+# --- two COPYs on two connections for a large export (as pg_dump -j does) ------------
+#
+# The database process printing the rows bounds a COPY export (its CPU time is about
+# twice the client's). Above SPLIT_ROWS (the planner's estimate) the rows are cut in
+# two at the midpoint of their ORDER BY key (the primary key) range, both halves taken
+# from one snapshot: the first connection opens a REPEATABLE READ transaction, reads
+# the key's first and last values and exports its snapshot; the second imports it
+# (SET TRANSACTION SNAPSHOT), so an answer saved or a participant withdrawn between the
+# two starts cannot make the halves disagree. The first half is streamed through the
+# pipe as a single COPY is; the second half's COPY runs at the same time, on the other
+# core, into a temporary file, which is streamed after the first half: the two streams
+# are the one COPY's bytes cut at a row's end, so csv_copy_lines and json_copy_lines
+# see the same stream (the header once, JSON's separators right across the seam).
+
+# Rows (the planner's estimate) from which an export runs as two COPYs: below it, a
+# COPY costs the database under about 0.1 s, less than worth a second connection.
+SPLIT_ROWS = 50_000
+
+
+@dataclass(frozen=True)
+class _SplitPlan:
+    """A COPY statement in pieces for cutting its rows by their ORDER BY key, all with
+    their parameters bound: `estimate` (EXPLAIN of the rows), `bounds` (the key's first
+    and last value), `head` and `tail` of the COPY statement, between which a WHERE on
+    column `key` goes."""
+
+    estimate: str
+    bounds: str
+    head: str
+    tail: str
+    key: str
+
+    def statement(self, condition: str = "") -> str:
+        """The COPY of the rows whose key meets `condition` (e.g. '<= 12'), or all."""
+        where = f" WHERE {self.key} {condition}" if condition else ""
+        return f"{self.head}{where}{self.tail}"
+
+
+def _connect(connect: dict):
+    """A psycopg2 connection in autocommit with the session settings COPY needs."""
     import psycopg2  # only here: Django's own driver is psycopg 3
 
     conn = psycopg2.connect(**connect)
@@ -439,35 +488,139 @@ def _pipe_copy(connect: dict, statement: str) -> Iterator[bytes]:
         conn.autocommit = True
         with conn.cursor() as cursor:
             cursor.execute(COPY_SETTINGS)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _spool():
+    """Where the second half's COPY goes while the first half is sent: a temporary file
+    (TMPDIR) behind a C write buffer of PIPE_BYTES, so that the export's memory stays
+    constant (psycopg2 writes row by row: a Python-level file such as
+    tempfile.SpooledTemporaryFile would take a Python step per row)."""
+    return tempfile.TemporaryFile(buffering=PIPE_BYTES)
+
+
+def _copy_thread(conn, statement: str, sink, close: bool) -> tuple[threading.Thread, list]:
+    """A thread running copy_expert of `statement` into `sink` (closed or flushed at the
+    end), started; and the list that receives its error, if any."""
+    failed: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            try:
+                with conn.cursor() as cursor:
+                    cursor.copy_expert(statement, sink)
+            finally:
+                sink.close() if close else sink.flush()
+        except BaseException as error:  # handed to the reader
+            failed.append(error)
+
+    thread = threading.Thread(target=produce, name="export-copy", daemon=True)
+    thread.start()
+    return thread, failed
+
+
+def _split_point(first: int, last: int) -> int:
+    """The last key of the first half: the midpoint of the key range (two index look-ups;
+    the median would cost a scan and a sort of every key before the first byte). Keys
+    spread unevenly (ids left to other studies in between) only unbalance the halves."""
+    return first + (last - first) // 2
+
+
+def _begin_split(conn, split: _SplitPlan) -> tuple[str, str, str] | None:
+    """On `conn` (autocommit), where the planner expects SPLIT_ROWS rows or more: a
+    REPEATABLE READ transaction, the key's midpoint in it, and the two halves' COPY
+    statements and the exported snapshot; None (no transaction) where one COPY will do."""
+    with conn.cursor() as cursor:
+        cursor.execute(split.estimate)
+        plan = cursor.fetchone()[0]
+        if isinstance(plan, str):
+            plan = json.loads(plan)
+        if plan[0]["Plan"]["Plan Rows"] < SPLIT_ROWS:
+            return None
+        cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        cursor.execute(split.bounds)
+        first, last = cursor.fetchone()
+        if first is None or first == last:
+            cursor.execute("ROLLBACK")
+            return None
+        middle = _split_point(int(first), int(last))
+        cursor.execute("SELECT pg_export_snapshot()")
+        snapshot = cursor.fetchone()[0]
+    return split.statement(f"<= {middle}"), split.statement(f"> {middle}"), snapshot
+
+
+def _pipe_copy(connect: dict, statement: str, split: _SplitPlan | None = None) -> Iterator[bytes]:
+    """A COPY's output in blocks of up to PIPE_BYTES, cut anywhere, read from a pipe that
+    a thread fills with psycopg2's copy_expert on a connection of its own (to the same
+    database, as the same user): copy_expert takes each row from libpq in C, with the
+    GIL released while it waits, where psycopg 3 takes a Python step per row (reading
+    a million rows' CSV took 0.5 s of CPU this way, 0.9 s with psycopg 3). `connect`:
+    psycopg2.connect's arguments; `statement` with its parameters bound. The export
+    sees what is committed when it starts, as the Django connection in autocommit
+    would. With `split`, a large export runs as two COPYs on two connections, the
+    second half spooled to a temporary file meanwhile (see SPLIT_ROWS); the blocks are
+    the same bytes. Closing the generator (a client gone) cancels every COPY still
+    running and closes the connections at once. An error in either COPY raises here,
+    after the blocks already yielded: the response is then cut off, as for an error
+    in the middle of a single COPY (the second half's error is raised as soon as it is
+    seen, possibly while the first half is still being sent)."""
+    conns = [_connect(connect)]
+    running: list[tuple[object, threading.Thread]] = []  # each COPY's connection, thread
+    spool = None
+    try:
+        halves = _begin_split(conns[0], split) if split is not None else None
+        second = None
+        if halves is not None:
+            statement, second_statement, snapshot = halves
+            conns.append(_connect(connect))
+            with conns[1].cursor() as cursor:
+                cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                cursor.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
+            spool = _spool()
+            second = _copy_thread(conns[1], second_statement, spool, close=False)
+            running.append((conns[1], second[0]))
         read_end, write_end = os.pipe()
         try:
             fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         except (AttributeError, OSError):  # not Linux, or above the system's limit
             pass
-        failed: list[BaseException] = []
-
-        def produce() -> None:
+        with open(read_end, "rb", buffering=0) as source:
             try:
-                with open(write_end, "wb", buffering=PIPE_BYTES) as sink:
-                    with conn.cursor() as cursor:
-                        cursor.copy_expert(statement, sink)
-            except BaseException as error:  # handed to the reader
-                failed.append(error)
-
-        thread = threading.Thread(target=produce, name="export-copy", daemon=True)
-        thread.start()
-        try:
-            with open(read_end, "rb", buffering=0) as source:
-                while block := source.read(PIPE_BYTES):
-                    yield block
-        finally:
-            if thread.is_alive():  # the reader stopped early: stop the query now
-                conn.cancel()
-            thread.join()  # the read end is closed: a blocked write fails at once
+                sink = open(write_end, "wb", buffering=PIPE_BYTES)
+            except BaseException:
+                os.close(write_end)
+                raise
+            thread, failed = _copy_thread(conns[0], statement, sink, close=True)
+            running.append((conns[0], thread))
+            while block := source.read(PIPE_BYTES):
+                if second is not None and second[1]:
+                    raise second[1][0]
+                yield block
+        thread.join()
         if failed:
             raise failed[0]
+        if second is not None:
+            second[0].join()
+            if second[1]:
+                raise second[1][0]
+            spool.seek(0)
+            while block := spool.read(PIPE_BYTES):
+                yield block
     finally:
-        conn.close()
+        # The reader stopped early (a client gone, an error): stop every query now; a
+        # first-half thread blocked on the pipe fails at once, its read end closed.
+        for conn, thread in running:
+            if thread.is_alive():
+                conn.cancel()
+        for _, thread in running:
+            thread.join()
+        for conn in conns:
+            conn.close()
+        if spool is not None:
+            spool.close()
 
 
 def _copy_export(fmt: str, header: Sequence[str], blocks: Iterator[bytes]) -> Iterator[bytes]:
@@ -493,25 +646,42 @@ def export_response(
 ) -> StreamingHttpResponse:
     """The export of a values_list queryset (columns in header order) as CSV or JSON:
     through COPY on PostgreSQL, else through streaming_export; the same bytes either
-    way. COPY runs on a connection of its own (_pipe_copy) unless the request's
-    connection is inside a transaction (_cursor_copy)."""
+    way. COPY runs on a connection of its own (_pipe_copy; two COPYs on two for a large
+    export ordered by its primary key: SPLIT_ROWS) unless the request's connection is
+    inside a transaction (_cursor_copy)."""
     plan = _copy_plan(queryset)
     if plan is None:
         return streaming_export(
             fmt, filename, header, queryset.iterator(chunk_size=chunk_size), raw_json
         )
-    sql, params, kinds = plan
+    sql, params, kinds, key = plan
     select = copy_select(fmt, header, kinds, sql, raw_json)
     options = "FORMAT csv" if fmt == "csv" else JSON_COPY_OPTIONS
     statement = f"COPY ({select}) TO STDOUT ({options})"
     connection = connections[queryset.db]
-    if connection.in_atomic_block:
+    if connection.in_atomic_block:  # its rows are this transaction's: one COPY, on it
         blocks = _cursor_copy(queryset.db, statement, params)
     else:  # the parameters taken here: the server may iterate in another thread
         connection.ensure_connection()
         info = connection.connection.info  # the very parameters Django connected with
         connect = {**info.get_parameters(), "password": info.password or None}
-        blocks = _pipe_copy(connect, connection.ops.compose_sql(statement, params))
+        compose = connection.ops.compose_sql
+        split = None
+        if key is not None:
+            # The key's first and last values, each read from one end of its index
+            # (over the export's own SELECT, whose ORDER BY would make it a full sort).
+            ids = queryset.order_by().values_list("pk", flat=True)
+            ends = [ids.order_by(o)[:1].query.sql_with_params() for o in ("pk", "-pk")]
+            split = _SplitPlan(
+                estimate=compose(f"EXPLAIN (FORMAT JSON) {sql}", params),
+                bounds=compose(
+                    f"SELECT ({ends[0][0]}), ({ends[1][0]})", (*ends[0][1], *ends[1][1])
+                ),
+                head=compose(f"COPY ({select}", params),
+                tail=f") TO STDOUT ({options})",
+                key=f"c{key}",
+            )
+        blocks = _pipe_copy(connect, compose(statement, params), split)
     content = _copy_export(fmt, header, blocks)
     content_type = "application/json" if fmt == "json" else "text/csv"
     response = StreamingHttpResponse(content, content_type=content_type)

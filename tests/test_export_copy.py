@@ -1,9 +1,12 @@
 """Exports through PostgreSQL's COPY: the same bytes as the Python path (csv_lines and
 json_lines over export_rows) on awkward data, through the export's own connection
-(_pipe_copy, a committed database) and the request's (_cursor_copy, inside a
-transaction), and a client gone mid-export frees the database connection at once."""
+(_pipe_copy, a committed database; also as two COPYs on two connections, split at any
+row) and the request's (_cursor_copy, inside a transaction), and a client gone
+mid-export frees the database connections at once."""
 
 import socket
+import tempfile
+import threading
 import time
 
 import pytest
@@ -152,6 +155,120 @@ def test_copy_export_writes_the_python_path_bytes(
     assert_same_bytes(client, awkward(answered_study), monkeypatch, "_pipe_copy")
 
 
+def spy_splits(monkeypatch) -> list:
+    """The list of what each export's _begin_split returned (None: one COPY)."""
+    begun: list = []
+    begin = exports._begin_split
+
+    def spy(*args):
+        begun.append(begin(*args))
+        return begun[-1]
+
+    monkeypatch.setattr(exports, "_begin_split", spy)
+    return begun
+
+
+@pytest.mark.django_db(transaction=True)
+def test_copy_export_in_two_parts_writes_the_python_path_bytes(
+    answered_study,  # noqa: F811
+    client,
+    researcher,
+    monkeypatch,
+):
+    """Split into two COPYs on two connections (every export above the threshold, here
+    0), at the key range's midpoint and then at every row: before the first (an empty
+    first half), between any two awkward rows (LFs and quotes inside cells, formula
+    starts, the JSON separators at the seam), after the last (an empty second half)."""
+    study = awkward(answered_study)
+    monkeypatch.setattr(exports, "SPLIT_ROWS", 0)
+    begun = spy_splits(monkeypatch)
+    assert_same_bytes(client, study, monkeypatch, "_pipe_copy")
+    assert len(begun) == 8 and all(begun), begun  # every export in two parts
+    ids = sorted(Judgment.objects.filter(study=study).values_list("pk", flat=True))
+    every = {"include_excluded": "1"}
+    expected = {fmt: python_export({"as": fmt}, reports.study_judgments(study, True))
+                for fmt in ("csv", "json")}  # fmt: skip
+    for boundary in [ids[0] - 1, *ids]:
+        monkeypatch.setattr(exports, "_split_point", lambda first, last, b=boundary: b)
+        for fmt in ("csv", "json"):
+            got = served(client, f"/api/studies/{study.slug}/export/", {"as": fmt, **every})
+            assert got == expected[fmt], (boundary, fmt)
+    assert len(begun) == 8 + 2 * (len(ids) + 1) and all(begun)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+@pytest.mark.django_db(transaction=True)
+def test_the_two_parts_read_one_snapshot(
+    answered_study,  # noqa: F811
+    client,
+    researcher,
+    monkeypatch,
+    fmt,
+):
+    """A withdrawal (a judgment erased) and a save (a judgment changed), both in the
+    second half and committed after the first connection took its snapshot but before
+    the second opened: the export is still the rows as they were at its start."""
+    study, _ = answered_study
+    monkeypatch.setattr(exports, "SPLIT_ROWS", 0)
+    begun = spy_splits(monkeypatch)
+    expected = python_export({"as": fmt}, reports.study_judgments(study, True))
+    *_, changed, erased = Judgment.objects.filter(study=study).order_by("pk")
+    connect = exports._connect
+    opened: list = []
+
+    def connect_after_changes(*args):
+        opened.append(None)
+        if len(opened) == 2:  # the export's second connection
+            Judgment.objects.filter(pk=changed.pk).update(lam=0.123)
+            Judgment.objects.filter(pk=erased.pk).delete()
+        return connect(*args)
+
+    monkeypatch.setattr(exports, "_connect", connect_after_changes)
+    url = f"/api/studies/{study.slug}/export/"
+    assert served(client, url, {"as": fmt, "include_excluded": "1"}) == expected
+    assert len(opened) == 2 and begun[0][0].endswith(f"<= {erased.pk - 2}) TO STDOUT (" + (
+        "FORMAT csv)" if fmt == "csv" else exports.JSON_COPY_OPTIONS + ")"))  # fmt: skip
+    assert not Judgment.objects.filter(pk=erased.pk).exists()  # the changes were made
+
+
+class FailingSpool:
+    """A second half's file that fails when written to (a full disk)."""
+
+    def write(self, data: bytes) -> int:
+        raise OSError("No space left on device")
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_error_in_the_second_part_cuts_the_response_off(
+    answered_study,  # noqa: F811
+    client,
+    researcher,
+    monkeypatch,
+):
+    """The second COPY fails: the response ends with an error, its body cut short (at
+    most the first half's bytes), as for a COPY failing in the middle of one part."""
+    study, _ = answered_study
+    monkeypatch.setattr(exports, "SPLIT_ROWS", 0)
+    monkeypatch.setattr(exports, "_spool", FailingSpool)
+    begun = spy_splits(monkeypatch)
+    for fmt in ("csv", "json"):
+        expected = python_export({"as": fmt}, reports.study_judgments(study, False))
+        response = client.get(f"/api/studies/{study.slug}/export/", {"as": fmt})
+        assert response.status_code == 200
+        received = b""
+        with pytest.raises(OSError, match="No space left"):
+            for chunk in response.streaming_content:
+                received += chunk
+        assert expected.startswith(received) and len(received) < len(expected), fmt
+    assert len(begun) == 2 and all(begun)
+
+
 PRINTED_FLOATS = [0.0, -0.0, 1.0, -7.0, 123.0, 0.5, 0.1 + 0.2, 1 / 3, 1e-05, 1.5e-07, 1e-4]
 PRINTED_FLOATS += [12345678.9, 1e14 + 1, 999999999999999.0, 1e16, 1e20, -1e300, 5e-324]
 PRINTED_FLOATS += [float("nan"), float("inf"), -float("inf"), None]
@@ -247,15 +364,64 @@ def active_copies() -> int:
         return cursor.fetchone()[0]
 
 
+class SlowSpool:
+    """The second half's file, slowed to about a row a millisecond until its connection
+    is cancelled, so that the second COPY is still running when the client hangs up."""
+
+    def __init__(self, cancelled: threading.Event, written: list[int]):
+        self.file = tempfile.TemporaryFile()
+        self.cancelled = cancelled
+        self.written = written
+
+    def write(self, data: bytes) -> int:
+        if not self.cancelled.is_set():
+            time.sleep(0.001)
+        self.written[0] += data.count(b"\n")
+        return self.file.write(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self.file, name)
+
+
+class Cancelled:
+    """A connection that sets `event` when its query is cancelled."""
+
+    def __init__(self, conn, event: threading.Event):
+        self.conn = conn
+        self.event = event
+
+    def cancel(self) -> None:
+        self.event.set()
+        self.conn.cancel()
+
+    def __getattr__(self, name: str):
+        return getattr(self.conn, name)
+
+
+@pytest.mark.parametrize("parts", [1, 2])
 @pytest.mark.django_db(transaction=True)
 def test_a_client_gone_mid_export_frees_the_connection_at_once(
-    live_server, make_study, django_user_model
+    live_server, make_study, django_user_model, monkeypatch, parts
 ):
     """200,000 judgments (about 60 MB of CSV, more than every buffer between the database
-    and the client): the client reads a little and hangs up; the COPY stops at once."""
+    and the client): the client reads a little and hangs up; the COPY stops at once. In
+    two parts, both COPYs (the second still running, slowed) stop and both connections
+    close at once; the second half was not written to the end."""
     from elicitation.models import Participant
     from elicitation.services import start_session  # noqa: F401 (the app is loaded)
 
+    monkeypatch.setattr(exports, "SPLIT_ROWS", 0 if parts == 2 else 10**9)
+    cancelled = threading.Event()
+    written = [0]
+    opened: list = []
+    connect = exports._connect
+
+    def connect_second_cancelled(*args):
+        opened.append(connect(*args))
+        return Cancelled(opened[-1], cancelled) if len(opened) == 2 else opened[-1]
+
+    monkeypatch.setattr(exports, "_connect", connect_second_cancelled)
+    monkeypatch.setattr(exports, "_spool", lambda: SlowSpool(cancelled, written))
     study = make_study("construct", n_pairs=4)
     condition = study.conditions.first()
     participants = Participant.objects.bulk_create(Participant() for _ in range(200))
@@ -286,16 +452,24 @@ def test_a_client_gone_mid_export_frees_the_connection_at_once(
         f"GET /api/studies/{study.slug}/export/ HTTP/1.1\r\nHost: {host}\r\n"
         f"Cookie: sessionid={browser.cookies['sessionid'].value}\r\n\r\n".encode()
     )
-    received = b""
-    while len(received) < 200_000:
-        chunk = client.recv(65536)
-        assert chunk, received[:300]
-        received += chunk
-    assert b"200 OK" in received.split(b"\r\n", 1)[0]
-    time.sleep(0.5)
-    assert active_copies() == 1  # the export is under way, held back by the client
-    client.close()
+    try:  # the client gone whatever happens: an export held back would hold the tables
+        received = b""
+        while len(received) < 200_000:
+            chunk = client.recv(65536)
+            assert chunk, received[:300]
+            received += chunk
+        assert b"200 OK" in received.split(b"\r\n", 1)[0]
+        time.sleep(0.5)
+        assert active_copies() == parts  # under way, held back by the client (and slowed)
+        assert len(opened) == parts
+    finally:
+        client.close()
     deadline = time.monotonic() + 3
     while active_copies() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert active_copies() == 0
+    while not all(conn.closed for conn in opened) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(conn.closed for conn in opened)
+    if parts == 2:
+        assert cancelled.is_set() and 0 < written[0] < 100_000, written
