@@ -146,3 +146,21 @@ def role_user(db, django_user_model):
 
 
 pytest_plugins = ["tests.browser", "tests.worker"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_choosers():
+    """Every test starts and ends with no adaptive chooser held in this process
+    (services.adaptive keeps one per study and pool)."""
+    from elicitation.services import adaptive
+
+    adaptive.forget_state()
+    yield
+    adaptive.forget_state()
+
+
+@pytest.fixture
+def staff(client, role_user):
+    """The test client logged in as a Researcher."""
+    client.force_login(role_user("r", "Researcher"))
+    return client

@@ -21,17 +21,10 @@ from django.test import Client
 
 from elicitation import selectors
 from elicitation.models import Judgment, PairPosterior, Session, Study
-from elicitation.services import adaptive as adaptive_services
+from tests.test_adaptive_studies import pools
 from tests.test_participant_trust import CONSENT, join
 
 ADAPTIVE = {"design": "adaptive", "conditions": 1, "ask_confidence": True}
-
-
-@pytest.fixture(autouse=True)
-def fresh_choosers():
-    adaptive_services.forget_state()
-    yield
-    adaptive_services.forget_state()
 
 
 def needs_postgres() -> None:
@@ -267,16 +260,6 @@ def test_an_answer_after_the_study_changed_is_checked_anew(make_study):
 # --- Concurrency (PostgreSQL) ---------------------------------------------------------------
 
 
-def pool_counts(study) -> dict[str, int]:
-    """pool -> judgments counted in its stored posteriors (one pair per study here)."""
-    counts = Counter()
-    for pool, count in PairPosterior.objects.filter(study=study).values_list(
-        "pool", "judgment_count"
-    ):
-        counts[pool] += count
-    return dict(counts)
-
-
 def run_threads(n: int, target) -> list[BaseException]:
     barrier = threading.Barrier(n)
     errors: list[BaseException] = []
@@ -379,12 +362,12 @@ def test_many_sessions_answering_one_pair_add_up_per_pool(make_study):
     assert run_threads(len(browsers), participant) == []
     for study in (live_study, pilot_study):
         assert_consistent(study)
-    live_counts = pool_counts(live_study)
+    live_counts = pools(live_study)
     live_judgments = Judgment.objects.filter(study=live_study, session__kind="live").count()
     assert live_counts.get("live") == live_judgments > 6
     assert not live_counts.get("pilot") and not live_counts.get("simulated")
     assert Judgment.objects.filter(session__kind=Session.Kind.PREVIEW).count() > 0
-    pilot_counts = pool_counts(pilot_study)
+    pilot_counts = pools(pilot_study)
     assert pilot_counts.get("pilot") == Judgment.objects.filter(study=pilot_study).count() > 0
     assert not pilot_counts.get("live")
 

@@ -18,7 +18,6 @@ from django.utils import translation
 
 from elicitation.models import Judgment, Session
 from elicitation.services import RecruiterIds, start_session
-from elicitation.services import adaptive as adaptive_services
 from tests.test_flow import to_trials
 from tests.test_i18n import consented
 from tests.test_reliability_and_simulation import _answer_infer
@@ -32,19 +31,6 @@ ADAPTIVE = {
     "adaptive_max_per_pair": 2,
     "adaptive_repeat_spacing": 2,
 }
-
-
-@pytest.fixture(autouse=True)
-def fresh_choosers():
-    adaptive_services.forget_state()
-    yield
-    adaptive_services.forget_state()
-
-
-@pytest.fixture
-def staff(client, role_user):
-    client.force_login(role_user("r", "Researcher"))
-    return client
 
 
 def progress_text(html: str) -> str:

@@ -22,19 +22,6 @@ from tests.test_adaptive_studies import ADAPTIVE, answer_all, infer_payload, ser
 from tests.test_flow import to_trials
 
 
-@pytest.fixture(autouse=True)
-def fresh_choosers():
-    adaptive_services.forget_state()
-    yield
-    adaptive_services.forget_state()
-
-
-@pytest.fixture
-def staff(client, role_user):
-    client.force_login(role_user("r", "Researcher"))
-    return client
-
-
 def stored_bytes(study, pool: str = "live") -> dict[int, tuple[bytes, int]]:
     """pair id -> (the stored log posterior's bytes, judgment count) of `pool`."""
     rows = PairPosterior.objects.filter(study=study, pool=pool).values_list(

@@ -32,13 +32,6 @@ from tests.test_flow import to_trials
 ADAPTIVE = {"design": "adaptive", "conditions": 1}
 
 
-@pytest.fixture(autouse=True)
-def fresh_choosers():
-    adaptive_services.forget_state()
-    yield
-    adaptive_services.forget_state()
-
-
 def served(session, slug):
     """What the trial page shows the session now (the view's path: serve, then show)."""
     live = live_session(session.token, slug)

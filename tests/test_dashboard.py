@@ -1,17 +1,10 @@
 """The admin dashboard: progress, plots, quality flags, exclusion, closing."""
 
-import pytest
 from django.urls import reverse
 
 from elicitation.models import Session, Study
 from elicitation.services import RecruiterIds, record_judgment, start_session
 from tests.test_flow import construct_answer, to_trials
-
-
-@pytest.fixture
-def staff(client, role_user):
-    client.force_login(role_user("r", "Researcher"))
-    return client
 
 
 def answer_all(session, rt_ms=2000.0):

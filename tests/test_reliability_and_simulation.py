@@ -16,21 +16,7 @@ from django.urls import reverse
 from elicitation import reliability, reports
 from elicitation.models import Judgment, Session
 from elicitation.services import RecruiterIds, record_judgment, start_session
-from elicitation.services import adaptive as adaptive_services
 from tests.test_flow import to_trials
-
-
-@pytest.fixture(autouse=True)
-def fresh_choosers():
-    adaptive_services.forget_state()
-    yield
-    adaptive_services.forget_state()
-
-
-@pytest.fixture
-def staff(client, role_user):
-    client.force_login(role_user("r", "Researcher"))
-    return client
 
 
 def _answer_infer(session, perceived_of):

@@ -24,7 +24,6 @@ from elicitation import reliability, reports
 from elicitation.adaptive_design import interface_model, observation, prior_log_posterior
 from elicitation.live import grid_lams
 from elicitation.models import Judgment, Session, Study
-from elicitation.services import adaptive as adaptive_services
 from tests.conftest import shared_data_dir
 
 # --- The reference: the per-answer definition -------------------------------------------
@@ -239,13 +238,6 @@ def test_hmix_figures_equal_the_per_answer_definition(hmix, db, interface):
 
 
 # --- Synthetic studies ----------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def fresh_choosers():
-    adaptive_services.forget_state()
-    yield
-    adaptive_services.forget_state()
 
 
 def scramble(study, rng: np.random.Generator) -> None:
