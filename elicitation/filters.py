@@ -1,10 +1,12 @@
 from datetime import UTC
 
 import django_filters
+from django import forms
 from rest_framework.exceptions import ValidationError
 
 from datasets.models import Stimulus
 
+from . import reports
 from .models import Condition, Judgment, Participant
 
 
@@ -21,14 +23,34 @@ class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
         return super().filter(qs, value)
 
 
+class FlagField(forms.Field):
+    """A boolean query parameter read as every one is (reports.flag_param): true/false,
+    1/0, yes/no, on/off in any case; absent or empty is no filter (None)."""
+
+    def to_python(self, value):
+        if value in (None, ""):
+            return None
+        try:
+            return reports.flag_param("value", value)
+        except ValueError:
+            raise forms.ValidationError(f"must be true or false, not {value!r}") from None
+
+
+class FlagFilter(django_filters.BooleanFilter):
+    """django-filter's BooleanFilter reads an unknown value as absent and returns every
+    row; this one answers it with a 400."""
+
+    field_class = FlagField
+
+
 class JudgmentFilter(django_filters.FilterSet):
     study = django_filters.CharFilter(field_name="study__slug")
     condition = django_filters.CharFilter(field_name="session__condition__name")
     participant = django_filters.CharFilter(field_name="session__participant__public_id")
-    repeat = django_filters.BooleanFilter(field_name="is_repeat")
+    repeat = FlagFilter(field_name="is_repeat")
     # Narrows what the exclusion rule keeps: excluded participants' judgments are
     # there only with include_excluded=1 (reports.counted).
-    excluded = django_filters.BooleanFilter(field_name="session__excluded")
+    excluded = FlagFilter(field_name="session__excluded")
     since = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
     until = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
 

@@ -131,6 +131,14 @@ def test_judgment_filters_and_cursor_pagination(answered_study, client, research
     assert odd.status_code == 200 and odd.json()["results"] == []
     edge = client.get("/api/judgments/", {"since": "0001-01-01T00:00:00+16:00"})
     assert edge.status_code == 400
+    # A boolean filter's unknown value is a 400 naming it, not every row (django-filter's
+    # own BooleanFilter read it as absent); list and export alike.
+    for url in ("/api/judgments/", "/api/judgments/export/"):
+        for name in ("repeat", "excluded"):
+            junk = client.get(url, {name: "banana"})
+            assert junk.status_code == 400 and name in junk.json(), (url, name)
+    assert client.get("/api/judgments/", {"repeat": "0"}).json()["results"]
+    assert client.get("/api/judgments/", {"repeat": ""}).status_code == 200
 
 
 def test_study_export_csv_and_json_stream(answered_study, client, researcher):
